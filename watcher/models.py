@@ -1,0 +1,200 @@
+"""The domain records: tasks, their state changes, events, deliveries and attempts.
+
+Plain data, no I/O. The store persists these; the scheduler and the sender act on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskState(enum.StrEnum):
+    """Where a watched task stands, in the watcher's own words."""
+
+    PENDING = "pending"  # registered; upstream says pending, or not asked yet
+    PROCESSING = "processing"  # upstream says processing
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    NOT_FOUND = "not_found"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TaskState.PENDING, TaskState.PROCESSING)
+
+
+ACTIVE_STATES = (TaskState.PENDING, TaskState.PROCESSING)
+
+
+class EventType(enum.StrEnum):
+    """The webhook event types (contract section 6)."""
+
+    PROCESSING = "task.processing"
+    SUCCEEDED = "task.succeeded"
+    FAILED = "task.failed"
+    TIMED_OUT = "task.timed_out"
+    NOT_FOUND = "task.not_found"
+
+
+DEFAULT_EVENTS: frozenset[EventType] = frozenset(
+    {EventType.SUCCEEDED, EventType.FAILED, EventType.TIMED_OUT, EventType.NOT_FOUND}
+)
+
+# The task state each event type moves a task into.
+EVENT_STATE: Mapping[EventType, TaskState] = {
+    EventType.PROCESSING: TaskState.PROCESSING,
+    EventType.SUCCEEDED: TaskState.SUCCEEDED,
+    EventType.FAILED: TaskState.FAILED,
+    EventType.TIMED_OUT: TaskState.TIMED_OUT,
+    EventType.NOT_FOUND: TaskState.NOT_FOUND,
+}
+
+# The pseudo endpoint name of deliveries to a task's ad-hoc `callback_url`. Configured endpoint
+# names cannot start with "@", so it never collides with one.
+CALLBACK_ENDPOINT = "@callback"
+
+
+class TaskSource(enum.StrEnum):
+    """Where a task registration came from."""
+
+    API = "api"
+    FILE = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A request to watch a task, as the intake API and the tasks file give it (validated)."""
+
+    task_id: str
+    model: str
+    endpoints: tuple[str, ...] | None = None  # None: every endpoint whose events match
+    callback_url: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    deadline_s: float | None = None  # overrides the model's polling deadline
+
+
+@dataclass(slots=True)
+class Task:
+    """A watched task as the store keeps it."""
+
+    task_id: str
+    model: str
+    endpoints: tuple[str, ...] | None
+    callback_url: str | None
+    metadata: Mapping[str, Any]
+    deadline_s: float | None
+    source: TaskSource
+    state: TaskState
+    registered_at: float  # Unix seconds
+    updated_at: float
+    upstream_state: str | None = None  # the last `data.state` seen, verbatim
+    polls: int = 0  # may lag the scheduler's live count by a flush interval
+    finished_at: float | None = None
+    last_error: str | None = None  # the last non-terminal upstream problem, for `show`
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One recorded change of a task's state."""
+
+    task_id: str
+    from_state: TaskState
+    to_state: TaskState
+    at: float
+    reason: str  # short, e.g. "upstream state processing", "deadline reached", "cancelled"
+    upstream_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A webhook event. `body` is the exact JSON sent on every attempt of every delivery."""
+
+    event_id: str  # evt_...
+    task_id: str
+    type: EventType
+    created_at: float
+    body: bytes
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # schedule used up, 410 Gone, or its endpoint was removed
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event to one endpoint. Its `webhook_id` stays the same on every attempt."""
+
+    delivery_id: str  # dlv_...
+    event_id: str
+    task_id: str
+    event_type: EventType
+    endpoint: str  # configured endpoint name, or CALLBACK_ENDPOINT
+    webhook_id: str  # msg_...
+    status: DeliveryStatus
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None  # None once not pending
+    url: str | None = None  # only for CALLBACK_ENDPOINT; configured endpoints resolve at send time
+    attempts: int = 0  # attempts made in total
+    schedule_pos: int = 0  # attempts made in the current round (redeliver starts a new round)
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+
+class AttemptOutcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"  # 2xx
+    RETRY = "retry"  # failed, another attempt is scheduled
+    FAILED = "failed"  # failed, and the delivery is now failed (schedule used up, 410, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One HTTP attempt of a delivery."""
+
+    delivery_id: str
+    number: int  # 1-based, over the delivery's whole life
+    started_at: float
+    duration_ms: float
+    outcome: AttemptOutcome
+    status_code: int | None = None
+    error: str | None = None  # e.g. "timeout", "connection refused", "HTTP 500"
+    webhook_timestamp: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A state change and everything it causes, committed by the store in one transaction.
+
+    The transactional outbox: the task's new state, its state-change record, the event and the
+    deliveries the event fans out to are all written, or none is.
+    """
+
+    task_id: str
+    from_state: TaskState
+    to_state: TaskState
+    at: float
+    reason: str
+    upstream_state: str | None = None
+    polls: int | None = None  # the scheduler's live poll count, persisted with the change
+    event: Event | None = None
+    deliveries: tuple[Delivery, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What the polling decision says happened to a task; the event body is built from it."""
+
+    type: EventType
+    upstream: Mapping[str, Any] | None = None  # the upstream's `data` object, verbatim
+    result: Mapping[str, Any] | None = None  # parsed `resultJson` (succeeded)
+    result_urls: tuple[str, ...] = ()
+    fail_code: str | None = None  # failed
+    fail_msg: str | None = None
+    last_state: str | None = None  # timed_out / not_found: the last upstream state seen
+    watched_seconds: float | None = None  # timed_out / not_found

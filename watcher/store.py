@@ -1,0 +1,149 @@
+"""The store interface: everything the daemon keeps durably.
+
+Two implementations pass one contract test suite (tests/unit/test_store_contract.py):
+`SqliteStore` (watcher/sqlite_store.py, the real one) and `MemoryStore`
+(watcher/memory_store.py, for unit tests). Methods are synchronous: SQLite calls are short and
+local, and keeping them on the event loop keeps ordering simple (one writer, no thread hops).
+
+Conventions:
+- every `now`/`at` is Unix seconds as a float, passed in by the caller (no clock reads here);
+- lists are newest first, with an opaque `cursor` string for the next page (None: no more);
+- a method that names a missing task/delivery raises TaskNotFound/DeliveryNotFound;
+- errors of the database are raised as StoreError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+from watcher.models import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    StateChange,
+    Task,
+    TaskSource,
+    TaskSpec,
+    TaskState,
+    Transition,
+)
+
+
+class Store(Protocol):
+    """Durable tasks, state changes, events, deliveries and attempts."""
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def add_task(self, spec: TaskSpec, *, source: TaskSource, now: float) -> tuple[Task, bool]:
+        """Register a task; committed when this returns.
+
+        Returns (task, created). A known task_id with the same model returns the stored task and
+        False (nothing changes). A known task_id with another model raises TaskConflict.
+        """
+        ...
+
+    def add_tasks(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[tuple[Task, bool]]:
+        """`add_task` for many, in one transaction. A conflicting spec raises TaskConflict
+        and nothing of the batch is written."""
+        ...
+
+    def get_task(self, task_id: str) -> Task:
+        """The task, or TaskNotFound."""
+        ...
+
+    def list_tasks(
+        self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Task], str | None]:
+        """Tasks newest registration first, optionally of one state."""
+        ...
+
+    def active_tasks(self) -> Iterator[Task]:
+        """Every task in PENDING or PROCESSING (for resuming after a restart), in any order."""
+        ...
+
+    def count_tasks(self) -> Mapping[TaskState, int]:
+        """How many tasks are in each state (states with none may be absent)."""
+        ...
+
+    def apply_transition(self, transition: Transition) -> Task:
+        """Commit a state change with its event and deliveries in one transaction (outbox).
+
+        Raises TaskNotFound; raises TaskFinished, writing nothing, if the stored state is
+        already terminal (e.g. cancelled while a poll was in flight). Returns the new task.
+        """
+        ...
+
+    def cancel_task(self, task_id: str, *, now: float) -> Task:
+        """Move an active task to CANCELLED (no event). TaskFinished if it is terminal."""
+        ...
+
+    def record_polls(self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]) -> None:
+        """Persist live poll counts and last errors of many tasks at once (batched, no state
+        change). Unknown task ids are ignored."""
+        ...
+
+    def state_changes(self, task_id: str) -> list[StateChange]:
+        """The task's state changes, oldest first."""
+        ...
+
+    # -- events --------------------------------------------------------------------------------
+    def get_event(self, event_id: str) -> Event:
+        """The event (KeyError-free: raises StoreError if missing)."""
+        ...
+
+    def events_for_task(self, task_id: str) -> list[Event]:
+        """The task's events, oldest first."""
+        ...
+
+    # -- deliveries ----------------------------------------------------------------------------
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery, or DeliveryNotFound."""
+        ...
+
+    def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        """Deliveries newest first, optionally filtered."""
+        ...
+
+    def pending_deliveries(self) -> Iterator[Delivery]:
+        """Every PENDING delivery (for resuming after a restart), in any order."""
+        ...
+
+    def count_deliveries(self) -> Mapping[DeliveryStatus, int]:
+        """How many deliveries are in each status."""
+        ...
+
+    def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
+        """Commit an attempt and the delivery's new status/schedule in one transaction.
+
+        `delivery` is the updated record (status, attempts, schedule_pos, next_attempt_at,
+        last_status_code, last_error, updated_at) and replaces the stored one.
+        """
+        ...
+
+    def attempts(self, delivery_id: str) -> list[Attempt]:
+        """The delivery's attempts, oldest first."""
+        ...
+
+    def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery:
+        """Redeliver: make the delivery PENDING again, due now, with a fresh retry round
+        (schedule_pos 0; `attempts` keeps counting). DeliveryNotFound if missing."""
+        ...
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write can be committed now (for /readyz)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and close; idempotent."""
+        ...
