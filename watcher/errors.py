@@ -96,3 +96,11 @@ class IntakeError(WatcherError):
         self.status = status
         self.code = code
         super().__init__(message)
+
+
+class InvalidSecret(WatcherError):
+    """The webhook secret is invalid: expected "whsec_" followed by base64."""
+
+
+class InvalidCursor(WatcherError):
+    """The pagination cursor is invalid (it must be a `next_cursor` from an earlier page)."""

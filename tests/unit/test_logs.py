@@ -1,0 +1,197 @@
+"""Logging: JSON lines by default, journald priorities under systemd, secrets scrubbed."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from watcher.logs import REDACTED, configure_logging, scrubber, stdout_is_journal
+
+SECRET = "whsec_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1sZWFr"
+API_KEY = "sk-live-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back after each test."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    scrubber.set_secrets(())
+
+
+def _journal_env(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    st = os.stat(path)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_json_lines_by_default_when_not_a_tty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    out = io.StringIO()
+    configure_logging(level="info", stream=out)
+    log = structlog.get_logger("watcher.test")
+    log.info("task_registered", task_id="task_1", model="nano-banana")
+    log.debug("not_shown")
+    logging.getLogger("aiohttp.access").warning("a library speaks")
+
+    lines = _json_lines(out.getvalue())
+    assert [line["event"] for line in lines] == ["task_registered", "a library speaks"]
+    first = lines[0]
+    assert first["task_id"] == "task_1"
+    assert first["model"] == "nano-banana"
+    assert first["level"] == "info"
+    assert first["ts"].endswith("Z")
+    assert lines[1]["level"] == "warning"
+    assert lines[1]["logger"] == "aiohttp.access"
+    assert not out.getvalue().startswith("<")
+
+
+def test_console_format_by_default_on_a_tty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    master, slave = os.openpty()
+    try:
+        with open(slave, "w", closefd=True) as tty:
+            configure_logging(level="info", stream=tty)
+            structlog.get_logger("watcher.test").info("daemon_ready", intake="127.0.0.1:1")
+            tty.flush()
+            text = os.read(master, 65536).decode(errors="replace")
+    finally:
+        os.close(master)
+    assert "daemon_ready" in text
+    assert not text.lstrip().startswith("{")
+
+
+def test_stdout_is_journal_matches_the_streams_device_and_inode(tmp_path: Path) -> None:
+    path = tmp_path / "journal-stream"
+    other = tmp_path / "other"
+    path.touch()
+    other.touch()
+    st, st_other = os.stat(path), os.stat(other)
+    with path.open("w") as stream:
+        assert stdout_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stream)
+        assert not stdout_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st_other.st_ino}"}, stream)
+        assert not stdout_is_journal({"JOURNAL_STREAM": "garbage"}, stream)
+        assert not stdout_is_journal({}, stream)
+    # A stream without a file descriptor is never the journal.
+    assert not stdout_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, io.StringIO())
+
+
+def test_journald_mode_prefixes_each_line_with_its_syslog_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal-stream"
+    path.touch()
+    _journal_env(monkeypatch, path)
+    with path.open("w") as stream:
+        configure_logging(level="debug", stream=stream)
+        log = structlog.get_logger("watcher.test")
+        log.error("background_task_died", loop="scheduler")
+        log.warning("config_change_needs_restart", key="store.path")
+        log.info("daemon_ready")
+        log.debug("poll_scheduled")
+        logging.getLogger("aiohttp.server").error("Error handling request")
+        stream.flush()
+
+    lines = path.read_text().splitlines()
+    assert [line[:3] for line in lines] == ["<3>", "<4>", "<6>", "<7>", "<3>"]
+    # After the prefix, each line is still one JSON object, without the internal field.
+    events = [json.loads(line[3:]) for line in lines]
+    assert [e["event"] for e in events] == [
+        "background_task_died",
+        "config_change_needs_restart",
+        "daemon_ready",
+        "poll_scheduled",
+        "Error handling request",
+    ]
+    assert all("_priority" not in e for e in events)
+
+
+def test_not_journald_when_journal_stream_names_another_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.touch()
+    _journal_env(monkeypatch, elsewhere)  # e.g. a child whose stdout was redirected
+    path = tmp_path / "out"
+    with path.open("w") as stream:
+        configure_logging(level="info", stream=stream)
+        structlog.get_logger("watcher.test").error("boom")
+    (event,) = _json_lines(path.read_text())
+    assert event["event"] == "boom"
+
+
+def test_known_secrets_are_scrubbed_from_structlog_events() -> None:
+    out = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=out, journal=False)
+    scrubber.set_secrets([SECRET, API_KEY, ""])  # empty/short values are ignored
+    log = structlog.get_logger("watcher.test")
+    log.warning(
+        "upstream_error",
+        error=f"401 for Authorization: Bearer {API_KEY}",
+        detail={"nested": [SECRET, "fine"]},
+        count=3,
+    )
+    try:
+        raise ValueError(f"bad secret {SECRET}")
+    except ValueError:
+        log.exception("delivery_crashed")
+
+    text = out.getvalue()
+    assert SECRET not in text
+    assert API_KEY not in text
+    warning, crash = _json_lines(text)
+    assert warning["error"] == f"401 for Authorization: Bearer {REDACTED}"
+    assert warning["detail"] == {"nested": [REDACTED, "fine"]}
+    assert warning["count"] == 3
+    assert f"bad secret {REDACTED}" in crash["exception"]
+
+
+def test_known_secrets_are_scrubbed_from_standard_library_records() -> None:
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out, journal=False)
+    scrubber.set_secrets([API_KEY])
+    logging.getLogger("aiohttp.client").warning("request failed: %s", f"?key={API_KEY}")
+    try:
+        raise ConnectionError(f"token {API_KEY} refused")
+    except ConnectionError:
+        logging.getLogger("asyncio").exception("Task exception was never retrieved")
+
+    text = out.getvalue()
+    assert API_KEY not in text
+    first, second = _json_lines(text)
+    assert first["event"] == f"request failed: ?key={REDACTED}"
+    assert f"token {REDACTED} refused" in second["exception"]
+
+
+def test_a_secret_containing_another_is_replaced_whole() -> None:
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out, journal=False)
+    scrubber.set_secrets(["abcdef", "abcdef-and-more"])
+    structlog.get_logger("watcher.test").info("x", value="abcdef-and-more")
+    (event,) = _json_lines(out.getvalue())
+    assert event["value"] == REDACTED
+
+
+def test_reconfiguring_keeps_a_single_handler() -> None:
+    # Reload calls configure_logging again: lines must not start to appear twice.
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out, journal=False)
+    configure_logging(level="info", fmt="json", stream=out, journal=False)
+    logging.getLogger("aiohttp.client").warning("once")
+    assert len(_json_lines(out.getvalue())) == 1

@@ -1,0 +1,386 @@
+"""The daemon's lifecycle: start, run, reload, stop.
+
+start: open the store, resume every active task and pending delivery, import the tasks file,
+bind the intake, then tell systemd READY=1. run: the scheduler, the deliverer and a few small
+housekeeping loops; if any of them dies, the daemon stops loudly (exit 1) so systemd restarts
+it. stop (SIGTERM/SIGINT): the intake refuses new tasks, no new polls or attempts start,
+in-flight ones get a grace period, poll counts are flushed, the store is closed, exit 0. A second
+signal exits at once. SIGHUP reloads, like `apixo-watcher reload`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from watcher import __version__
+from watcher.clock import Clock, SystemClock
+from watcher.config import Config, load_config
+from watcher.delivery import Deliverer
+from watcher.errors import ConfigError, ConfigProblem, StoreError, WatcherError
+from watcher.intake import IntakeServer
+from watcher.logs import configure_logging, scrubber
+from watcher.metrics import Metrics
+from watcher.models import DeliveryStatus
+from watcher.notify import Notifier
+from watcher.scheduler import Scheduler
+from watcher.service import WatchService
+from watcher.sqlite_store import SqliteStore
+from watcher.taskfile import TasksFileImporter
+from watcher.upstream import UpstreamClient
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = f"apixo-watcher/{__version__}"
+FLUSH_INTERVAL_S = 5.0  # how often live poll counts are written to the store
+STATUS_INTERVAL_S = 5.0
+# A loop that has not reported progress for this long is considered wedged.
+STALL_AFTER_S = 30.0
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value of a config, for the log scrubber."""
+    values = [config.upstream.api_key.reveal()]
+    if config.intake.token is not None:
+        values.append(config.intake.token.reveal())
+    if config.delivery.callback_secret is not None:
+        values.append(config.delivery.callback_secret.reveal())
+    for endpoint in config.endpoints:
+        values.extend(s.reveal() for s in endpoint.secrets)
+    return values
+
+
+class Daemon:
+    """Owns every long-lived part and their lifecycle."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        grace_s: float = 10.0,
+        reconfigure_logging: bool = True,
+    ) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._clock = clock or SystemClock()
+        self._notifier = notifier or Notifier()
+        self._grace_s = grace_s
+        self._reconfigure_logging = reconfigure_logging
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()  # set once READY=1 would be sent (tests wait on it)
+        self._stopping = False
+        self._reload_lock = asyncio.Lock()
+        self._loops: dict[str, asyncio.Task[Any]] = {}
+        self._started_at = time.monotonic()
+        self.metrics = Metrics()
+        self.store: SqliteStore | None = None
+        self.service: WatchService | None = None
+        self.scheduler: Scheduler | None = None
+        self.deliverer: Deliverer | None = None
+        self.intake: IntakeServer | None = None
+        self._client: UpstreamClient | None = None
+        self._importer: TasksFileImporter | None = None
+        scrubber.set_secrets(config_secrets(config))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run until stopped; the process exit code."""
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        try:
+            try:
+                await self._start()
+            except WatcherError as exc:
+                log.error("daemon_start_failed", error=exc.message)
+                await self._shutdown()
+                return 1
+            code = await self._serve()
+            await self._shutdown()
+            return code
+        finally:
+            self._restore_signals(loop)
+
+    def stop(self) -> None:
+        """Ask the daemon to stop; idempotent."""
+        self._stop.set()
+
+    async def _start(self) -> None:
+        config = self.config
+        log.info("daemon_starting", version=__version__, pid=os.getpid())
+        self.store = SqliteStore(config.store.path)
+        self.service = WatchService(store=self.store, config=config, clock=self._clock)
+        self._client = UpstreamClient(config.upstream)
+        self.scheduler = Scheduler(
+            client=self._client,
+            polling=config.polling,
+            upstream=config.upstream,
+            sink=self.service,
+            clock=self._clock,
+        )
+        self.deliverer = Deliverer(
+            store=self.store,
+            delivery=config.delivery,
+            endpoints=config.endpoints,
+            clock=self._clock,
+            user_agent=USER_AGENT,
+        )
+        self.service.attach(scheduler=self.scheduler, deliverer=self.deliverer)
+        resumed = 0
+        for task in self.store.active_tasks():
+            self.scheduler.watch(task)
+            resumed += 1
+        await self.deliverer.start()
+        self._importer = TasksFileImporter(
+            service=self.service, clock=self._clock, path=config.tasks_file
+        )
+        self._importer.import_now(force=True)
+        self.metrics.set_collect_hook(self._collect_metrics)
+        self.intake = IntakeServer(
+            service=self.service, config=config.intake, control=self, metrics=self.metrics
+        )
+        await self.intake.start()
+        log.info(
+            "daemon_ready",
+            intake=self.intake.address,
+            store=str(config.store.path),
+            resumed_tasks=resumed,
+            endpoints=len(config.endpoints),
+        )
+        self._notifier.ready(self._status_text())
+        self.ready.set()
+
+    async def _serve(self) -> int:
+        assert self.scheduler is not None
+        assert self.deliverer is not None
+        assert self._importer is not None
+        self._spawn("scheduler", self.scheduler.run())
+        self._spawn("deliverer", self.deliverer.run())
+        self._spawn("poll_flusher", self._every(FLUSH_INTERVAL_S, self._flush_polls))
+        self._spawn("status", self._every(STATUS_INTERVAL_S, self._report_status))
+        self._spawn("tasks_file", self._importer.watch())
+        if self._notifier.watchdog_interval_s:
+            self._spawn("watchdog", self._every(self._notifier.watchdog_interval_s, self._watchdog))
+        stop_waiter = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait(
+            [stop_waiter, *self._loops.values()], return_when=asyncio.FIRST_COMPLETED
+        )
+        code = 0
+        for name, task in self._loops.items():
+            if task in done:
+                exc = task.exception() if not task.cancelled() else None
+                log.error(
+                    "background_task_died",
+                    loop=name,
+                    error=repr(exc) if exc else "returned unexpectedly",
+                    exc_info=exc,
+                )
+                code = 1
+        stop_waiter.cancel()
+        return code
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self._notifier.stopping()
+        log.info("daemon_stopping", grace_s=self._grace_s)
+        if self.intake is not None:
+            self.intake.set_draining()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.deliverer is not None:
+            self.deliverer.stop()
+        drains = []
+        if self.scheduler is not None:
+            drains.append(self.scheduler.drain(self._grace_s))
+        if self.deliverer is not None:
+            drains.append(self.deliverer.drain(self._grace_s))
+        if drains:
+            await asyncio.gather(*drains, return_exceptions=True)
+        for task in self._loops.values():
+            task.cancel()
+        await asyncio.gather(*self._loops.values(), return_exceptions=True)
+        self._loops.clear()
+        with contextlib.suppress(StoreError):
+            self._flush_polls()
+        if self.intake is not None:
+            await self.intake.stop()
+        if self.deliverer is not None:
+            await self.deliverer.close()
+        if self._client is not None:
+            await self._client.close()
+        if self.store is not None:
+            self.store.close()
+        self._notifier.close()
+        log.info("daemon_stopped")
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+        self._loops[name] = asyncio.create_task(coro, name=name)
+
+    async def _every(self, interval_s: float, fn: Callable[[], object]) -> None:
+        while True:
+            await self._clock.sleep(interval_s)
+            result = fn()
+            if isinstance(result, Awaitable):
+                await result
+
+    # -- signals ----------------------------------------------------------------------------------
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _restore_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("daemon_forced_exit", signal=sig.name)
+            # A second signal means "now": the store is consistent after every transaction,
+            # so exiting without the grace period loses nothing that was acknowledged.
+            os._exit(1)
+        log.info("stop_signal_received", signal=sig.name)
+        self.stop()
+
+    def _on_hangup(self) -> None:
+        log.info("reload_signal_received", signal="SIGHUP")
+        task = asyncio.ensure_future(self.reload())
+        self._loops.setdefault(f"reload-{id(task)}", task)
+        task.add_done_callback(lambda t: self._loops.pop(f"reload-{id(t)}", None))
+
+    # -- reload -----------------------------------------------------------------------------------
+    async def reload(self) -> list[ConfigProblem]:
+        """Re-read config, secrets, API key and tasks file; [] when applied, else every problem
+        (the running config stays)."""
+        async with self._reload_lock:
+            if self._config_path is None:
+                return [ConfigProblem("", None, "the daemon was started without a config file")]
+            self._notifier.reloading(time.monotonic_ns() // 1000)
+            try:
+                new = load_config(self._config_path)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error(
+                        "config_reload_problem",
+                        key=problem.path,
+                        line=problem.line,
+                        problem=problem.message,
+                    )
+                log.error("config_reload_failed", problems=len(exc.problems))
+                self.metrics.config_reload(False)
+                self._notifier.ready(self._status_text())
+                return list(exc.problems)
+            self._apply(new)
+            self.metrics.config_reload(True)
+            log.info("config_reloaded", endpoints=len(new.endpoints))
+            self._notifier.ready(self._status_text())
+            return []
+
+    def _apply(self, new: Config) -> None:
+        old = self.config
+        self.config = new
+        scrubber.set_secrets(config_secrets(new) + config_secrets(old))
+        if self._reconfigure_logging and new.logging != old.logging:
+            configure_logging(level=new.logging.level, fmt=new.logging.format)
+        if new.store.path != old.store.path:
+            log.warning("config_change_needs_restart", key="store.path")
+        if new.intake.listen != old.intake.listen:
+            log.warning("config_change_needs_restart", key="intake.listen")
+        if self.service is not None:
+            self.service.set_config(new)
+        if self._client is not None:
+            self._client.update_config(new.upstream)
+        if self.scheduler is not None:
+            self.scheduler.update_config(new.polling, new.upstream)
+            if new.upstream.api_key != old.upstream.api_key:
+                self.scheduler.resume_credentials()
+        if self.deliverer is not None:
+            self.deliverer.update_config(new.delivery, new.endpoints)
+        if self.intake is not None:
+            self.intake.update_config(new.intake)
+        if self._importer is not None:
+            self._importer.set_path(new.tasks_file)
+            self._importer.import_now(force=True)
+
+    # -- health -----------------------------------------------------------------------------------
+    def liveness(self) -> list[str]:
+        """Reasons the daemon is not alive ([] when it is)."""
+        reasons = []
+        for name, task in self._loops.items():
+            if task.done() and not self._stopping:
+                reasons.append(f"{name} loop stopped")
+        now = self._clock.now()
+        for name, part in (("scheduler", self.scheduler), ("deliverer", self.deliverer)):
+            if part is not None and not self._stopping:
+                last = part.stats.last_progress_at
+                if last is not None and now - last > STALL_AFTER_S:
+                    reasons.append(f"{name} loop made no progress for {now - last:.0f}s")
+        return reasons
+
+    def readiness(self) -> list[str]:
+        """Reasons the daemon is not ready ([] when it is)."""
+        reasons = list(self.liveness())
+        if self._stopping:
+            reasons.append("draining: the daemon is stopping")
+        if self.store is not None:
+            try:
+                self.store.check_writable()
+            except StoreError as exc:
+                reasons.append(f"store not writable: {exc.message}")
+        if self.scheduler is not None and self.scheduler.stats.credentials_paused:
+            reasons.append("upstream rejected the API key: polling is paused")
+        return reasons
+
+    # -- housekeeping -----------------------------------------------------------------------------
+    def _flush_polls(self) -> None:
+        if self.scheduler is None or self.store is None:
+            return
+        counts, errors = self.scheduler.poll_counts()
+        if counts or errors:
+            self.store.record_polls(counts, errors=errors)
+
+    def _status_text(self) -> str:
+        watched = self.scheduler.stats.watched if self.scheduler is not None else 0
+        pending = self.deliverer.stats.pending if self.deliverer is not None else 0
+        text = f"watching {watched} tasks, {pending} deliveries pending"
+        if self.scheduler is not None and self.scheduler.stats.credentials_paused:
+            text += ", polling paused: API key rejected"
+        return text
+
+    def _report_status(self) -> None:
+        self._notifier.status(self._status_text())
+
+    def _watchdog(self) -> None:
+        # Ping only while both loops are making progress: a wedged loop must let systemd
+        # restart us rather than be papered over by a timer that still runs.
+        now = self._clock.now()
+        limit = max(2.0, self._notifier.watchdog_interval_s or 0.0)
+        for name, part in (("scheduler", self.scheduler), ("deliverer", self.deliverer)):
+            last = part.stats.last_progress_at if part is not None else None
+            if last is None or now - last > limit:
+                log.error("watchdog_withheld", loop=name)
+                return
+        self._notifier.watchdog()
+
+    def _collect_metrics(self) -> None:
+        if self.store is None:
+            return
+        self.metrics.set_tasks_by_state({s.value: n for s, n in self.store.count_tasks().items()})
+        counts = self.store.count_deliveries()
+        self.metrics.set_deliveries(
+            pending=counts.get(DeliveryStatus.PENDING, 0),
+            failed=counts.get(DeliveryStatus.FAILED, 0),
+        )
+
+
+__all__ = ["Daemon"]

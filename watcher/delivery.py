@@ -1,0 +1,469 @@
+"""The webhook dispatcher: sends pending deliveries when they are due, durably, at least once.
+
+One in-memory heap of (due time, delivery id) drives every delivery; no coroutine sleeps per
+delivery. The store is the truth: each attempt and the delivery's new state are committed
+together (`store.record_attempt`), so after a crash or restart `start()` reloads every pending
+delivery and carries on where its schedule stood. An attempt cancelled by shutdown is not
+recorded and stays pending, so it is sent again later (at-least-once; receivers dedupe by
+`webhook-id`).
+
+Concurrency: `delivery.max_concurrency` is the number of attempts in flight *per endpoint*
+(per host for ad-hoc callback URLs). A slow or dead endpoint fills only its own slots; due
+deliveries of an endpoint at its limit wait in that endpoint's queue and never block another.
+
+Targets are resolved at attempt time from the current config, so a reload that changes an
+endpoint's URL, secrets or headers applies to pending retries too. A delivery whose endpoint is
+no longer configured fails with a recorded (unsent) attempt saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+
+from watcher import retry, signing
+from watcher.clock import Clock
+from watcher.errors import DeliveryError, InvalidSecret
+from watcher.models import (
+    CALLBACK_ENDPOINT,
+    Attempt,
+    AttemptOutcome,
+    Delivery,
+    DeliveryStatus,
+)
+from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.config import DeliveryConfig, EndpointConfig
+
+log = structlog.get_logger(__name__)
+
+MAX_RESPONSE_BYTES: Final = 64 * 1024  # read (and discard) at most this much of an answer
+IDLE_TICK_S: Final = 1.0  # the loop reports progress at least this often, for the watchdog
+BODY_CACHE_SIZE: Final = 256  # event bodies kept in memory between retries
+CALLBACK_TIMEOUT_S: Final = 10.0  # ad-hoc callback URLs have no endpoint config of their own
+# Headers the watcher (or HTTP framing) sets; an endpoint's static headers cannot override them.
+_OWN_HEADERS: Final = frozenset(
+    {
+        "content-type",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-length",
+        "transfer-encoding",
+        "host",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how one attempt is sent, resolved from the config at attempt time."""
+
+    url: str
+    secrets: tuple[str, ...] = field(repr=False)
+    timeout_s: float
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStats:
+    """What the dispatcher is doing, for metrics and the watchdog."""
+
+    pending: int  # scheduled, waiting for their time or for a free slot
+    in_flight: int
+    last_progress_at: float  # Unix seconds of the loop's last turn
+
+
+class Deliverer:
+    """Sends webhook deliveries on their retry schedule. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        delivery: DeliveryConfig,
+        endpoints: Sequence[EndpointConfig],
+        clock: Clock,
+        session: aiohttp.ClientSession | None = None,
+        user_agent: str,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._user_agent = user_agent
+        self._config = delivery
+        self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
+        self._session = session
+        self._owns_session = session is None
+        # Scheduled deliveries by id, with the sequence number of their valid heap entry;
+        # heap entries whose sequence differs are stale (the delivery was rescheduled).
+        self._scheduled: dict[str, tuple[int, Delivery]] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        # Due deliveries waiting for a free slot, per slot key (endpoint), in due order.
+        self._ready: dict[str, collections.deque[str]] = {}
+        self._ready_ids: set[str] = set()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._busy: collections.Counter[str] = collections.Counter()
+        self._requeued: set[str] = set()  # redelivered while an attempt was in flight
+        self._bodies: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._last_progress_at = clock.now()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the HTTP session (unless one was given) and load every pending delivery."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                # Our own per-endpoint limits govern; aiohttp's default cap of 100 would not.
+                connector=aiohttp.TCPConnector(limit=0),
+                # Endpoints must not be able to set state that travels to other requests.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        loaded = 0
+        for delivery in self._store.pending_deliveries():
+            self._schedule(delivery)
+            loaded += 1
+        log.info("deliveries_resumed", pending=loaded)
+        self._wake.set()
+
+    def enqueue(self, deliveries: Iterable[Delivery]) -> None:
+        """Schedule newly committed (or requeued) pending deliveries.
+
+        Idempotent by delivery id: a delivery already scheduled is rescheduled with the latest
+        record; one with an attempt in flight is requeued in the store again once that attempt
+        has been recorded, so it is neither sent twice at once nor lost.
+        """
+        for delivery in deliveries:
+            if delivery.status is not DeliveryStatus.PENDING:
+                continue
+            running = self._in_flight.get(delivery.delivery_id)
+            if running is not None and not running.done():
+                self._requeued.add(delivery.delivery_id)
+            else:
+                self._schedule(delivery)
+        self._wake.set()
+
+    def update_config(self, delivery: DeliveryConfig, endpoints: Sequence[EndpointConfig]) -> None:
+        """Use a reloaded config for every attempt from now on."""
+        self._config = delivery
+        self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Start attempts as they fall due until `stop()`. A crashed attempt (e.g. the store
+        failed) is raised here, so the daemon goes down loudly instead of hanging."""
+        while not self._stopping:
+            self._raise_failure()
+            now = self._clock.now()
+            self._start_due(now)
+            self._last_progress_at = now
+            delay = IDLE_TICK_S
+            if self._heap:
+                delay = min(delay, max(0.0, self._heap[0][0] - now))
+            self._wake.clear()
+            await self._wait(delay)
+        self._raise_failure()
+
+    def stop(self) -> None:
+        """Start no new attempts; `run()` returns. Idempotent."""
+        self._stopping = True
+        self._wake.set()
+
+    # The grace period is a parameter, not the caller's asyncio.timeout: what is left after it
+    # is cancelled here, attempt by attempt, and not recorded.
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Stop, let attempts in flight finish for up to `timeout` seconds, cancel the rest
+        (they stay pending in the store and are sent after a restart)."""
+        self.stop()
+        tasks = list(self._in_flight.values())
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=timeout)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                log.warning("deliveries_cancelled_at_shutdown", count=len(unfinished))
+                await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Close the HTTP session if this dispatcher opened it (after `drain`). Idempotent."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def stats(self) -> DeliveryStats:
+        return DeliveryStats(
+            pending=len(self._scheduled),
+            in_flight=len(self._in_flight),
+            last_progress_at=self._last_progress_at,
+        )
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def _schedule(self, delivery: Delivery) -> None:
+        delivery_id = delivery.delivery_id
+        if delivery_id in self._ready_ids:
+            self._ready_ids.discard(delivery_id)
+            self._ready[self._slot_key(delivery)].remove(delivery_id)
+        self._seq += 1
+        due = delivery.next_attempt_at if delivery.next_attempt_at is not None else 0.0
+        self._scheduled[delivery_id] = (self._seq, delivery)
+        heapq.heappush(self._heap, (due, self._seq, delivery_id))
+
+    def _start_due(self, now: float) -> None:
+        limit = max(1, self._config.max_concurrency)
+        for key in list(self._ready):
+            queue = self._ready[key]
+            while queue and self._busy[key] < limit:
+                self._ready_ids.discard(queue[0])
+                self._start(self._scheduled[queue.popleft()][1])
+            if not queue:
+                del self._ready[key]
+        while self._heap and self._heap[0][0] <= now:
+            _, seq, delivery_id = heapq.heappop(self._heap)
+            entry = self._scheduled.get(delivery_id)
+            if entry is None or entry[0] != seq:
+                continue  # stale: rescheduled since
+            delivery = entry[1]
+            key = self._slot_key(delivery)
+            if self._busy[key] < limit:
+                self._start(delivery)
+            else:
+                self._ready.setdefault(key, collections.deque()).append(delivery_id)
+                self._ready_ids.add(delivery_id)
+
+    def _start(self, delivery: Delivery) -> None:
+        delivery_id = delivery.delivery_id
+        del self._scheduled[delivery_id]
+        key = self._slot_key(delivery)
+        self._busy[key] += 1
+        task = asyncio.create_task(self._attempt(delivery), name=f"deliver {delivery_id}")
+        self._in_flight[delivery_id] = task
+        task.add_done_callback(lambda done: self._attempt_done(delivery_id, key, done))
+
+    def _attempt_done(self, delivery_id: str, key: str, task: asyncio.Task[None]) -> None:
+        if self._in_flight.get(delivery_id) is task:
+            del self._in_flight[delivery_id]
+        self._busy[key] -= 1
+        if self._busy[key] <= 0:
+            del self._busy[key]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("webhook_attempt_crashed", delivery_id=delivery_id, exc_info=exc)
+            if self._failure is None:
+                self._failure = exc
+        self._wake.set()
+
+    @staticmethod
+    def _slot_key(delivery: Delivery) -> str:
+        if delivery.endpoint == CALLBACK_ENDPOINT:
+            return f"{CALLBACK_ENDPOINT}:{_host(delivery.url)}"
+        return delivery.endpoint
+
+    async def _wait(self, delay: float) -> None:
+        """Sleep on the clock until `delay` passes or something wakes the loop."""
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    # -- one attempt ---------------------------------------------------------------------------
+    async def _attempt(self, delivery: Delivery) -> None:
+        started_at = self._clock.now()
+        target = self._resolve(delivery)
+        webhook_timestamp: int | None = None
+        duration_ms = 0.0
+        if isinstance(target, str):
+            decision = retry.give_up(delivery, target, now=started_at)
+            result = retry.HttpResult(error=target)
+        else:
+            body = self._body(delivery.event_id)
+            webhook_timestamp = int(started_at)
+            try:
+                headers = self._headers(delivery, target, body, webhook_timestamp)
+            except InvalidSecret as exc:
+                reason = f"endpoint '{delivery.endpoint}' has an unusable secret: {exc}"
+                decision = retry.give_up(delivery, reason, now=started_at)
+                result = retry.HttpResult(error=decision.reason)
+            else:
+                clock_start = time.perf_counter()
+                result = await self._send(target, body, headers)
+                duration_ms = round((time.perf_counter() - clock_start) * 1000, 3)
+                decision = retry.decide(
+                    delivery, result, self._config.retry_schedule_s, now=self._clock.now()
+                )
+        updated = decision.delivery
+        attempt = Attempt(
+            delivery_id=delivery.delivery_id,
+            number=updated.attempts,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            outcome=decision.outcome,
+            status_code=result.status_code,
+            error=None if result.ok else result.describe(),
+            webhook_timestamp=webhook_timestamp,
+        )
+        self._store.record_attempt(attempt, updated)
+        self._log(decision, attempt)
+        if delivery.delivery_id in self._requeued:
+            self._requeued.discard(delivery.delivery_id)
+            self._schedule(
+                self._store.requeue_delivery(delivery.delivery_id, now=self._clock.now())
+            )
+        elif decision.outcome is AttemptOutcome.RETRY:
+            self._schedule(updated)
+
+    def _resolve(self, delivery: Delivery) -> Target | str:
+        """The target of `delivery` in the current config, or why there is none."""
+        if delivery.endpoint == CALLBACK_ENDPOINT:
+            secret = self._config.callback_secret
+            if not delivery.url:
+                return "callback delivery has no url"
+            if secret is None:
+                return "delivery.callback_secret is not configured"
+            return Target(
+                url=delivery.url,
+                secrets=(secret.reveal(),),
+                timeout_s=CALLBACK_TIMEOUT_S,
+                headers={},
+            )
+        endpoint = self._endpoints.get(delivery.endpoint)
+        if endpoint is None:
+            return f"endpoint '{delivery.endpoint}' is not configured"
+        if not endpoint.secrets:
+            return f"endpoint '{delivery.endpoint}' has no secret"
+        return Target(
+            url=endpoint.url,
+            secrets=tuple(secret.reveal() for secret in endpoint.secrets),
+            timeout_s=endpoint.timeout_s,
+            headers=endpoint.headers,
+        )
+
+    def _body(self, event_id: str) -> bytes:
+        body = self._bodies.get(event_id)
+        if body is None:
+            body = self._store.get_event(event_id).body
+            self._bodies[event_id] = body
+            if len(self._bodies) > BODY_CACHE_SIZE:
+                self._bodies.popitem(last=False)
+        else:
+            self._bodies.move_to_end(event_id)
+        return body
+
+    def _headers(
+        self, delivery: Delivery, target: Target, body: bytes, timestamp: int
+    ) -> dict[str, str]:
+        headers = {
+            name: value
+            for name, value in target.headers.items()
+            if name.lower() not in _OWN_HEADERS
+        }
+        headers.update(
+            signing.webhook_headers(
+                delivery.webhook_id, timestamp, body, target.secrets, self._user_agent
+            )
+        )
+        return headers
+
+    async def _send(
+        self, target: Target, body: bytes, headers: Mapping[str, str]
+    ) -> retry.HttpResult:
+        """POST once. Errors are described without the URL, which may carry a token."""
+        session = self._session
+        if session is None:
+            raise DeliveryError("Deliverer.start() was not called")
+        try:
+            async with session.post(
+                target.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,  # a redirect is a failed attempt ("HTTP 3xx")
+                timeout=aiohttp.ClientTimeout(total=target.timeout_s),
+            ) as response:
+                await _read_some(response, MAX_RESPONSE_BYTES)
+                return retry.HttpResult(
+                    status_code=response.status,
+                    retry_after=response.headers.get("Retry-After"),
+                )
+        except TimeoutError:
+            return retry.HttpResult(error="timeout")
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or type(exc.os_error).__name__
+            return retry.HttpResult(error=f"connection failed: {reason}")
+        except aiohttp.ServerDisconnectedError:
+            return retry.HttpResult(error="server disconnected")
+        except aiohttp.InvalidURL:
+            return retry.HttpResult(error="invalid url")
+        except (aiohttp.ClientError, OSError) as exc:
+            return retry.HttpResult(error=f"request failed: {type(exc).__name__}")
+
+    def _log(self, decision: retry.Decision, attempt: Attempt) -> None:
+        delivery = decision.delivery
+        context: dict[str, object] = {
+            "delivery_id": delivery.delivery_id,
+            "task_id": delivery.task_id,
+            "event_type": str(delivery.event_type),
+            "endpoint": delivery.endpoint,
+            "webhook_id": delivery.webhook_id,
+            "attempt": attempt.number,
+            "status_code": attempt.status_code,
+            "duration_ms": attempt.duration_ms,
+        }
+        if delivery.endpoint == CALLBACK_ENDPOINT:
+            context["callback_host"] = _host(delivery.url)
+        if decision.outcome is AttemptOutcome.SUCCEEDED:
+            log.info("webhook_delivered", **context)
+        elif decision.outcome is AttemptOutcome.RETRY:
+            log.warning(
+                "webhook_attempt_failed",
+                error=attempt.error,
+                next_attempt_at=delivery.next_attempt_at,
+                **context,
+            )
+        else:
+            log.error(
+                "webhook_delivery_failed", error=attempt.error, reason=decision.reason, **context
+            )
+
+
+async def _read_some(response: aiohttp.ClientResponse, limit: int) -> None:
+    """Read up to `limit` bytes of the answer, so a short one frees the connection for reuse.
+    The status is already known, so a body that breaks off does not change the outcome."""
+    remaining = limit
+    try:
+        while remaining > 0:
+            chunk = await response.content.read(remaining)
+            if not chunk:
+                return
+            remaining -= len(chunk)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return
+
+
+def _host(url: str | None) -> str:
+    """A URL's host only: logs never carry a full URL, which may hold a token."""
+    try:
+        return urlsplit(url or "").hostname or ""
+    except ValueError:
+        return ""

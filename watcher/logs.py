@@ -1,0 +1,171 @@
+"""Logging setup: structlog, one JSON object per line on stdout (journald keeps them).
+
+- `format: json` (the default when stdout is not a TTY) or `console` (colour, for people).
+- Under systemd, when stdout is the journal (`JOURNAL_STREAM` names stdout's device:inode),
+  each line starts with a `<N>` syslog priority so journald files it at the right level.
+- Known secret values are scrubbed from every event as a last line of defence: the code never
+  logs a secret on purpose, and this makes sure a library's message can't leak one either.
+- Standard-library loggers (aiohttp, asyncio) go through the same renderer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[REDACTED]"
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+# syslog priorities by level name (sd-daemon(3) prefixes)
+_PRIORITY = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "warn": 4,
+    "error": 3,
+    "critical": 2,
+    "exception": 3,
+}
+
+
+class SecretScrubber:
+    """A structlog processor replacing any known secret value inside string fields."""
+
+    def __init__(self) -> None:
+        self._secrets: tuple[str, ...] = ()
+
+    def set_secrets(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret containing another is replaced whole. Very short values
+        # (e.g. an empty token) are ignored: replacing them would mangle ordinary text.
+        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True))
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if self._secrets:
+            for key, value in event_dict.items():
+                event_dict[key] = self._scrub(value)
+        return event_dict
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(v) for v in value]
+        return value
+
+
+scrubber = SecretScrubber()
+
+
+def stdout_is_journal(
+    environ: MutableMapping[str, str] | None = None, stream: TextIO | None = None
+) -> bool:
+    """True when systemd connected stdout to the journal (see systemd.exec(5) JOURNAL_STREAM)."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    if ":" not in value:
+        return False
+    try:
+        st = os.fstat((stream or sys.stdout).fileno())
+    except (OSError, ValueError):
+        return False
+    dev, _, ino = value.partition(":")
+    return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
+
+def _add_priority(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict["_priority"] = _PRIORITY.get(str(event_dict.get("level", method)), 6)
+    return event_dict
+
+
+class _JournalPrefixRenderer:
+    """Wraps a renderer and prefixes its line with `<N>` for journald."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        priority = event_dict.pop("_priority", 6)
+        return f"<{priority}>{self._inner(logger, method, event_dict)}"
+
+
+def _drop_priority(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict.pop("_priority", None)
+    return event_dict
+
+
+def configure_logging(
+    *,
+    level: str = "info",
+    fmt: str | None = None,
+    stream: TextIO | None = None,
+    journal: bool | None = None,
+) -> None:
+    """Set up structlog and the standard library's logging. Safe to call again (reload)."""
+    out = stream or sys.stdout
+    if fmt is None:
+        fmt = "console" if out.isatty() else "json"
+    if journal is None:
+        journal = stdout_is_journal(stream=out)
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    final: list[Any] = (
+        [_add_priority, _JournalPrefixRenderer(renderer)] if journal else [_drop_priority, renderer]
+    )
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            scrubber,
+            *final,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                scrubber,
+                *final,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Libraries stay at warning: their info chatter is not the daemon's story.
+    root.setLevel(max(_LEVELS.get(level, logging.INFO), logging.WARNING))

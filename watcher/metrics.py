@@ -1,0 +1,194 @@
+"""Prometheus metrics of the daemon, served as text at `GET /metrics`.
+
+Every metric is named `apixo_watcher_*` and lives in a registry owned by one `Metrics` object
+(not the process-global one), so tests can build as many as they like. Labels are bounded sets
+(model, endpoint name, outcome, state): never a task id, which would grow without limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from watcher import __version__
+from watcher.models import DeliveryStatus, TaskState
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "apixo_watcher_"
+
+# Upstream status calls: milliseconds to the configured timeout (seconds).
+_REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Event created -> webhook accepted: immediate, or hours later after retries.
+_DELIVERY_BUCKETS = (
+    *(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    *(60.0, 300.0, 1800.0, 7200.0, 21600.0, 86400.0),
+)
+# Upstream completeTime -> our detection: bounded by the polling interval (up to minutes).
+_LAG_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+class Metrics:
+    """The daemon's metrics; the scheduler, deliverer, daemon and intake call its methods."""
+
+    def __init__(self, *, version: str = __version__) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._collect_hook: Callable[[], None] | None = None
+
+        self._build_info = Gauge(
+            PREFIX + "build_info", "Build information; always 1.", ["version"], registry=reg
+        )
+        self._build_info.labels(version=version).set(1)
+
+        self._upstream_requests = Counter(
+            PREFIX + "upstream_requests",
+            "Upstream status requests by model and outcome.",
+            ["model", "outcome"],
+            registry=reg,
+        )
+        self._upstream_duration = Histogram(
+            PREFIX + "upstream_request_duration_seconds",
+            "Duration of upstream status requests.",
+            ["model"],
+            buckets=_REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self._rate_limited = Counter(
+            PREFIX + "upstream_rate_limited",
+            "Upstream answers of 429 (rate limit exceeded).",
+            registry=reg,
+        )
+        self._credentials_paused = Gauge(
+            PREFIX + "upstream_credentials_paused",
+            "1 while polling is paused because the upstream rejected the API key or account.",
+            registry=reg,
+        )
+        self._webhook_attempts = Counter(
+            PREFIX + "webhook_attempts",
+            "Webhook delivery attempts by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            registry=reg,
+        )
+        self._webhook_duration = Histogram(
+            PREFIX + "webhook_attempt_duration_seconds",
+            "Duration of webhook delivery attempts.",
+            ["endpoint"],
+            buckets=_REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self._delivery_latency = Histogram(
+            PREFIX + "delivery_latency_seconds",
+            "Time from an event's creation to its successful delivery, by endpoint.",
+            ["endpoint"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=reg,
+        )
+        self._detection_lag = Histogram(
+            PREFIX + "detection_lag_seconds",
+            "Time from the upstream's completeTime to the watcher noticing, by model.",
+            ["model"],
+            buckets=_LAG_BUCKETS,
+            registry=reg,
+        )
+        self._reloads = Counter(
+            PREFIX + "config_reloads",
+            "Configuration reloads by outcome (success or failure).",
+            ["outcome"],
+            registry=reg,
+        )
+        self._last_reload = Gauge(
+            PREFIX + "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+            registry=reg,
+        )
+        self._tasks = Gauge(
+            PREFIX + "tasks", "Tasks in the store by state.", ["state"], registry=reg
+        )
+        self._deliveries = Gauge(
+            PREFIX + "deliveries",
+            "Deliveries waiting for an attempt (pending) or given up (failed).",
+            ["status"],
+            registry=reg,
+        )
+        self._intake_requests = Counter(
+            PREFIX + "intake_requests",
+            "Intake API requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=reg,
+        )
+        # Series that exist from the start read 0 instead of being absent, so alerts on them work.
+        for state in TaskState:
+            self._tasks.labels(state=state.value).set(0)
+        for status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED):
+            self._deliveries.labels(status=status.value).set(0)
+        for outcome in ("success", "failure"):
+            self._reloads.labels(outcome=outcome)
+
+    # -- upstream -------------------------------------------------------------------------------
+    def upstream_request(self, model: str, outcome: str, duration_s: float) -> None:
+        """One status request finished; `outcome` is a short word ("ok", "http_429", "timeout")."""
+        self._upstream_requests.labels(model=model, outcome=outcome).inc()
+        self._upstream_duration.labels(model=model).observe(max(0.0, duration_s))
+
+    def rate_limited(self) -> None:
+        """The upstream answered 429."""
+        self._rate_limited.inc()
+
+    def credentials_paused(self, paused: bool) -> None:
+        """Polling was paused (True) or resumed (False) because of the API key or account."""
+        self._credentials_paused.set(1 if paused else 0)
+
+    def detection_lag(self, model: str, seconds: float) -> None:
+        """A terminal state was detected `seconds` after the upstream's completeTime."""
+        self._detection_lag.labels(model=model).observe(max(0.0, seconds))
+
+    # -- webhooks -------------------------------------------------------------------------------
+    def webhook_attempt(self, endpoint: str, outcome: str, duration_s: float) -> None:
+        """One webhook attempt finished; `outcome` is an AttemptOutcome value."""
+        self._webhook_attempts.labels(endpoint=endpoint, outcome=outcome).inc()
+        self._webhook_duration.labels(endpoint=endpoint).observe(max(0.0, duration_s))
+
+    def delivery_latency(self, endpoint: str, seconds: float) -> None:
+        """A delivery succeeded `seconds` after its event was created."""
+        self._delivery_latency.labels(endpoint=endpoint).observe(max(0.0, seconds))
+
+    # -- daemon ---------------------------------------------------------------------------------
+    def config_reload(self, success: bool, *, now: float | None = None) -> None:
+        """A configuration (re)load finished; the first load at start counts too."""
+        self._reloads.labels(outcome="success" if success else "failure").inc()
+        if success:
+            self._last_reload.set(time.time() if now is None else now)
+
+    def set_tasks_by_state(self, counts: Mapping[str, int]) -> None:
+        """Replace the task gauges; states absent from `counts` read 0."""
+        for state in TaskState:
+            self._tasks.labels(state=state.value).set(counts.get(state.value, 0))
+
+    def set_deliveries(self, pending: int, failed: int) -> None:
+        """Replace the delivery gauges."""
+        self._deliveries.labels(status=DeliveryStatus.PENDING.value).set(pending)
+        self._deliveries.labels(status=DeliveryStatus.FAILED.value).set(failed)
+
+    def intake_request(self, route: str, method: str, status: int) -> None:
+        """An intake API request was answered; `route` is the path template, not the path."""
+        self._intake_requests.labels(route=route, method=method, status=str(status)).inc()
+
+    # -- exposition -----------------------------------------------------------------------------
+    def set_collect_hook(self, hook: Callable[[], None] | None) -> None:
+        """Run `hook` before each render, e.g. to refresh the gauges from the store."""
+        self._collect_hook = hook
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        if self._collect_hook is not None:
+            try:
+                self._collect_hook()
+            except Exception:
+                # A scrape must still answer (with the last values) when e.g. the store is down.
+                log.warning("metrics_collect_hook_failed", exc_info=True)
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4

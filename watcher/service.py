@@ -1,0 +1,275 @@
+"""Domain operations on watched tasks: register, cancel, inspect, redeliver, and commit what the
+scheduler decides.
+
+The intake API, the tasks file importer and the daemon all go through `WatchService`, so a task
+registered any way is persisted before it is watched, and every state change goes through the
+store's transactional outbox before its webhooks are sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from watcher.clock import Clock
+from watcher.config import Config
+from watcher.errors import TaskConflict, TaskFinished
+from watcher.events import build_event, plan_deliveries
+from watcher.models import (
+    EVENT_STATE,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    StateChange,
+    Task,
+    TaskSource,
+    TaskSpec,
+    TaskState,
+    Transition,
+)
+from watcher.store import Store
+
+if TYPE_CHECKING:
+    from watcher.polling import Decision, Watch
+
+log = structlog.get_logger(__name__)
+
+
+class Watching(Protocol):
+    """The part of the scheduler the service drives."""
+
+    def watch(self, task: Task) -> None: ...
+
+    def unwatch(self, task_id: str) -> bool: ...
+
+    def get(self, task_id: str) -> Watch | None: ...
+
+
+class Delivering(Protocol):
+    """The part of the deliverer the service drives."""
+
+    def enqueue(self, deliveries: Iterable[Delivery]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    delivery: Delivery
+    attempts: list[Attempt]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """Everything about one task, for `show` and `GET /v1/tasks/{id}`."""
+
+    task: Task
+    next_poll_at: float | None
+    state_changes: list[StateChange]
+    events: list[Event]
+    deliveries: list[DeliveryView]
+
+
+class WatchService:
+    """Registers and inspects tasks; the scheduler's TransitionSink."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: Config,
+        clock: Clock,
+        scheduler: Watching | None = None,
+        deliverer: Delivering | None = None,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._clock = clock
+        self._scheduler = scheduler
+        self._deliverer = deliverer
+
+    # Wiring: the scheduler and deliverer need the service too, so they are attached after.
+    def attach(self, *, scheduler: Watching, deliverer: Delivering) -> None:
+        self._scheduler = scheduler
+        self._deliverer = deliverer
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def set_config(self, config: Config) -> None:
+        self._config = config
+
+    def endpoint_names(self) -> list[str]:
+        return [e.name for e in self._config.endpoints]
+
+    # -- registration -----------------------------------------------------------------------------
+    def register(self, spec: TaskSpec, *, source: TaskSource) -> tuple[Task, bool]:
+        """Persist (committed on return) and start watching. Idempotent per task_id."""
+        task, created = self._store.add_task(spec, source=source, now=self._clock.now())
+        if created:
+            self._watch(task)
+            log.info("task_registered", task_id=task.task_id, model=task.model, source=source.value)
+        return task, created
+
+    def register_many(
+        self, specs: Sequence[TaskSpec], *, source: TaskSource
+    ) -> list[tuple[TaskSpec, Task | None, bool, str | None]]:
+        """Register a batch; returns (spec, task, created, error) per spec in order.
+
+        A conflicting spec is reported and skipped; the rest are committed together.
+        """
+        now = self._clock.now()
+        try:
+            results = self._store.add_tasks(list(specs), source=source, now=now)
+        except TaskConflict:
+            # Rare: fall back to one transaction per spec to tell which ones conflict.
+            out: list[tuple[TaskSpec, Task | None, bool, str | None]] = []
+            for spec in specs:
+                try:
+                    task, created = self._store.add_task(spec, source=source, now=now)
+                except TaskConflict as exc:
+                    out.append((spec, None, False, exc.message))
+                    continue
+                if created:
+                    self._watch(task)
+                out.append((spec, task, created, None))
+            return out
+        for task, created in results:
+            if created:
+                self._watch(task)
+        return [(s, t, c, None) for s, (t, c) in zip(specs, results, strict=True)]
+
+    def _watch(self, task: Task) -> None:
+        if self._scheduler is not None and not task.state.terminal:
+            self._scheduler.watch(task)
+
+    def cancel(self, task_id: str) -> Task:
+        """Stop watching a task; no webhook is sent. TaskNotFound / TaskFinished."""
+        task = self._store.cancel_task(task_id, now=self._clock.now())
+        if self._scheduler is not None:
+            self._scheduler.unwatch(task_id)
+        log.info("task_cancelled", task_id=task_id)
+        return task
+
+    # -- inspection -------------------------------------------------------------------------------
+    def get_task(self, task_id: str) -> Task:
+        task = self._store.get_task(task_id)
+        self._overlay_live(task)
+        return task
+
+    def list_tasks(
+        self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Task], str | None]:
+        tasks, next_cursor = self._store.list_tasks(state=state, limit=limit, cursor=cursor)
+        for task in tasks:
+            self._overlay_live(task)
+        return tasks, next_cursor
+
+    def view(self, task_id: str) -> TaskView:
+        task = self.get_task(task_id)
+        watch = self._scheduler.get(task_id) if self._scheduler is not None else None
+        deliveries, _ = self._store.list_deliveries(task_id=task_id, limit=1000)
+        return TaskView(
+            task=task,
+            next_poll_at=watch.next_poll_at if watch is not None else None,
+            state_changes=self._store.state_changes(task_id),
+            events=self._store.events_for_task(task_id),
+            deliveries=[
+                DeliveryView(d, self._store.attempts(d.delivery_id)) for d in reversed(deliveries)
+            ],
+        )
+
+    def _overlay_live(self, task: Task) -> None:
+        # Poll counts are flushed to the store in batches; the scheduler's count is fresher.
+        if self._scheduler is None or task.state.terminal:
+            return
+        watch = self._scheduler.get(task.task_id)
+        if watch is not None:
+            task.polls = max(task.polls, watch.polls)
+            task.last_error = watch.last_error
+
+    def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        return self._store.list_deliveries(
+            status=status, task_id=task_id, limit=limit, cursor=cursor
+        )
+
+    def delivery_view(self, delivery_id: str) -> DeliveryView:
+        delivery = self._store.get_delivery(delivery_id)
+        return DeliveryView(delivery, self._store.attempts(delivery_id))
+
+    def redeliver(self, delivery_id: str) -> Delivery:
+        """Send a delivery again now: a new attempt, the same webhook-id, a fresh retry round."""
+        delivery = self._store.requeue_delivery(delivery_id, now=self._clock.now())
+        if self._deliverer is not None:
+            self._deliverer.enqueue([delivery])
+        log.info("delivery_requeued", delivery_id=delivery_id, task_id=delivery.task_id)
+        return delivery
+
+    # -- the scheduler's sink ---------------------------------------------------------------------
+    async def commit(self, watch: Watch, decision: Decision) -> bool:
+        """Persist a decision's state change, event and deliveries (one transaction), then hand
+        the deliveries to the deliverer. False when the task is no longer active."""
+        now = self._clock.now()
+        outcome = decision.outcome
+        to_state = decision.new_state
+        if outcome is not None:
+            to_state = EVENT_STATE[outcome.type]
+        if to_state is None:
+            return True
+        task = self._store.get_task(watch.task_id)
+        if task.state.terminal:
+            return False
+        event = None
+        deliveries: tuple[Delivery, ...] = ()
+        if outcome is not None:
+            event = build_event(outcome, task, now=now)
+            deliveries = plan_deliveries(
+                event,
+                task,
+                self._config.endpoints,
+                callback_enabled=self._config.delivery.callback_secret is not None,
+                now=now,
+                first_delay_s=self._config.delivery.retry_schedule_s[0],
+            )
+        transition = Transition(
+            task_id=task.task_id,
+            from_state=task.state,
+            to_state=to_state,
+            at=now,
+            reason=decision.reason,
+            upstream_state=decision.upstream_state,
+            polls=watch.polls,
+            event=event,
+            deliveries=deliveries,
+        )
+        try:
+            self._store.apply_transition(transition)
+        except TaskFinished:
+            return False
+        if deliveries and self._deliverer is not None:
+            self._deliverer.enqueue(deliveries)
+        log.info(
+            "task_finished" if to_state.terminal else "task_state_changed",
+            task_id=task.task_id,
+            model=task.model,
+            from_state=task.state.value,
+            to_state=to_state.value,
+            event_type=event.type.value if event else None,
+            deliveries=len(deliveries),
+            polls=watch.polls,
+        )
+        return True

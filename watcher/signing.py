@@ -1,0 +1,70 @@
+"""Standard Webhooks signing (v1, HMAC-SHA256).
+
+A signature is `v1,` + base64(HMAC-SHA256(key, "{webhook-id}.{webhook-timestamp}.{body}")), where
+the key is the base64-decoded part of a `whsec_...` secret. During a rotation an endpoint has
+several secrets; every one of them signs, and the signatures are sent space-separated, so a
+receiver holding either the old or the new secret verifies the same request.
+
+Pure functions, no I/O. Nothing here puts a secret (or a signature) into an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets as _random
+from collections.abc import Sequence
+
+from watcher.errors import InvalidSecret
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+SECRET_BYTES = 32  # the Standard Webhooks spec recommends 24 to 64 bytes of key
+
+
+def generate_secret() -> str:
+    """A new random secret: `whsec_` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(_random.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def decode_secret(secret: str) -> bytes:
+    """The HMAC key of a `whsec_...` secret (the prefix is optional, as other libraries allow).
+
+    Missing base64 padding is tolerated, like the reference libraries do. Raises InvalidSecret,
+    whose message never contains the secret, for anything that is not base64 or is empty.
+    """
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    encoded += "=" * (-len(encoded) % 4)
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidSecret() from exc
+    if not key:
+        raise InvalidSecret("the webhook secret is empty")
+    return key
+
+
+def sign(webhook_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> str:
+    """The `webhook-signature` header value: one `v1,<base64>` per secret, in the given order."""
+    if not secrets:
+        raise InvalidSecret("no webhook secret to sign with")
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    signatures = []
+    for secret in secrets:
+        digest = hmac.new(decode_secret(secret), signed, hashlib.sha256).digest()
+        signatures.append("v1," + base64.b64encode(digest).decode("ascii"))
+    return " ".join(signatures)
+
+
+def webhook_headers(
+    webhook_id: str, timestamp: int, body: bytes, secrets: Sequence[str], user_agent: str
+) -> dict[str, str]:
+    """Every header a webhook request carries (contract section 6)."""
+    return {
+        "content-type": "application/json",
+        "user-agent": user_agent,
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(webhook_id, timestamp, body, secrets),
+    }

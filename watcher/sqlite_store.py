@@ -1,0 +1,758 @@
+"""The real store: one SQLite file in WAL mode, schema versioned by `PRAGMA user_version`.
+
+Every Store method is exactly one transaction: writes run inside `BEGIN IMMEDIATE ... COMMIT`
+(the connection is in autocommit mode, `isolation_level=None`, so nothing is implicit), reads
+are single statements. A write that meets "database is locked" (another process holds the write
+lock longer than the busy timeout) is retried a few times with a short backoff, then raised as
+StoreError like every other database error.
+
+The schema is versioned (watcher/schema): each missing migration is applied in its own
+transaction on open; a database newer than the code is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import dataclasses
+import json
+import math
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from watcher.errors import (
+    DeliveryNotFound,
+    InvalidCursor,
+    StoreError,
+    TaskConflict,
+    TaskFinished,
+    TaskNotFound,
+)
+from watcher.models import (
+    Attempt,
+    AttemptOutcome,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventType,
+    StateChange,
+    Task,
+    TaskSource,
+    TaskSpec,
+    TaskState,
+    Transition,
+)
+from watcher.schema import Migration, check_numbering, load_migrations
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+MAX_LIMIT: Final = 1000
+# Rows per query when streaming active tasks / pending deliveries: bounded memory, and no
+# statement stays open between batches (an open read would pin a WAL snapshot and could see
+# the caller's own writes made while it iterates).
+_BATCH: Final = 500
+
+
+# -- pagination (shared with MemoryStore so both stores page identically) ------------------------
+def clamp_limit(limit: int) -> int:
+    """A page size within [1, MAX_LIMIT]."""
+    return max(1, min(MAX_LIMIT, limit))
+
+
+def encode_cursor(at: float, key: str) -> str:
+    """An opaque cursor naming the last row of a page by its (time, id) sort key."""
+    raw = f"{float(at)!r}|{key}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The (time, id) sort key in a cursor from `encode_cursor`; InvalidCursor if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at_text, key = raw.split("|", 1)
+        at = float(at_text)
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise InvalidCursor(f"invalid cursor {cursor[:64]!r}") from exc
+    if not math.isfinite(at):
+        raise InvalidCursor(f"invalid cursor {cursor[:64]!r}")
+    return at, key
+
+
+def metadata_json(metadata: Mapping[str, Any]) -> str:
+    """The JSON text stored for a task's metadata; StoreError if it is not JSON-serialisable."""
+    try:
+        return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"task metadata is not JSON: {exc}") from exc
+
+
+# -- rows <-> records ------------------------------------------------------------------------------
+# Plain constant SQL; queries only ever append constant fragments and bind values.
+_SELECT_TASKS: Final = (
+    "SELECT task_id, model, endpoints, callback_url, metadata, deadline_s, source, state, "
+    "registered_at, updated_at, upstream_state, polls, finished_at, last_error FROM tasks"
+)
+_INSERT_TASK: Final = (
+    "INSERT INTO tasks (task_id, model, endpoints, callback_url, metadata, deadline_s, source, "
+    "state, registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_DELIVERIES: Final = (
+    "SELECT delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, "
+    "created_at, updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, "
+    "last_error FROM deliveries"
+)
+_INSERT_DELIVERY: Final = (
+    "INSERT INTO deliveries (event_id, task_id, event_type, endpoint, webhook_id, status, "
+    "created_at, updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, "
+    "last_error, delivery_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_DELIVERY: Final = (
+    "UPDATE deliveries SET event_id = ?, task_id = ?, event_type = ?, endpoint = ?, "
+    "webhook_id = ?, status = ?, created_at = ?, updated_at = ?, next_attempt_at = ?, url = ?, "
+    "attempts = ?, schedule_pos = ?, last_status_code = ?, last_error = ? WHERE delivery_id = ?"
+)
+# Keyset batches for `_stream`, forced onto the partial indexes: without statistics the
+# planner would rather sort every active row on each batch.
+_STREAM_ACTIVE_TASKS: Final = (
+    _SELECT_TASKS + " INDEXED BY tasks_active WHERE state IN ('pending', 'processing') "
+    "AND task_id {op} ? ORDER BY task_id LIMIT ?"
+)
+_STREAM_PENDING_DELIVERIES: Final = (
+    _SELECT_DELIVERIES + " INDEXED BY deliveries_pending WHERE status = 'pending' "
+    "AND delivery_id {op} ? ORDER BY delivery_id LIMIT ?"
+)
+
+
+def _task(row: Sequence[Any]) -> Task:
+    (task_id, model, endpoints, callback_url, metadata, deadline_s, source, state) = row[:8]
+    (registered_at, updated_at, upstream_state, polls, finished_at, last_error) = row[8:]
+    return Task(
+        task_id=task_id,
+        model=model,
+        endpoints=None if endpoints is None else tuple(json.loads(endpoints)),
+        callback_url=callback_url,
+        metadata=json.loads(metadata),
+        deadline_s=deadline_s,
+        source=TaskSource(source),
+        state=TaskState(state),
+        registered_at=registered_at,
+        updated_at=updated_at,
+        upstream_state=upstream_state,
+        polls=polls,
+        finished_at=finished_at,
+        last_error=last_error,
+    )
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    (delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, created_at) = row[:8]
+    (updated_at, next_attempt_at, url, attempts, schedule_pos, last_code, last_error) = row[8:]
+    return Delivery(
+        delivery_id=delivery_id,
+        event_id=event_id,
+        task_id=task_id,
+        event_type=EventType(event_type),
+        endpoint=endpoint,
+        webhook_id=webhook_id,
+        status=DeliveryStatus(status),
+        created_at=created_at,
+        updated_at=updated_at,
+        next_attempt_at=next_attempt_at,
+        url=url,
+        attempts=attempts,
+        schedule_pos=schedule_pos,
+        last_status_code=last_code,
+        last_error=last_error,
+    )
+
+
+def _delivery_params(d: Delivery) -> tuple[Any, ...]:
+    return (
+        d.event_id,
+        d.task_id,
+        d.event_type.value,
+        d.endpoint,
+        d.webhook_id,
+        d.status.value,
+        d.created_at,
+        d.updated_at,
+        d.next_attempt_at,
+        d.url,
+        d.attempts,
+        d.schedule_pos,
+        d.last_status_code,
+        d.last_error,
+        d.delivery_id,
+    )
+
+
+def _is_locked(exc: BaseException) -> bool:
+    # SQLITE_BUSY and its extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...) share the low byte.
+    return isinstance(exc, sqlite3.OperationalError) and (
+        (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)
+    )
+
+
+def _log_retry(state: RetryCallState) -> None:
+    log.warning("store_locked_retry", attempt=state.attempt_number)
+
+
+class SqliteStore:
+    """The Store on one SQLite file. Opening creates the directory and file and migrates it."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 5.0,
+        migrations: Sequence[Migration] | None = None,
+    ) -> None:
+        self._path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        # Cheap on purpose: SQLite's busy handler already waited busy_timeout_s on each try.
+        self._retrying = Retrying(
+            retry=retry_if_exception(_is_locked),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=0.05, max=0.5),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, timeout=busy_timeout_s, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+        self._conn = conn
+        try:
+            self._configure(conn, busy_timeout_s)
+            self._migrate(conn, load_migrations() if migrations is None else list(migrations))
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+        log.debug("store_opened", path=str(self._path))
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _configure(self, conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # NORMAL in WAL mode: a commit survives the process crashing or being killed
+            # (kill -9), which is the contract; it may be lost on power loss or an OS crash,
+            # which would need synchronous = FULL (an fsync per commit).
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # A large import grows the WAL; cut it back after checkpoints rather than keep it.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+        if mode != "wal":
+            log.warning("store_wal_unavailable", path=str(self._path), journal_mode=mode)
+
+    def _migrate(self, conn: sqlite3.Connection, migrations: list[Migration]) -> None:
+        check_numbering(migrations)
+        latest = len(migrations)
+        # Read without a lock first so an up-to-date (or read-only) database opens without a write.
+        self._check_not_newer(conn, latest)
+        if self._user_version(conn) == latest:
+            return
+        for migration in migrations:
+
+            def apply(conn: sqlite3.Connection, migration: Migration = migration) -> bool:
+                current = self._user_version(conn)  # again, under the write lock
+                if current >= migration.version:
+                    return False
+                for statement in migration.statements():
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+                return True
+
+            try:
+                applied = self._write(f"migration {migration.name}", apply)
+            except StoreError as exc:
+                raise StoreError(
+                    f"cannot migrate the store {self._path} to schema version "
+                    f"{migration.version} ({migration.name}): {exc}"
+                ) from exc
+            if applied:
+                log.info("store_migrated", path=str(self._path), version=migration.version)
+        self._check_not_newer(conn, latest)
+
+    def _user_version(self, conn: sqlite3.Connection) -> int:
+        try:
+            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store {self._path}: {exc}") from exc
+        return version
+
+    def _check_not_newer(self, conn: sqlite3.Connection, latest: int) -> None:
+        version = self._user_version(conn)
+        if version > latest:
+            raise StoreError(
+                f"the store {self._path} has schema version {version}, newer than this "
+                f"apixo-watcher understands ({latest}); upgrade apixo-watcher or point "
+                f"store.path at another file"
+            )
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is closed")
+        return self._conn
+
+    def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction, retried while the database is locked."""
+        conn = self._live()
+
+        def once() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.warning("store_rollback_failed", what=what)
+                raise
+            return result
+
+        try:
+            return self._retrying(once)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store write failed ({what}): {exc}") from exc
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._live().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    def _row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def _fetch_task(self, conn: sqlite3.Connection, task_id: str) -> Task:
+        row = conn.execute(_SELECT_TASKS + " WHERE task_id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return _task(row)
+
+    def _require_task(self, task_id: str) -> None:
+        if self._row("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)) is None:
+            raise TaskNotFound(f"task {task_id} not found")
+
+    def _require_delivery(self, delivery_id: str) -> None:
+        if self._row("SELECT 1 FROM deliveries WHERE delivery_id = ?", (delivery_id,)) is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def add_task(self, spec: TaskSpec, *, source: TaskSource, now: float) -> tuple[Task, bool]:
+        """Register a task; committed when this returns. See Store.add_task."""
+        return self.add_tasks([spec], source=source, now=now)[0]
+
+    def add_tasks(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[tuple[Task, bool]]:
+        """Register many tasks in one transaction; a conflict writes none of them."""
+        if not specs:
+            self._live()
+            return []
+        return self._write("add_tasks", lambda conn: self._insert_tasks(conn, specs, source, now))
+
+    def _insert_tasks(
+        self, conn: sqlite3.Connection, specs: list[TaskSpec], source: TaskSource, now: float
+    ) -> list[tuple[Task, bool]]:
+        # One lookup per chunk of ids and one executemany: a big tasks file imports quickly.
+        known: dict[str, Task] = {}
+        ids = list(dict.fromkeys(spec.task_id for spec in specs))
+        for i in range(0, len(ids), _BATCH):
+            chunk = ids[i : i + _BATCH]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(f"{_SELECT_TASKS} WHERE task_id IN ({marks})", chunk):
+                known[row[0]] = _task(row)
+        results: list[tuple[Task, bool]] = []
+        rows: list[tuple[Any, ...]] = []
+        for spec in specs:
+            existing = known.get(spec.task_id)
+            if existing is not None:
+                if existing.model != spec.model:
+                    raise TaskConflict(
+                        f"task {spec.task_id} is already registered with model "
+                        f"{existing.model!r}, not {spec.model!r}"
+                    )
+                # A copy: the same id may appear again in this batch, or was just created in it.
+                clone = dataclasses.replace(existing, metadata=copy.deepcopy(existing.metadata))
+                results.append((clone, False))
+                continue
+            metadata = metadata_json(spec.metadata)
+            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
+            rows.append(
+                (spec.task_id, spec.model, endpoints, spec.callback_url, metadata, spec.deadline_s)
+            )
+            task = Task(
+                task_id=spec.task_id,
+                model=spec.model,
+                endpoints=spec.endpoints,
+                callback_url=spec.callback_url,
+                metadata=json.loads(metadata),
+                deadline_s=spec.deadline_s,
+                source=source,
+                state=TaskState.PENDING,
+                registered_at=now,
+                updated_at=now,
+            )
+            known[spec.task_id] = task
+            results.append((task, True))
+        conn.executemany(
+            _INSERT_TASK,
+            [(*row, source.value, TaskState.PENDING.value, now, now) for row in rows],
+        )
+        return results
+
+    def get_task(self, task_id: str) -> Task:
+        """The task, or TaskNotFound."""
+        row = self._row(_SELECT_TASKS + " WHERE task_id = ?", (task_id,))
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return _task(row)
+
+    def list_tasks(
+        self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Task], str | None]:
+        """Tasks newest registration first (ties by task_id), optionally of one state."""
+        limit = clamp_limit(limit)
+        where: list[str] = []
+        params: list[Any] = []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        if cursor is not None:
+            where.append("(registered_at, task_id) < (?, ?)")
+            params.extend(decode_cursor(cursor))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._rows(
+            f"{_SELECT_TASKS} {clause}ORDER BY registered_at DESC, task_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        tasks = [_task(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return tasks, encode_cursor(tasks[-1].registered_at, tasks[-1].task_id) if more else None
+
+    def active_tasks(self) -> Iterator[Task]:
+        """Every PENDING or PROCESSING task, streamed in task_id order in bounded batches."""
+        self._live()
+        return self._stream(_STREAM_ACTIVE_TASKS, _task)
+
+    def _stream(self, sql: str, convert: Callable[[Sequence[Any]], T]) -> Iterator[T]:
+        # `sql` has "{op}" before its key parameter and the key is the first column; the
+        # first batch starts at (>=) "".
+        op, last = ">=", ""
+        while True:
+            rows = self._rows(sql.format(op=op), (last, _BATCH))
+            for row in rows:
+                yield convert(row)
+            if len(rows) < _BATCH:
+                return
+            op, last = ">", rows[-1][0]
+
+    def count_tasks(self) -> Mapping[TaskState, int]:
+        """How many tasks are in each state (states with none are absent)."""
+        rows = self._rows("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        return {TaskState(state): count for state, count in rows}
+
+    def apply_transition(self, transition: Transition) -> Task:
+        """Commit a state change with its event and deliveries in one transaction (outbox).
+
+        A transition without `upstream_state` keeps the last one seen; `polls`, when given,
+        replaces the stored count. A terminal state sets `finished_at` and clears `last_error`.
+        """
+        return self._write("apply_transition", lambda conn: self._apply(conn, transition))
+
+    def _apply(self, conn: sqlite3.Connection, t: Transition) -> Task:
+        task = self._fetch_task(conn, t.task_id)
+        if task.state.terminal:
+            raise TaskFinished(f"task {t.task_id} has already finished ({task.state.value})")
+        from_state = task.state
+        task.state = t.to_state
+        task.updated_at = t.at
+        if t.upstream_state is not None:
+            task.upstream_state = t.upstream_state
+        if t.polls is not None:
+            task.polls = t.polls
+        if t.to_state.terminal:
+            task.finished_at = t.at
+            task.last_error = None
+        self._save_task_state(conn, task)
+        if t.to_state != from_state:
+            self._insert_change(
+                conn, t.task_id, from_state, t.to_state, t.at, t.reason, t.upstream_state
+            )
+        if t.event is not None:
+            e = t.event
+            conn.execute(
+                "INSERT INTO events (event_id, task_id, type, created_at, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (e.event_id, e.task_id, e.type.value, e.created_at, e.body),
+            )
+        if t.deliveries:
+            conn.executemany(
+                _INSERT_DELIVERY,
+                [_delivery_params(d) for d in t.deliveries],
+            )
+        return task
+
+    def _save_task_state(self, conn: sqlite3.Connection, task: Task) -> None:
+        conn.execute(
+            "UPDATE tasks SET state = ?, upstream_state = ?, updated_at = ?, polls = ?, "
+            "finished_at = ?, last_error = ? WHERE task_id = ?",
+            (
+                task.state.value,
+                task.upstream_state,
+                task.updated_at,
+                task.polls,
+                task.finished_at,
+                task.last_error,
+                task.task_id,
+            ),
+        )
+
+    def _insert_change(
+        self,
+        conn: sqlite3.Connection,
+        task_id: str,
+        from_state: TaskState,
+        to_state: TaskState,
+        at: float,
+        reason: str,
+        upstream_state: str | None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO state_changes "
+            "(task_id, from_state, to_state, at, reason, upstream_state) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (task_id, from_state.value, to_state.value, at, reason, upstream_state),
+        )
+
+    def cancel_task(self, task_id: str, *, now: float) -> Task:
+        """Move an active task to CANCELLED (no event). TaskFinished if it is terminal."""
+
+        def cancel(conn: sqlite3.Connection) -> Task:
+            task = self._fetch_task(conn, task_id)
+            if task.state.terminal:
+                raise TaskFinished(f"task {task_id} has already finished ({task.state.value})")
+            from_state = task.state
+            task.state = TaskState.CANCELLED
+            task.updated_at = now
+            task.finished_at = now
+            task.last_error = None
+            self._save_task_state(conn, task)
+            self._insert_change(conn, task_id, from_state, task.state, now, "cancelled", None)
+            return task
+
+        return self._write("cancel_task", cancel)
+
+    def record_polls(self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]) -> None:
+        """Persist live poll counts (any task) and last errors (active tasks only: a finished
+        task's error was cleared by its final transition) in one transaction."""
+        if not polls and not errors:
+            self._live()
+            return
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE tasks SET polls = ? WHERE task_id = ?",
+                [(count, task_id) for task_id, count in polls.items()],
+            )
+            conn.executemany(
+                "UPDATE tasks SET last_error = ? "
+                "WHERE task_id = ? AND state IN ('pending', 'processing')",
+                [(error, task_id) for task_id, error in errors.items()],
+            )
+
+        self._write("record_polls", record)
+
+    def state_changes(self, task_id: str) -> list[StateChange]:
+        """The task's state changes, oldest first."""
+        self._require_task(task_id)
+        rows = self._rows(
+            "SELECT from_state, to_state, at, reason, upstream_state FROM state_changes "
+            "WHERE task_id = ? ORDER BY id",
+            (task_id,),
+        )
+        return [
+            StateChange(task_id, TaskState(f), TaskState(to), at, reason, upstream)
+            for f, to, at, reason, upstream in rows
+        ]
+
+    # -- events --------------------------------------------------------------------------------
+    def get_event(self, event_id: str) -> Event:
+        """The event; StoreError if it is missing."""
+        row = self._row(
+            "SELECT event_id, task_id, type, created_at, body FROM events WHERE event_id = ?",
+            (event_id,),
+        )
+        if row is None:
+            raise StoreError(f"event {event_id} not found")
+        return Event(row[0], row[1], EventType(row[2]), row[3], bytes(row[4]))
+
+    def events_for_task(self, task_id: str) -> list[Event]:
+        """The task's events, oldest first."""
+        self._require_task(task_id)
+        rows = self._rows(
+            "SELECT event_id, task_id, type, created_at, body FROM events "
+            "WHERE task_id = ? ORDER BY created_at, rowid",
+            (task_id,),
+        )
+        return [Event(r[0], r[1], EventType(r[2]), r[3], bytes(r[4])) for r in rows]
+
+    # -- deliveries ----------------------------------------------------------------------------
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery, or DeliveryNotFound."""
+        row = self._row(_SELECT_DELIVERIES + " WHERE delivery_id = ?", (delivery_id,))
+        if row is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+        return _delivery(row)
+
+    def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        """Deliveries newest first (by created_at, ties by delivery_id), optionally filtered.
+        An unknown task_id filter gives an empty page."""
+        limit = clamp_limit(limit)
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if task_id is not None:
+            where.append("task_id = ?")
+            params.append(task_id)
+        if cursor is not None:
+            where.append("(created_at, delivery_id) < (?, ?)")
+            params.extend(decode_cursor(cursor))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._rows(
+            f"{_SELECT_DELIVERIES} {clause}ORDER BY created_at DESC, delivery_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        deliveries = [_delivery(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return deliveries, None
+        return deliveries, encode_cursor(deliveries[-1].created_at, deliveries[-1].delivery_id)
+
+    def pending_deliveries(self) -> Iterator[Delivery]:
+        """Every PENDING delivery, streamed in delivery_id order in bounded batches."""
+        self._live()
+        return self._stream(_STREAM_PENDING_DELIVERIES, _delivery)
+
+    def count_deliveries(self) -> Mapping[DeliveryStatus, int]:
+        """How many deliveries are in each status (statuses with none are absent)."""
+        rows = self._rows("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        return {DeliveryStatus(status): count for status, count in rows}
+
+    def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
+        """Insert the attempt and replace the stored delivery with `delivery`, in one
+        transaction. DeliveryNotFound (nothing written) if the delivery is unknown."""
+        if attempt.delivery_id != delivery.delivery_id:
+            raise StoreError(
+                f"attempt of delivery {attempt.delivery_id} recorded with {delivery.delivery_id}"
+            )
+
+        def record(conn: sqlite3.Connection) -> None:
+            updated = conn.execute(_UPDATE_DELIVERY, _delivery_params(delivery)).rowcount
+            if not updated:
+                raise DeliveryNotFound(f"delivery {delivery.delivery_id} not found")
+            conn.execute(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, "
+                "status_code, error, webhook_timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    attempt.delivery_id,
+                    attempt.number,
+                    attempt.started_at,
+                    attempt.duration_ms,
+                    attempt.outcome.value,
+                    attempt.status_code,
+                    attempt.error,
+                    attempt.webhook_timestamp,
+                ),
+            )
+
+        self._write("record_attempt", record)
+
+    def attempts(self, delivery_id: str) -> list[Attempt]:
+        """The delivery's attempts, oldest first."""
+        self._require_delivery(delivery_id)
+        rows = self._rows(
+            "SELECT delivery_id, number, started_at, duration_ms, outcome, status_code, error, "
+            "webhook_timestamp FROM attempts WHERE delivery_id = ? ORDER BY id",
+            (delivery_id,),
+        )
+        return [
+            Attempt(r[0], r[1], r[2], r[3], AttemptOutcome(r[4]), r[5], r[6], r[7]) for r in rows
+        ]
+
+    def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery:
+        """Make the delivery PENDING again, due now, schedule_pos 0; `attempts` and the
+        webhook id are kept. Works from any status."""
+
+        def requeue(conn: sqlite3.Connection) -> Delivery:
+            # No UPDATE ... RETURNING: it needs SQLite 3.35, newer than some supported distros.
+            updated = conn.execute(
+                "UPDATE deliveries SET status = ?, next_attempt_at = ?, schedule_pos = 0, "
+                "updated_at = ? WHERE delivery_id = ?",
+                (DeliveryStatus.PENDING.value, now, now, delivery_id),
+            ).rowcount
+            if not updated:
+                raise DeliveryNotFound(f"delivery {delivery_id} not found")
+            row = conn.execute(
+                _SELECT_DELIVERIES + " WHERE delivery_id = ?", (delivery_id,)
+            ).fetchone()
+            return _delivery(row)
+
+        return self._write("requeue_delivery", requeue)
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Commit a one-row heartbeat; StoreError if the write cannot be committed now."""
+        self._write(
+            "check_writable",
+            lambda conn: conn.execute(
+                "INSERT INTO heartbeat (id, beats) VALUES (1, 1) "
+                "ON CONFLICT (id) DO UPDATE SET beats = beats + 1"
+            ),
+        )
+
+    def close(self) -> None:
+        """Close the database (the last connection checkpoints the WAL); idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot close the store {self._path}: {exc}") from exc
+        log.debug("store_closed", path=str(self._path))

@@ -1,0 +1,177 @@
+"""YAML loading that remembers where every value came from.
+
+Problems in a config or tasks file are reported with their YAML path and line, so loading keeps
+a `LineMap` next to the data: path tuple (mapping keys as str, list indices as int) -> 1-based
+line. Loading is safe (plain data only, no arbitrary tags). Syntax errors and duplicate keys in a
+mapping (a typo magnet: the second silently wins in plain PyYAML) become `ConfigError`s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from watcher.errors import ConfigError, ConfigProblem
+
+YamlPath = tuple[str | int, ...]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_KEY = re.compile(r"[^.\[\]\s\"']+")
+
+try:  # the libyaml parser is several times faster on large tasks files; same safe semantics
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+
+class LineMap(Mapping[YamlPath, int]):
+    """The 1-based line of each node of a loaded YAML document, by path.
+
+    A mapping entry's line is the line of its key; a list item's line is where the item starts;
+    the empty path is the document itself.
+    """
+
+    def __init__(self, lines: Mapping[YamlPath, int] | None = None) -> None:
+        self._lines: dict[YamlPath, int] = dict(lines or {})
+
+    def __getitem__(self, path: YamlPath) -> int:
+        return self._lines[path]
+
+    def __iter__(self) -> Iterator[YamlPath]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __repr__(self) -> str:
+        return f"LineMap({len(self._lines)} paths)"
+
+    def line_for(self, path: Sequence[str | int]) -> int | None:
+        """The line of `path`, or of its nearest ancestor that has one (for missing keys)."""
+        key = tuple(path)
+        for end in range(len(key), -1, -1):
+            line = self._lines.get(key[:end])
+            if line is not None:
+                return line
+        return None
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """A path as people read it: `endpoints[0].url`; odd keys quoted: `models["gpt-4.1"]`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def load_yaml(text: str, source: str) -> tuple[Any, LineMap]:
+    """Parse one YAML document safely. Raises ConfigError for bad syntax or duplicate keys."""
+    data, lines, problems = load_yaml_collecting(text, source)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return data, lines
+
+
+def load_yaml_collecting(text: str, source: str) -> tuple[Any, LineMap, list[ConfigProblem]]:
+    """Like `load_yaml`, but duplicate keys are returned as problems (the last value wins).
+
+    For callers that go on validating and report every problem at once. Syntax errors still
+    raise ConfigError, since nothing after them can be trusted.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, LineMap(), []
+        lines: dict[YamlPath, int] = {(): node.start_mark.line + 1}
+        problems: list[ConfigProblem] = []
+        _walk(node, (), lines, problems, set())
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError([_syntax_problem(exc, text)], source=source) from exc
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        problem = ConfigProblem("", line, f"unacceptable character #x{exc.character:04x}")
+        raise ConfigError([problem], source=source) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", None, "not valid YAML")], source=source) from exc
+    except RecursionError as exc:
+        problem = ConfigProblem("", None, "the document is nested too deeply")
+        raise ConfigError([problem], source=source) from exc
+    except ValueError as exc:
+        # A constructor given an impossible value, e.g. the date 2024-13-45.
+        problem = ConfigProblem("", None, f"invalid value: {exc}")
+        raise ConfigError([problem], source=source) from exc
+    finally:
+        loader.dispose()
+    return data, LineMap(lines), problems
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> ConfigProblem:
+    mark = exc.problem_mark or exc.context_mark
+    if exc.problem == "could not find expected ':'" and exc.context_mark is not None:
+        mark = exc.context_mark  # the key missing its colon, not where the scanner gave up
+    line = mark.line + 1 if mark is not None else None
+    message = exc.problem or "not valid YAML"
+    if (
+        mark is not None
+        and "tab" not in message
+        and "\t" in text[mark.index - mark.column : mark.index + 1]
+    ):
+        message += "; tabs cannot indent YAML, use spaces"
+    if exc.context:
+        context = exc.context
+        cmark = exc.context_mark
+        if cmark is not None and cmark.line + 1 != line:
+            context += f" on line {cmark.line + 1}"
+        message += f" ({context})"
+    return ConfigProblem("", line, f"invalid YAML: {message}")
+
+
+def _walk(
+    node: yaml.Node,
+    path: YamlPath,
+    lines: dict[YamlPath, int],
+    problems: list[ConfigProblem],
+    seen: set[int],
+) -> None:
+    # An aliased node is the anchor's node object; walk it once, so paths through an alias
+    # fall back to the line where the alias is used, and `&a [*a]` cannot loop.
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                continue  # `<<: *base` and complex keys: their contents keep the parent's line
+            key: str = key_node.value
+            line = key_node.start_mark.line + 1
+            child = (*path, key)
+            identity = (key_node.tag, key)
+            if identity in first:
+                problems.append(
+                    ConfigProblem(
+                        format_path(child),
+                        line,
+                        f"duplicate key '{key}' (first on line {first[identity]})",
+                    )
+                )
+            else:
+                first[identity] = line
+            lines[child] = line
+            _walk(value_node, child, lines, problems, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines, problems, seen)
