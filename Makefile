@@ -33,8 +33,8 @@ test: $(VENV)/.installed-test lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check watcher tests bench
-	$(BIN)/ruff format --check watcher tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy

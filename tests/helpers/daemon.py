@@ -114,7 +114,11 @@ class DaemonProcess:
             env=env,
         )
         if wait_ready:
-            await self.wait_message(lambda m: "READY=1" in m, timeout=timeout)
+            try:
+                await self.wait_message(lambda m: "READY=1" in m, timeout=timeout)
+            except BaseException:
+                await self.close()
+                raise
 
     async def _read_notifications(self) -> None:
         assert self._sock is not None
