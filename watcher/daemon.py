@@ -119,7 +119,9 @@ class Daemon:
         config = self.config
         log.info("daemon_starting", version=__version__, pid=os.getpid())
         self.store = SqliteStore(config.store.path)
-        self.service = WatchService(store=self.store, config=config, clock=self._clock)
+        self.service = WatchService(
+            store=self.store, config=config, clock=self._clock, metrics=self.metrics
+        )
         self._client = UpstreamClient(config.upstream)
         self.scheduler = Scheduler(
             client=self._client,
@@ -127,6 +129,7 @@ class Daemon:
             upstream=config.upstream,
             sink=self.service,
             clock=self._clock,
+            observer=self.metrics,
         )
         self.deliverer = Deliverer(
             store=self.store,
@@ -134,6 +137,7 @@ class Daemon:
             endpoints=config.endpoints,
             clock=self._clock,
             user_agent=USER_AGENT,
+            observer=self.metrics,
         )
         self.service.attach(scheduler=self.scheduler, deliverer=self.deliverer)
         resumed = 0

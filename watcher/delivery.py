@@ -24,7 +24,7 @@ import heapq
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -85,6 +85,14 @@ class DeliveryStats:
     last_progress_at: float  # Unix seconds of the loop's last turn
 
 
+class DeliveryObserver(Protocol):
+    """Receives per-attempt measurements (the daemon passes its Metrics)."""
+
+    def webhook_attempt(self, endpoint: str, outcome: str, duration_s: float) -> None: ...
+
+    def delivery_latency(self, endpoint: str, seconds: float) -> None: ...
+
+
 class Deliverer:
     """Sends webhook deliveries on their retry schedule. See the module docstring."""
 
@@ -97,8 +105,10 @@ class Deliverer:
         clock: Clock,
         session: aiohttp.ClientSession | None = None,
         user_agent: str,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._clock = clock
         self._user_agent = user_agent
         self._config = delivery
@@ -326,6 +336,8 @@ class Deliverer:
         )
         self._store.record_attempt(attempt, updated)
         self._log(decision, attempt)
+        if self._observer is not None:
+            self._observe(delivery, attempt)
         if delivery.delivery_id in self._requeued:
             self._requeued.discard(delivery.delivery_id)
             self._schedule(
@@ -417,6 +429,15 @@ class Deliverer:
             return retry.HttpResult(error="invalid url")
         except (aiohttp.ClientError, OSError) as exc:
             return retry.HttpResult(error=f"request failed: {type(exc).__name__}")
+
+    def _observe(self, delivery: Delivery, attempt: Attempt) -> None:
+        assert self._observer is not None
+        # Callback targets are many and ad hoc: one label value for all keeps cardinality flat.
+        endpoint = delivery.endpoint
+        self._observer.webhook_attempt(endpoint, attempt.outcome.value, attempt.duration_ms / 1000)
+        if attempt.outcome is AttemptOutcome.SUCCEEDED:
+            latency = max(0.0, self._clock.now() - delivery.created_at)
+            self._observer.delivery_latency(endpoint, latency)
 
     def _log(self, decision: retry.Decision, attempt: Attempt) -> None:
         delivery = decision.delivery

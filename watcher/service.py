@@ -55,6 +55,12 @@ class Delivering(Protocol):
     def enqueue(self, deliveries: Iterable[Delivery]) -> None: ...
 
 
+class FinishObserver(Protocol):
+    """Measures how late we noticed a finished task (the daemon passes its Metrics)."""
+
+    def detection_lag(self, model: str, seconds: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryView:
     delivery: Delivery
@@ -83,8 +89,10 @@ class WatchService:
         clock: Clock,
         scheduler: Watching | None = None,
         deliverer: Delivering | None = None,
+        metrics: FinishObserver | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._config = config
         self._clock = clock
         self._scheduler = scheduler
@@ -262,6 +270,10 @@ class WatchService:
             return False
         if deliveries and self._deliverer is not None:
             self._deliverer.enqueue(deliveries)
+        if self._metrics is not None and outcome is not None and outcome.upstream is not None:
+            completed_ms = outcome.upstream.get("completeTime")
+            if isinstance(completed_ms, int | float) and not isinstance(completed_ms, bool):
+                self._metrics.detection_lag(task.model, max(0.0, now - completed_ms / 1000))
         log.info(
             "task_finished" if to_state.terminal else "task_state_changed",
             task_id=task.task_id,
