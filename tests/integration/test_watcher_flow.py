@@ -339,3 +339,29 @@ async def test_tasks_file_imports_good_entries_and_reports_bad_ones_with_lines(
     listing = await running.get("/v1/tasks")
     assert {t["task_id"] for t in listing["tasks"]} == {"file_1", "file_3", "file_4"}
     assert all(t["source"] == "file" for t in listing["tasks"])
+
+
+async def test_metrics_count_polls_attempts_and_lag_without_task_ids(
+    start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    upstream.state.script("task_m", pending(), success())
+    receiver.script("/hook", 500, 200)
+    running = await start_daemon(endpoints=[endpoint(receiver, secret)])
+    await running.add("task_m", model="flux-2")
+    await receiver.wait_for(2)
+    await running.wait_task("task_m", lambda t: t["deliveries"][0]["status"] == "succeeded")
+    async with running.http.get(running.base + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['apixo_watcher_upstream_requests_total{model="flux-2",outcome="ok"}'] == 2
+    assert samples['apixo_watcher_webhook_attempts_total{endpoint="app",outcome="retry"}'] == 1
+    assert samples['apixo_watcher_webhook_attempts_total{endpoint="app",outcome="succeeded"}'] == 1
+    assert samples['apixo_watcher_tasks{state="succeeded"}'] == 1
+    assert samples['apixo_watcher_detection_lag_seconds_count{model="flux-2"}'] == 1
+    assert samples['apixo_watcher_delivery_latency_seconds_count{endpoint="app"}'] == 1
+    assert "task_m" not in text
