@@ -27,6 +27,7 @@ from watcher.models import (
     Transition,
 )
 from watcher.sqlite_store import clamp_limit, decode_cursor, encode_cursor, metadata_json
+from watcher.store import apply_transition_to
 
 R = TypeVar("R")
 
@@ -151,20 +152,12 @@ class MemoryStore:
         """Commit a state change with its event and deliveries, all or nothing.
         See SqliteStore.apply_transition."""
         t = transition
-        task = self._task(t.task_id)
-        if task.state.terminal:
-            raise TaskFinished(f"task {t.task_id} has already finished ({task.state.value})")
+        stored = self._task(t.task_id)
+        if stored.state.terminal:
+            raise TaskFinished(f"task {t.task_id} has already finished ({stored.state.value})")
         self._check_outbox(t)
-        from_state = task.state
-        task.state = t.to_state
-        task.updated_at = t.at
-        if t.upstream_state is not None:
-            task.upstream_state = t.upstream_state
-        if t.polls is not None:
-            task.polls = t.polls
-        if t.to_state.terminal:
-            task.finished_at = t.at
-            task.last_error = None
+        task = stored
+        from_state = apply_transition_to(task, t)
         if t.to_state != from_state:
             self._changes[t.task_id].append(
                 StateChange(t.task_id, from_state, t.to_state, t.at, t.reason, t.upstream_state)

@@ -55,6 +55,7 @@ from watcher.models import (
     Transition,
 )
 from watcher.schema import Migration, check_numbering, load_migrations
+from watcher.store import apply_transition_to
 
 log = structlog.get_logger(__name__)
 
@@ -489,18 +490,7 @@ class SqliteStore:
 
     def _apply(self, conn: sqlite3.Connection, t: Transition) -> Task:
         task = self._fetch_task(conn, t.task_id)
-        if task.state.terminal:
-            raise TaskFinished(f"task {t.task_id} has already finished ({task.state.value})")
-        from_state = task.state
-        task.state = t.to_state
-        task.updated_at = t.at
-        if t.upstream_state is not None:
-            task.upstream_state = t.upstream_state
-        if t.polls is not None:
-            task.polls = t.polls
-        if t.to_state.terminal:
-            task.finished_at = t.at
-            task.last_error = None
+        from_state = apply_transition_to(task, t)
         self._save_task_state(conn, task)
         if t.to_state != from_state:
             self._insert_change(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
+from watcher.errors import TaskFinished
 from watcher.models import (
     Attempt,
     Delivery,
@@ -147,3 +148,27 @@ class Store(Protocol):
     def close(self) -> None:
         """Flush and close; idempotent."""
         ...
+
+
+def apply_transition_to(task: Task, transition: Transition) -> TaskState:
+    """The rules of `Store.apply_transition` for the task record, shared by both stores.
+
+    Updates `task` in place and returns its previous state. Raises TaskFinished if the task
+    is already terminal. A transition without `upstream_state` keeps the last one seen;
+    `polls`, when given, replaces the stored count; a terminal state sets `finished_at` and
+    clears `last_error`.
+    """
+    t = transition
+    if task.state.terminal:
+        raise TaskFinished(f"task {t.task_id} has already finished ({task.state.value})")
+    from_state = task.state
+    task.state = t.to_state
+    task.updated_at = t.at
+    if t.upstream_state is not None:
+        task.upstream_state = t.upstream_state
+    if t.polls is not None:
+        task.polls = t.polls
+    if t.to_state.terminal:
+        task.finished_at = t.at
+        task.last_error = None
+    return from_state
