@@ -137,13 +137,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         from watcher.errors import ConfigError, WatcherError
 
         if isinstance(exc, ConfigError):
-            print(f"apixo-watcher: {exc.message}", file=sys.stderr)
+            error_line(exc.message)
             return EXIT_CONFIG
         if isinstance(exc, WatcherError):
-            print(f"apixo-watcher: {exc.message}", file=sys.stderr)
+            error_line(exc.message)
             return EXIT_FAILURE
-        print(f"apixo-watcher: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        error_line(f"internal error: {type(exc).__name__}: {exc}")
         return EXIT_FAILURE
+
+
+def error_line(message: str) -> None:
+    """Print an error on stderr; under systemd, each line carries journald's error priority
+    (`<3>`), so `journalctl -p err` shows why a start failed."""
+    from watcher.logs import stdout_is_journal
+
+    prefix = "<3>" if stdout_is_journal(stream=sys.stderr) else ""
+    for i, line in enumerate(message.splitlines() or [""]):
+        head = "apixo-watcher: " if i == 0 else ""
+        print(f"{prefix}{head}{line}", file=sys.stderr)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -83,6 +83,18 @@ class SecretFiles:
                 self._problems.add(file_path, f"give either {key} or {file_key}, not both")
                 continue
             self._problems.rename((*path, key), file_path)
+            if key == "secrets" and isinstance(file_value, str):
+                file_value = [file_value]
+            if isinstance(file_value, list) and key == "secrets":
+                # Rotation with credentials: `secrets_file: [new-cred, old-cred]`.
+                contents = self._read_all(file_value, file_path)
+                if contents is None:
+                    # no "secret is required" on top of the file problem
+                    self._problems.suppress((*path, key))
+                    self._problems.suppress((*path, "secret"))
+                    continue
+                raw[key] = contents
+                continue
             if not isinstance(file_value, str) or not file_value.strip():
                 self._problems.add(file_path, "must be the path of a file")
                 self._problems.suppress((*path, key))
@@ -94,13 +106,31 @@ class SecretFiles:
             raw[key] = content
         return raw
 
+    def _read_all(self, names: list[Any], where: YamlPath) -> list[str] | None:
+        if not names:
+            self._problems.add(where, "must list at least one file")
+            return None
+        contents: list[str] = []
+        for index, name in enumerate(names):
+            if not isinstance(name, str) or not name.strip():
+                self._problems.add((*where, index), "must be the path of a file")
+                continue
+            content = self._read(name, (*where, index))
+            if content is not None:
+                contents.append(content)
+        return contents if len(contents) == len(names) else None
+
     def _read(self, name: str, where: YamlPath) -> str | None:
         file = Path(name)
         looked_in_credentials = False
         if not file.is_absolute():
             credentials = self._environ.get("CREDENTIALS_DIRECTORY")
-            if credentials and (Path(credentials) / file).exists():
-                file = Path(credentials) / file
+            try:
+                in_credentials = bool(credentials) and (Path(credentials or "") / file).is_file()
+            except OSError:  # e.g. a directory we may not search: read it and say why below
+                in_credentials = True
+            if in_credentials:
+                file = Path(credentials or "") / file
             else:
                 looked_in_credentials = bool(credentials)
                 file = self._base_dir / file

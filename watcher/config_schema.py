@@ -295,7 +295,7 @@ class IntakeSection(Section):
 class EndpointSection(Section):
     """One item of `endpoints`. `name`, `url` and a secret are required."""
 
-    file_keys = ("secret",)
+    file_keys = ("secret", "secrets")
 
     name: Annotated[str, AfterValidator(_endpoint_name)] | None = None  # required
     url: _HttpUrl | None = None  # required

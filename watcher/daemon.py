@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,20 @@ def config_secrets(config: Config) -> list[str]:
     for endpoint in config.endpoints:
         values.extend(s.reveal() for s in endpoint.secrets)
     return values
+
+
+def stalled_loops(
+    progress: Mapping[str, float | None], now: float, limit_s: float
+) -> list[tuple[str, float]]:
+    """The loops (name, seconds idle) whose last progress is more than `limit_s` ago.
+
+    A loop that has not reported yet (None) is not counted here; callers decide about it.
+    """
+    return [
+        (name, now - last)
+        for name, last in progress.items()
+        if last is not None and now - last > limit_s
+    ]
 
 
 class Daemon:
@@ -323,12 +337,9 @@ class Daemon:
         for name, task in self._loops.items():
             if task.done() and not self._stopping:
                 reasons.append(f"{name} loop stopped")
-        now = self._clock.now()
-        for name, part in (("scheduler", self.scheduler), ("deliverer", self.deliverer)):
-            if part is not None and not self._stopping:
-                last = part.stats.last_progress_at
-                if last is not None and now - last > STALL_AFTER_S:
-                    reasons.append(f"{name} loop made no progress for {now - last:.0f}s")
+        if not self._stopping:
+            for name, idle in stalled_loops(self._progress(), self._clock.now(), STALL_AFTER_S):
+                reasons.append(f"{name} loop made no progress for {idle:.0f}s")
         return reasons
 
     def readiness(self) -> list[str]:
@@ -367,14 +378,21 @@ class Daemon:
     def _watchdog(self) -> None:
         # Ping only while both loops are making progress: a wedged loop must let systemd
         # restart us rather than be papered over by a timer that still runs.
-        now = self._clock.now()
         limit = max(2.0, self._notifier.watchdog_interval_s or 0.0)
-        for name, part in (("scheduler", self.scheduler), ("deliverer", self.deliverer)):
-            last = part.stats.last_progress_at if part is not None else None
-            if last is None or now - last > limit:
-                log.error("watchdog_withheld", loop=name)
-                return
+        progress = self._progress()
+        stalled = stalled_loops(progress, self._clock.now(), limit)
+        missing = [name for name, last in progress.items() if last is None]
+        if stalled or missing:
+            log.error("watchdog_withheld", loops=[n for n, _ in stalled] + missing)
+            return
         self._notifier.watchdog()
+
+    def _progress(self) -> dict[str, float | None]:
+        """When each supervised loop last made progress (None: not running yet)."""
+        return {
+            "scheduler": self.scheduler.stats.last_progress_at if self.scheduler else None,
+            "deliverer": self.deliverer.stats.last_progress_at if self.deliverer else None,
+        }
 
     def _collect_metrics(self) -> None:
         if self.store is None:

@@ -13,10 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from tests.helpers.daemon import DaemonProcess, write_config
+from tests.helpers.receiver import Receiver
+from tests.integration.conftest import Upstream
 from watcher.cli import build_parser
 from watcher.config import load_config
+from watcher.sandbox import success
 from watcher.signing import generate_secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,3 +201,49 @@ def test_the_example_production_config_is_valid_under_systemd(tmp_path: Path) ->
     assert [s.reveal() for s in endpoint.secrets] == [secret]
     assert config.intake.unix_path is None
     assert config.intake.host == "127.0.0.1"
+
+
+# Run first in the daemon's interpreter (a sitecustomize module): turn on the kernel's own
+# MemoryDenyWriteExecute (prctl PR_SET_MDWE, Linux 6.3+) and prove it is in force. systemd 252
+# implements the directive with a seccomp filter refusing the same mappings; newer systemd
+# versions use this very prctl.
+_MDWE_SITECUSTOMIZE = """
+import ctypes, mmap, os
+if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) == 0:  # PR_SET_MDWE, REFUSE_EXEC_GAIN
+    try:
+        mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except PermissionError:
+        open(os.environ["MDWE_MARKER"], "w").write("refused")
+"""
+
+
+async def test_the_daemon_works_without_writable_executable_memory(
+    tmp_path: Path, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    # The unit sets MemoryDenyWriteExecute=yes: libffi closures (ctypes/cffi callbacks) or a
+    # JIT in some dependency would break under it. This runs the real daemon under the same
+    # restriction through a task's whole life: poll, sign, deliver.
+    assert _one("MemoryDenyWriteExecute") == "yes"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_MDWE_SITECUSTOMIZE)
+    marker = tmp_path / "mdwe"
+    upstream.state.script("mdwe_task", success())
+    endpoint = {"name": "app", "url": receiver.url("/hook"), "secret": secret}
+    config = write_config(tmp_path, upstream_url=upstream.url, endpoints=[endpoint])
+    daemon = DaemonProcess(config, env={"PYTHONPATH": str(site), "MDWE_MARKER": str(marker)})
+    try:
+        await daemon.start()
+        if not marker.exists():
+            pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+        base = f"http://{daemon.intake_address()}"
+        async with aiohttp.ClientSession() as http:
+            body = {"task_id": "mdwe_task", "model": "nano-banana"}
+            async with http.post(f"{base}/v1/tasks", json=body) as resp:
+                assert resp.status == 201
+        (request,) = await receiver.wait_for(1, path="/hook", timeout=10)
+        assert request.verified
+        assert request.body["type"] == "task.succeeded"
+        assert "Traceback" not in daemon.log_text()
+    finally:
+        await daemon.close()

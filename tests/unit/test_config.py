@@ -477,26 +477,38 @@ def test_file_problems(tmp_path: Path) -> None:
     ]
 
 
-def test_secret_list_items_cannot_be_files() -> None:
+def test_rotation_secrets_may_come_from_credential_files(tmp_path: Path) -> None:
+    config_dir, credentials = _secret_files(tmp_path)
+    (credentials / "hook-new").write_text(WHSEC + "\n")
+    (credentials / "hook-old").write_text(WHSEC_OLD)
+    config = parse(
+        """\
+        upstream: {api_key: k}
+        endpoints:
+          - name: a
+            url: https://example.com
+            secrets_file: [hook-new, hook-old]
+          - name: b
+            url: https://example.com
+            secrets_file: hook-new
+        """,
+        {"CREDENTIALS_DIRECTORY": str(credentials)},
+        base_dir=config_dir,
+    )
+    assert config.endpoints[0].secrets == (Secret(WHSEC), Secret(WHSEC_OLD))
+    assert config.endpoints[1].secrets == (Secret(WHSEC),)
     problems = problems_of(
         """\
         upstream: {api_key: k}
         endpoints:
           - name: a
             url: https://example.com
-            secrets_file: x
-        """
+            secrets_file: [hook-new, missing]
+        """,
+        {"CREDENTIALS_DIRECTORY": str(credentials)},
+        base_dir=config_dir,
     )
-    assert problems == [
-        ConfigProblem(
-            "endpoints[0].secret", 3, "is required (or secret_file, or secrets for rotation)"
-        ),
-        ConfigProblem(
-            "endpoints[0].secrets_file",
-            5,
-            "unknown key 'secrets_file'; did you mean 'secret_file'?",
-        ),
-    ]
+    assert [(p.path, p.line) for p in problems] == [("endpoints[0].secrets_file[1]", 5)]
 
 
 # --- unknown keys ---------------------------------------------------------------------------
