@@ -7,8 +7,8 @@ CONFIG ?= config.example.yaml
 .PHONY: run test lint typecheck unit integration bench clean
 
 $(BIN)/activate:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/pip install -q --upgrade pip >&2
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install -q -e .
@@ -19,8 +19,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install -q -e '.[test,bench]'
-	touch $@
+	@$(BIN)/pip install -q -e '.[test,bench]' >&2
+	@touch $@
 
 ## run: the daemon in the foreground with config.example.yaml (needs APIXO_API_KEY)
 run: $(VENV)/.installed
@@ -47,7 +47,7 @@ integration: $(VENV)/.installed-test
 
 ## bench: the benchmark suite; prints one JSON object (see docs/performance.md)
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m bench
+	@$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

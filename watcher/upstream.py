@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -32,6 +33,9 @@ log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 1 << 20
 _DETAIL_MAX = 200
 _REDACTED = "**********"
+# Task ids made only of these characters need no quoting in a URL query.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._~-]+")
+_CACHE_MAX = 256
 
 
 class PollOutcome(enum.StrEnum):
@@ -178,6 +182,10 @@ class UpstreamClient:
         self._owns_session = session is None
         self._retired: list[aiohttp.ClientSession] = []
         self._user_agent = f"apixo-watcher/{__version__}"
+        self._url_prefixes: dict[tuple[str, str], str] = {}
+        self._headers_for: str | None = None
+        self._headers_cache: dict[str, str] = {}
+        self._timeout_cache = aiohttp.ClientTimeout(total=config.timeout_s)
 
     @property
     def config(self) -> UpstreamConfig:
@@ -207,6 +215,35 @@ class UpstreamClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
+    # Per-request work that only changes with the config is cached: at thousands of polls a
+    # second, building URLs, headers and timeouts showed up in profiles.
+    def _url(self, base_url: str, model: str, task_id: str) -> URL:
+        if not _PLAIN_ID.fullmatch(task_id):
+            return status_url(base_url, model, task_id)
+        prefix = self._url_prefixes.get((base_url, model))
+        if prefix is None:
+            if len(self._url_prefixes) >= _CACHE_MAX:
+                self._url_prefixes.clear()
+            prefix = str(status_url(base_url, model, ""))
+            self._url_prefixes[(base_url, model)] = prefix
+        # `status_url` would quote nothing in a plain id, so the prefix plus the id is exact.
+        return URL(prefix + task_id, encoded=True)
+
+    def _headers(self, key: str) -> dict[str, str]:
+        if self._headers_for != key:
+            self._headers_for = key
+            self._headers_cache = {
+                "Authorization": f"Bearer {key}",
+                "Accept": "application/json",
+                "User-Agent": self._user_agent,
+            }
+        return self._headers_cache
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        if self._timeout_cache.total != seconds:
+            self._timeout_cache = aiohttp.ClientTimeout(total=seconds)
+        return self._timeout_cache
+
     async def fetch_status(self, model: str, task_id: str) -> PollResult:
         """Ask for one task's status. Never raises for network or HTTP problems."""
         config = self._config
@@ -214,19 +251,19 @@ class UpstreamClient:
         timeout = config.timeout_s
         started = time.monotonic()
         try:
-            url = status_url(config.base_url, model, task_id)
+            url = self._url(config.base_url, model, task_id)
             session = self._get_session()
             async with session.get(
                 url,
-                headers={
-                    "Authorization": f"Bearer {key}",
-                    "Accept": "application/json",
-                    "User-Agent": self._user_agent,
-                },
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers=self._headers(key),
+                timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as resp:
-                body = await _read_capped(resp)
+                length = resp.content_length
+                if length is not None and length <= MAX_BODY_BYTES:
+                    body: bytes | None = await resp.read()
+                else:
+                    body = await _read_capped(resp)
                 if body is None:
                     result = PollResult(
                         PollOutcome.TRANSIENT,

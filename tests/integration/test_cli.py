@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +69,10 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     secret = generate_secret()
     async with start_receiver(secrets=[secret]) as receiver:
         daemon: DaemonProcess | None = None
+        # A unix socket gives the client commands a fixed address without port races
+        # (in /tmp: socket paths are limited to ~108 bytes).
+        sock_dir = Path(tempfile.mkdtemp(prefix="awc-", dir="/tmp"))
         try:
-            # A unix socket gives the client commands a fixed address without port races.
-            sock_dir = Path(__import__("tempfile").mkdtemp(prefix="awc-", dir="/tmp"))
             config = write_config(
                 tmp_path,
                 upstream_url=str(server.make_url("/api/v1")),
@@ -83,6 +86,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
             if daemon is not None:
                 await daemon.close()
             await server.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 async def test_operator_commands_against_a_live_daemon(live: Live) -> None:

@@ -8,6 +8,7 @@ the API key, the intake token, the webhook and callback secrets.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -137,6 +138,7 @@ async def test_no_secret_reaches_logs_cli_or_api(tmp_path: Path) -> None:
         finally:
             await daemon.close()
             await server.close()
+            shutil.rmtree(sock.parent, ignore_errors=True)
 
     everything = "\n".join(outputs) + daemon.log_text()
     assert "config_reload_problem" in everything  # the invalid reload was reported...

@@ -1,0 +1,140 @@
+"""Pure helpers: percentiles and the report's JSON (targets and whether each is met)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# The issue's targets.
+CPU_RATIO_TARGET = 1.3
+RSS_100K_TARGET_MB = 250.0
+LATENCY_SLACK_MS = 100.0  # p99 <= interval + this
+RESTART_TARGET_S = 3.0
+DELIVERY_RATE_TARGET = 2000.0
+DELIVERY_RATIO_TARGET = 0.7
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by linear interpolation between closest ranks; None if empty."""
+    if not values:
+        return None
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q} is not within 0..100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    if low == high:
+        return float(ordered[low])
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None when either is unknown or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _met(value: float | None, ok: bool) -> bool | None:
+    return None if value is None else ok
+
+
+def cpu_section(
+    daemon_us: float | None, reference_us: float | None, **extra: Any
+) -> dict[str, Any]:
+    """Daemon CPU per poll against the minimal client loop's."""
+    r = ratio(daemon_us, reference_us)
+    return {
+        "daemon_cpu_us_per_poll": _r(daemon_us, 1),
+        "reference_cpu_us_per_get": _r(reference_us, 1),
+        "ratio": _r(r),
+        "target": f"ratio <= {CPU_RATIO_TARGET}",
+        "met": _met(r, r is not None and r <= CPU_RATIO_TARGET),
+        **extra,
+    }
+
+
+def rss_section(idle_mb: float | None, loaded_mb: float | None, tasks: int) -> dict[str, Any]:
+    """RSS with `tasks` watched tasks against the idle daemon's."""
+    per_task = None
+    if idle_mb is not None and loaded_mb is not None and tasks:
+        per_task = (loaded_mb - idle_mb) * 1024 * 1024 / tasks
+    return {
+        "tasks": tasks,
+        "idle_rss_mb": _r(idle_mb, 1),
+        "rss_mb": _r(loaded_mb, 1),
+        "bytes_per_task": _r(per_task, 0),
+        "target": f"<= {RSS_100K_TARGET_MB:g} MB total",
+        "met": _met(loaded_mb, loaded_mb is not None and loaded_mb <= RSS_100K_TARGET_MB),
+    }
+
+
+def latency_section(lags_s: Sequence[float], interval_s: float, **extra: Any) -> dict[str, Any]:
+    """Upstream completion -> webhook received, against the polling interval."""
+    p50 = percentile(lags_s, 50)
+    p99 = percentile(lags_s, 99)
+    limit_ms = interval_s * 1000 + LATENCY_SLACK_MS
+    p99_ms = None if p99 is None else p99 * 1000
+    return {
+        "received": len(lags_s),
+        "interval_ms": round(interval_s * 1000),
+        "p50_ms": _r(None if p50 is None else p50 * 1000, 1),
+        "p99_ms": _r(p99_ms, 1),
+        "max_ms": _r(max(lags_s) * 1000 if lags_s else None, 1),
+        "target": f"p99 <= {limit_ms:g} ms",
+        "met": _met(p99_ms, p99_ms is not None and p99_ms <= limit_ms),
+        **extra,
+    }
+
+
+def restart_section(first_poll_s: float | None, **extra: Any) -> dict[str, Any]:
+    """Process start -> first poll received by the fake upstream."""
+    return {
+        "first_poll_s": _r(first_poll_s),
+        "target": f"<= {RESTART_TARGET_S:g} s",
+        "met": _met(first_poll_s, first_poll_s is not None and first_poll_s <= RESTART_TARGET_S),
+        **extra,
+    }
+
+
+def delivery_section(
+    daemon_per_s: float | None, reference_per_s: float | None, **extra: Any
+) -> dict[str, Any]:
+    """Webhooks per second from a backlog, against the minimal POST loop."""
+    r = ratio(daemon_per_s, reference_per_s)
+    ok = (
+        daemon_per_s is not None
+        and r is not None
+        and daemon_per_s >= DELIVERY_RATE_TARGET
+        and r >= DELIVERY_RATIO_TARGET
+    )
+    return {
+        "daemon_per_s": _r(daemon_per_s, 0),
+        "reference_per_s": _r(reference_per_s, 0),
+        "ratio": _r(r),
+        "target": f">= {DELIVERY_RATE_TARGET:g}/s and ratio >= {DELIVERY_RATIO_TARGET}",
+        "met": _met(daemon_per_s, ok),
+        **extra,
+    }
+
+
+def assemble(sections: Mapping[str, Any], *, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The one JSON object the bench prints: metadata, every section, and a summary of which
+    targets were met (None: not measured, e.g. the scenario failed)."""
+    met = {
+        name: section.get("met")
+        for name, section in sections.items()
+        if isinstance(section, Mapping) and "met" in section
+    }
+    return {
+        "meta": dict(meta),
+        **sections,
+        "targets_met": met,
+        "all_met": all(v is True for v in met.values()) if met else False,
+    }

@@ -1,0 +1,344 @@
+"""The measurements. Each returns a section of the report; each loop is bounded in count and
+time, and each daemon is stopped (SIGTERM) before the next starts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from bench import report
+from bench.fixtures import build_backlog, build_tasks
+from bench.procs import DaemonProcess, Server, log, run_json, write_config
+
+__all__ = ["Env", "Server"]
+
+# Unbounded for the purpose of a measurement: the budget is then set by the CPU, not a config.
+NO_RATE_LIMIT = 1_000_000
+
+
+@dataclass
+class Env:
+    """What every scenario shares."""
+
+    out: Path
+    upstream: Server
+    receiver: Server
+    base_100k: Path  # a store with 100k pending tasks, copied per use
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _post(url: str) -> None:
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def _fresh_db(env: Env, name: str, source: Path | None = None) -> Path:
+    db = env.out / f"{name}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if source is not None:
+        shutil.copyfile(source, db)
+    return db
+
+
+async def _daemon(env: Env, name: str, db: Path, **config: Any) -> DaemonProcess:
+    path = write_config(
+        env.out, db=db, upstream_url=env.upstream.url, receiver_url=env.receiver.url, **config
+    )
+    daemon = DaemonProcess(path, env.out / f"daemon-{name}.log")
+    await daemon.start()
+    return daemon
+
+
+async def _settled_rss(daemon: DaemonProcess, seconds: float) -> float:
+    """The highest RSS seen over `seconds` (sampled every 0.2 s)."""
+    peak = 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        peak = max(peak, daemon.rss_mb())
+        await asyncio.sleep(0.2)
+    return peak
+
+
+# -- memory and restart ----------------------------------------------------------------------
+async def idle_rss(env: Env) -> float:
+    daemon = await _daemon(env, "idle", _fresh_db(env, "idle"))
+    try:
+        return await _settled_rss(daemon, 2.0)
+    finally:
+        await daemon.stop()
+
+
+async def restart_100k(env: Env) -> tuple[dict[str, Any], float]:
+    """Start on a store of 100k pending (overdue) tasks with long intervals: time to the first
+    poll the upstream sees, then the settled RSS. Default budget: 20 requests/s."""
+    db = _fresh_db(env, "restart", env.base_100k)
+    _post(f"{env.upstream.url}/_bench/reset")
+    daemon = await _daemon(env, "restart", db)
+    try:
+        first = None
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            first = _get(f"{env.upstream.url}/_bench/stats")["first_poll_at"]
+            if first is not None:
+                break
+            await asyncio.sleep(0.02)
+        ready_s = None if daemon.ready_at is None else daemon.ready_at - daemon.started_at
+        first_s = None if first is None else first - daemon.started_at
+        rss = await _settled_rss(daemon, 4.0)
+        section = report.restart_section(
+            first_s, tasks=100_000, ready_s=None if ready_s is None else round(ready_s, 3)
+        )
+        return section, rss
+    finally:
+        await daemon.stop()
+
+
+# -- CPU per poll ----------------------------------------------------------------------------
+async def cpu_per_poll(env: Env, tasks: int, *, window_s: float = 6.0) -> dict[str, Any]:
+    """Every task due all the time (1 ms interval), 32 requests in flight, no rate budget: the
+    daemon polls as fast as it can; CPU and polls are counted over the same window."""
+    source = env.base_100k if tasks == 100_000 else None
+    db = _fresh_db(env, f"cpu-{tasks}", source)
+    if source is None:
+        build_tasks(db, tasks, registered_at=time.time() - 10)
+    daemon = await _daemon(
+        env,
+        f"cpu-{tasks}",
+        db,
+        upstream={"max_concurrency": 32, "max_requests_per_second": NO_RATE_LIMIT},
+        polling={"initial_interval": "1ms", "max_interval": "1ms"},
+    )
+    try:
+        await asyncio.sleep(2.0)  # warm-up: imports done, connections open
+        polls0 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        cpu0, up0, t0 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
+        rss = await _settled_rss(daemon, window_s)
+        polls1 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        cpu1, up1, t1 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
+        polls = polls1 - polls0
+        alive = daemon.alive()
+    finally:
+        await daemon.stop()
+    return {
+        "tasks": tasks,
+        "polls": polls,
+        "polls_per_s": round(polls / (t1 - t0), 1),
+        "cpu_us_per_poll": round((cpu1 - cpu0) / max(1, polls) * 1e6, 1),
+        "upstream_cpu_us_per_poll": round((up1 - up0) / max(1, polls) * 1e6, 1),
+        "rss_mb": round(rss, 1),
+        "daemon_alive": alive,
+    }
+
+
+async def reference_get(env: Env, count: int = 20_000, concurrency: int = 32) -> dict[str, Any]:
+    result = await run_json(
+        ["-m", "bench.refclient", "get", env.upstream.url, str(count), str(concurrency)]
+    )
+    return {
+        "requests": result["requests"],
+        "cpu_us_per_get": round(result["cpu_s"] / result["requests"] * 1e6, 1),
+        "gets_per_s": round(result["requests"] / result["elapsed_s"], 1),
+    }
+
+
+# -- latency ---------------------------------------------------------------------------------
+async def latency(
+    env: Env, *, tasks: int = 10_000, rate: float = 250.0, life_s: float = 1.0
+) -> dict[str, Any]:
+    """Tasks registered through the intake at `rate`/s; each completes `life_s` after it was
+    registered (the instant is in its id, so the fake upstream and we agree on it). Polled every
+    200 ms; lag = receiver arrival - completion."""
+    interval_s = 0.2
+    _post(f"{env.receiver.url}/_bench/reset")
+    daemon = await _daemon(
+        env,
+        "latency",
+        _fresh_db(env, "latency"),
+        upstream={"max_concurrency": 64, "max_requests_per_second": NO_RATE_LIMIT},
+        polling={"initial_interval": "200ms", "max_interval": "200ms"},
+    )
+    intake = daemon.intake_url()
+    cpu0 = daemon.cpu_s()
+    started = time.monotonic()
+    sent = 0
+    failed = 0
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+
+            async def register(i: int) -> None:
+                nonlocal failed
+                done_ms = int((time.time() + life_s) * 1000)
+                body = {"task_id": f"c{done_ms}-{i}", "model": "nano-banana"}
+                async with session.post(f"{intake}/v1/tasks", json=body) as resp:
+                    await resp.read()
+                    if resp.status != 201:
+                        failed += 1
+
+            tick = 0.05
+            per_tick = max(1, round(rate * tick))
+            next_at = time.monotonic()
+            pending: set[asyncio.Task[None]] = set()
+            while sent < tasks and time.monotonic() - started < tasks / rate * 3 + 30:
+                batch = min(per_tick, tasks - sent)
+                for i in range(sent, sent + batch):
+                    task = asyncio.create_task(register(i))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                sent += batch
+                next_at += tick
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if pending:
+                await asyncio.wait(pending, timeout=30)
+        register_s = time.monotonic() - started
+        end = time.monotonic() + 30
+        count = 0
+        while time.monotonic() < end:
+            count = _get(f"{env.receiver.url}/_bench/stats")["count"]
+            if count >= sent - failed:
+                break
+            await asyncio.sleep(0.2)
+        cpu = daemon.cpu_s() - cpu0
+        arrivals = _get(f"{env.receiver.url}/_bench/arrivals")["arrivals"]
+    finally:
+        await daemon.stop()
+    first: dict[str, float] = {}
+    for task_id, at in arrivals:
+        first.setdefault(task_id, at)
+    lags = [at - int(task_id[1:].split("-", 1)[0]) / 1000 for task_id, at in first.items()]
+    (env.out / "latency_lags.json").write_text(json.dumps(lags))
+    return report.latency_section(
+        lags,
+        interval_s,
+        tasks=tasks,
+        registered=sent - failed,
+        registration_rate_per_s=round(sent / register_s, 1),
+        life_s=life_s,
+        jitter=0.0,
+        daemon_cpu_s=round(cpu, 2),
+    )
+
+
+# -- delivery throughput ---------------------------------------------------------------------
+async def _drain_rate(env: Env, count: int, timeout: float) -> tuple[float | None, int]:
+    end = time.monotonic() + timeout
+    stats: dict[str, Any] = {"count": 0}
+    while time.monotonic() < end:
+        stats = _get(f"{env.receiver.url}/_bench/stats")
+        if stats["count"] >= count:
+            break
+        await asyncio.sleep(0.1)
+    n = stats["count"]
+    if n < 2 or stats["last_at"] == stats["first_at"]:
+        return None, n
+    return (n - 1) / (stats["last_at"] - stats["first_at"]), n
+
+
+async def delivery(env: Env, *, backlog: int = 20_000, concurrency: int = 16) -> dict[str, Any]:
+    db = _fresh_db(env, "delivery")
+    t0 = time.monotonic()
+    body_bytes = build_backlog(db, backlog, endpoint="bench")
+    log(f"delivery backlog of {backlog} built in {time.monotonic() - t0:.1f}s")
+    _post(f"{env.receiver.url}/_bench/reset")
+    daemon = await _daemon(env, "delivery", db, delivery={"max_concurrency": concurrency})
+    cpu0 = daemon.cpu_s()
+    try:
+        rate, received = await _drain_rate(env, backlog, timeout=120)
+        cpu = daemon.cpu_s() - cpu0
+    finally:
+        await daemon.stop()
+    _post(f"{env.receiver.url}/_bench/reset")
+    ref = await run_json(
+        [
+            "-m",
+            "bench.refclient",
+            "post",
+            f"{env.receiver.url}/hooks",
+            str(backlog),
+            str(concurrency),
+            str(body_bytes),
+        ]
+    )
+    ref_rate, _ = await _drain_rate(env, backlog, timeout=10)
+    return report.delivery_section(
+        rate,
+        ref_rate,
+        backlog=backlog,
+        received=received,
+        concurrency=concurrency,
+        body_bytes=body_bytes,
+        daemon_cpu_us_per_webhook=round(cpu / max(1, received) * 1e6, 1),
+        reference_cpu_us_per_post=round(ref["cpu_s"] / ref["requests"] * 1e6, 1),
+    )
+
+
+# -- the docs' loop --------------------------------------------------------------------------
+async def docs_loop(env: Env, *, tasks: int = 1000) -> dict[str, Any]:
+    """`wait_for_result` from statusTask.txt, one thread per task; tasks complete 4-8 s in."""
+    start = time.time()
+    ids = [f"c{int((start + 4 + 4 * i / tasks) * 1000)}-{i}" for i in range(tasks)]
+    _post(f"{env.upstream.url}/_bench/reset")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.docsloop",
+        f"{env.upstream.url}/api/v1",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    ps = psutil.Process(proc.pid)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write("\n".join(ids).encode() + b"\n")
+    proc.stdin.close()
+    reader = asyncio.create_task(proc.stdout.read())
+    peak_rss = 0.0
+    peak_threads = 0
+    cpu = 0.0
+    end = time.monotonic() + 90
+    while not reader.done() and time.monotonic() < end:
+        try:
+            with ps.oneshot():
+                peak_rss = max(peak_rss, ps.memory_info().rss / (1024 * 1024))
+                peak_threads = max(peak_threads, ps.num_threads())
+                t = ps.cpu_times()
+                cpu = t.user + t.system
+        except psutil.Error:
+            break
+        await asyncio.wait({reader}, timeout=0.25)
+    if not reader.done():
+        proc.kill()
+    out = json.loads((await reader).decode().strip().splitlines()[-1])
+    await proc.wait()
+    lags = [at - int(tid[1:].split("-", 1)[0]) / 1000 for tid, at in out["results"]]
+    p50 = report.percentile(lags, 50)
+    p99 = report.percentile(lags, 99)
+    return {
+        "tasks": tasks,
+        "client": out["client"],
+        "completed": len(lags),
+        "errors": out["errors"],
+        "polls": out["polls"],
+        "cpu_s": round(cpu, 2),
+        "cpu_us_per_poll": round(cpu / max(1, out["polls"]) * 1e6, 1),
+        "peak_rss_mb": round(peak_rss, 1),
+        "peak_threads": peak_threads,
+        "p50_ms": None if p50 is None else round(p50 * 1000, 1),
+        "p99_ms": None if p99 is None else round(p99 * 1000, 1),
+        "note": "reported, no target (sampled every 0.25 s from outside)",
+    }

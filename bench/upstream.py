@@ -1,0 +1,101 @@
+"""The fake upstream status API for the benchmarks, run as its own process.
+
+`python -m bench.upstream` prints `PORT <n>` and serves `GET .../statusTask/{model}?taskId=ID`:
+
+- `ID = c<unix_ms>-...`: `pending` until `unix_ms`, then `success` (with `completeTime = unix_ms`)
+  so "upstream completion" is a known instant on the machine clock, encoded in the id;
+- any other id: `pending` forever.
+
+Control: `GET /_bench/stats` -> `{"polls", "first_poll_at", "last_poll_at"}` (Unix seconds),
+`POST /_bench/reset` zeroes them. Answers are built from byte templates: the fake must cost far
+less per request than the client it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from bench.httpserver import bound_port, serve
+
+_PENDING = (
+    b'{"code":200,"message":"success","data":{"taskId":"%s","state":"pending",'
+    b'"createTime":1704067200000}}'
+)
+_SUCCESS = (
+    b'{"code":200,"message":"success","data":{"taskId":"%s","state":"success",'
+    b'"resultJson":"{\\"resultUrls\\":[\\"https://cdn.example.invalid/out/%s.jpg\\"]}",'
+    b'"costTime":1000,"createTime":1704067200000,"completeTime":%d}}'
+)
+
+
+class Upstream:
+    """Request counters and the status logic."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.polls = 0
+        self.first_poll_at: float | None = None
+        self.last_poll_at: float | None = None
+
+    def handle(self, method: bytes, target: bytes, body: bytes) -> tuple[int, bytes]:
+        path, _, query = target.partition(b"?")
+        if b"/statusTask/" in path:
+            now = time.time()
+            self.polls += 1
+            if self.first_poll_at is None:
+                self.first_poll_at = now
+            self.last_poll_at = now
+            task_id = b""
+            for part in query.split(b"&"):
+                if part.startswith(b"taskId="):
+                    task_id = part[7:]
+            return 200, status_body(task_id, now)
+        if path == b"/_bench/stats":
+            stats = {
+                "polls": self.polls,
+                "first_poll_at": self.first_poll_at,
+                "last_poll_at": self.last_poll_at,
+            }
+            return 200, json.dumps(stats).encode()
+        if path == b"/_bench/reset" and method == b"POST":
+            self.reset()
+            return 200, b"{}"
+        return 404, b'{"code":404,"message":"not found","data":null}'
+
+
+def completion_ms(task_id: bytes) -> int | None:
+    """The completion instant (Unix ms) encoded in a `c<ms>-...` id, else None."""
+    if not task_id.startswith(b"c"):
+        return None
+    head, sep, _ = task_id[1:].partition(b"-")
+    if not sep or not head.isdigit():
+        return None
+    return int(head)
+
+
+def status_body(task_id: bytes, now: float) -> bytes:
+    """The status answer for `task_id` at `now` (Unix seconds)."""
+    done_ms = completion_ms(task_id)
+    if done_ms is not None and now * 1000 >= done_ms:
+        return _SUCCESS % (task_id, task_id, done_ms)
+    return _PENDING % task_id
+
+
+async def _main() -> None:
+    upstream = Upstream()
+    server = await serve(upstream.handle)
+    print(f"PORT {bound_port(server)}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(_main())
+    except KeyboardInterrupt:
+        sys.exit(0)

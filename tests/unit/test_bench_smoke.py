@@ -1,0 +1,62 @@
+"""The bench's pure helpers: percentiles and the report it prints (no benchmark runs here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import report
+from bench.upstream import completion_ms, status_body
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    values = [0.1 * i for i in range(1, 101)]  # 0.1 .. 10.0
+    assert report.percentile(values, 50) == pytest.approx(5.05)
+    assert report.percentile(values, 99) == pytest.approx(9.901)
+    assert report.percentile(values, 0) == pytest.approx(0.1)
+    assert report.percentile(values, 100) == pytest.approx(10.0)
+    assert report.percentile([3.0], 99) == 3.0
+    assert report.percentile([], 50) is None
+    with pytest.raises(ValueError, match="percentile"):
+        report.percentile([1.0], 101)
+
+
+def test_report_says_which_targets_are_met_and_is_one_json_object() -> None:
+    sections = {
+        "cpu_per_poll": report.cpu_section(120.0, 100.0),
+        "rss_100k": report.rss_section(50.0, 300.0, 100_000),
+        "latency": report.latency_section([0.1] * 99 + [0.29], 0.2),
+        "restart_100k": report.restart_section(None),
+        "delivery": report.delivery_section(2500.0, 3000.0),
+        "docs_loop": {"p99_ms": 3000.0},
+    }
+    result = report.assemble(sections, meta={"cpus": 2})
+
+    assert result["cpu_per_poll"]["ratio"] == 1.2
+    assert result["targets_met"] == {
+        "cpu_per_poll": True,
+        "rss_100k": False,
+        "latency": True,
+        "restart_100k": None,  # not measured
+        "delivery": True,
+    }
+    assert result["all_met"] is False
+    assert result["rss_100k"]["bytes_per_task"] == pytest.approx(2621)
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_delivery_needs_both_the_rate_and_the_ratio() -> None:
+    assert report.delivery_section(2500.0, 5000.0)["met"] is False  # ratio 0.5
+    assert report.delivery_section(1500.0, 1600.0)["met"] is False  # under 2,000/s
+
+
+def test_fake_upstream_completes_a_task_at_the_instant_in_its_id() -> None:
+    assert completion_ms(b"c1700000000500-7") == 1_700_000_000_500
+    assert completion_ms(b"p-7") is None
+    before = json.loads(status_body(b"c1700000000500-7", 1_700_000_000.4))
+    after = json.loads(status_body(b"c1700000000500-7", 1_700_000_000.5))
+    assert before["data"]["state"] == "pending"
+    assert after["data"]["state"] == "success"
+    assert after["data"]["completeTime"] == 1_700_000_000_500
+    assert json.loads(after["data"]["resultJson"])["resultUrls"]
