@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from tests.helpers.daemon import API_KEY
-from tests.helpers.receiver import Receiver, Reply
+from tests.helpers.receiver import Receiver, Reply, start_receiver
 from tests.integration.conftest import Upstream
 from watcher.sandbox import (
     bad_result,
@@ -365,3 +365,30 @@ async def test_metrics_count_polls_attempts_and_lag_without_task_ids(
     assert samples['apixo_watcher_detection_lag_seconds_count{model="flux-2"}'] == 1
     assert samples['apixo_watcher_delivery_latency_seconds_count{endpoint="app"}'] == 1
     assert "task_m" not in text
+
+
+async def test_ad_hoc_callback_is_signed_with_the_callback_secret(
+    start_daemon: Any, upstream: Upstream, secret: str
+) -> None:
+    callback_secret = generate_secret()
+    upstream.state.script("task_cb", success())
+    async with start_receiver(secrets=[callback_secret]) as callback_receiver:
+        running = await start_daemon(
+            delivery={"allowed_callback_hosts": ["127.0.0.1"], "callback_secret": callback_secret}
+        )
+        await running.add("task_cb", callback_url=callback_receiver.url("/cb"))
+        (hook,) = await callback_receiver.wait_for(1)
+        assert hook.verified
+        assert hook.body["type"] == "task.succeeded"
+        task = await running.wait_task(
+            "task_cb", lambda t: t["deliveries"][0]["status"] == "succeeded"
+        )
+        assert task["deliveries"][0]["url"] == callback_receiver.url("/cb")
+
+        async with running.http.post(
+            f"{running.base}/v1/tasks",
+            json={"task_id": "t2", "model": "m", "callback_url": "https://evil.example/x"},
+        ) as resp:
+            assert resp.status == 422
+            error = (await resp.json())["error"]
+        assert error["field"] == "callback_url"
