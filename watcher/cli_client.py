@@ -170,31 +170,49 @@ def cmd_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    query = {"limit": str(args.limit)}
-    if args.state:
-        query["state"] = args.state
-    body = _check(_client(args).request("GET", "/v1/tasks?" + urlencode(query)), 200)
+_TASK_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
+    ("task", lambda t: t["task_id"]),
+    ("model", lambda t: t["model"]),
+    ("state", lambda t: t["state"]),
+    ("upstream", lambda t: t.get("upstream_state")),
+    ("polls", lambda t: t.get("polls", 0)),
+    ("registered", lambda t: t.get("registered_at")),
+    ("finished", lambda t: t.get("finished_at")),
+]
+_DELIVERY_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
+    ("delivery", lambda d: d["delivery_id"]),
+    ("task", lambda d: d["task_id"]),
+    ("event", lambda d: d["event_type"]),
+    ("endpoint", lambda d: d["endpoint"]),
+    ("status", lambda d: d["status"]),
+    ("attempts", lambda d: d["attempts"]),
+    ("last", lambda d: d.get("last_status_code") or d.get("last_error")),
+    ("next", lambda d: d.get("next_attempt_at")),
+]
+
+
+def _listing(
+    args: argparse.Namespace,
+    path: str,
+    query: dict[str, str],
+    key: str,
+    columns: list[tuple[str, Callable[[Mapping[str, Any]], Any]]],
+) -> int:
+    """GET a paged list and print it as a table (or the raw answer with --json)."""
+    query = {"limit": str(args.limit), **{k: v for k, v in query.items() if v}}
+    body = _check(_client(args).request("GET", f"{path}?{urlencode(query)}"), 200)
     if args.json:
         _print_json(body)
         return EXIT_OK
-    rows = [
-        [
-            t["task_id"],
-            t["model"],
-            t["state"],
-            _s(t.get("upstream_state")),
-            str(t.get("polls", 0)),
-            _s(t.get("registered_at")),
-            _s(t.get("finished_at")),
-        ]
-        for t in body["tasks"]
-    ]
-    headers = ["task", "model", "state", "upstream", "polls", "registered", "finished"]
-    print(_table(rows, headers) if rows else "no tasks")
+    rows = [[_s(get(item)) for _, get in columns] for item in body[key]]
+    print(_table(rows, [name for name, _ in columns]) if rows else f"no {key}")
     if body.get("next_cursor"):
         print(f"(more: showing the newest {len(rows)}; use --limit or --json for more)")
     return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    return _listing(args, "/v1/tasks", {"state": args.state}, "tasks", _TASK_COLUMNS)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -251,31 +269,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    query = {"limit": str(args.limit)}
-    if args.status:
-        query["status"] = args.status
-    if args.task:
-        query["task_id"] = args.task
-    body = _check(_client(args).request("GET", "/v1/deliveries?" + urlencode(query)), 200)
-    if args.json:
-        _print_json(body)
-        return EXIT_OK
-    rows = [
-        [
-            d["delivery_id"],
-            d["task_id"],
-            d["event_type"],
-            d["endpoint"],
-            d["status"],
-            str(d["attempts"]),
-            _s(d.get("last_status_code") or d.get("last_error")),
-            _s(d.get("next_attempt_at")),
-        ]
-        for d in body["deliveries"]
-    ]
-    headers = ["delivery", "task", "event", "endpoint", "status", "attempts", "last", "next"]
-    print(_table(rows, headers) if rows else "no deliveries")
-    return EXIT_OK
+    query = {"status": args.status, "task_id": args.task}
+    return _listing(args, "/v1/deliveries", query, "deliveries", _DELIVERY_COLUMNS)
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
