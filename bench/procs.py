@@ -129,6 +129,12 @@ class DaemonProcess:
         self._sock = sock
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env["NOTIFY_SOCKET"] = str(self._notify_path)
+        # For measuring an alternative event loop without making it a dependency:
+        # BENCH_DAEMON_PYTHONPATH=DIR puts DIR (e.g. one with uvloop and a sitecustomize.py
+        # calling uvloop.install()) on the daemon's path only; the references are unchanged.
+        extra = os.environ.get("BENCH_DAEMON_PYTHONPATH")
+        if extra:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, env.get("PYTHONPATH")]))
         log_file = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
         self.started_at = time.time()
         self.proc = subprocess.Popen(

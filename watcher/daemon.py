@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -159,6 +160,7 @@ class Daemon:
             self.scheduler.watch(task)
             resumed += 1
         await self.deliverer.start()
+        gc.freeze()  # the records loaded above live long: keep the collector from rescanning them
         self._importer = TasksFileImporter(
             service=self.service, clock=self._clock, path=config.tasks_file
         )

@@ -2,8 +2,11 @@
 
 One in-memory heap of (due time, delivery id) drives every delivery; no coroutine sleeps per
 delivery. The store is the truth: each attempt and the delivery's new state are committed
-together (`store.record_attempt`), so after a crash or restart `start()` reloads every pending
-delivery and carries on where its schedule stood. An attempt cancelled by shutdown is not
+together, so after a crash or restart `start()` reloads every pending delivery and carries on
+where its schedule stood. Attempts that finish in the same event-loop turn are committed in one
+transaction (`store.record_attempts`, group commit); each attempt waits for that commit before
+its delivery counts as done or is rescheduled, so a crash before the commit only means the
+webhook is sent again, with the same `webhook-id`. An attempt cancelled by shutdown is not
 recorded and stays pending, so it is sent again later (at-least-once; receivers dedupe by
 `webhook-id`).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import heapq
+import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ import aiohttp
 import structlog
 
 from watcher import retry, signing
-from watcher.clock import Clock
+from watcher.clock import Clock, SystemClock
 from watcher.errors import DeliveryError, InvalidSecret
 from watcher.models import (
     CALLBACK_ENDPOINT,
@@ -49,7 +53,13 @@ log = structlog.get_logger(__name__)
 
 MAX_RESPONSE_BYTES: Final = 64 * 1024  # read (and discard) at most this much of an answer
 IDLE_TICK_S: Final = 1.0  # the loop reports progress at least this often, for the watchdog
-BODY_CACHE_SIZE: Final = 256  # event bodies kept in memory between retries
+BODY_CACHE_SIZE: Final = 1024  # event bodies kept in memory between retries
+# On a cache miss, the bodies of up to this many deliveries waiting for the same slots are read
+# with it in one query (a backlog would otherwise cost one SELECT per webhook).
+BODY_PREFETCH: Final = 128
+# Finished attempts are committed together within this window (or as soon as every attempt in
+# flight has finished): one transaction for many instead of one each.
+COMMIT_WINDOW_S: Final = 0.01
 CALLBACK_TIMEOUT_S: Final = 10.0  # ad-hoc callback URLs have no endpoint config of their own
 # Headers the watcher (or HTTP framing) sets; an endpoint's static headers cannot override them.
 _OWN_HEADERS: Final = frozenset(
@@ -113,6 +123,7 @@ class Deliverer:
         self._user_agent = user_agent
         self._config = delivery
         self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
+        self._targets: dict[str, Target] = {}  # resolved per configured endpoint, per config
         self._session = session
         self._owns_session = session is None
         # Scheduled deliveries by id, with the sequence number of their valid heap entry;
@@ -124,9 +135,17 @@ class Deliverer:
         self._ready: dict[str, collections.deque[str]] = {}
         self._ready_ids: set[str] = set()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # Attempts holding one of their endpoint's slots, i.e. with a request in flight.
+        # An attempt that has its answer and waits for the group commit holds no slot, but it
+        # stays in `_in_flight` (and out of the schedule) until its outcome is committed.
         self._busy: collections.Counter[str] = collections.Counter()
+        self._holding: set[str] = set()
         self._requeued: set[str] = set()  # redelivered while an attempt was in flight
         self._bodies: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        # Finished attempts waiting for the group commit, and the attempts waiting on it.
+        self._records: list[tuple[Attempt, Delivery]] = []
+        self._record_waiters: list[asyncio.Future[None]] = []
+        self._commit_timer: asyncio.Handle | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._failure: BaseException | None = None
@@ -170,6 +189,7 @@ class Deliverer:
         """Use a reloaded config for every attempt from now on."""
         self._config = delivery
         self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
+        self._targets = {}
         self._wake.set()
 
     async def run(self) -> None:
@@ -206,6 +226,7 @@ class Deliverer:
             if unfinished:
                 log.warning("deliveries_cancelled_at_shutdown", count=len(unfinished))
                 await asyncio.gather(*unfinished, return_exceptions=True)
+        self._commit_records()  # attempts that finished just before the cancellation
 
     async def close(self) -> None:
         """Close the HTTP session if this dispatcher opened it (after `drain`). Idempotent."""
@@ -259,21 +280,39 @@ class Deliverer:
         del self._scheduled[delivery_id]
         key = self._slot_key(delivery)
         self._busy[key] += 1
-        task = asyncio.create_task(self._attempt(delivery), name=f"deliver {delivery_id}")
+        self._holding.add(delivery_id)
+        task = asyncio.create_task(self._attempt(delivery, key), name=f"deliver {delivery_id}")
         self._in_flight[delivery_id] = task
         task.add_done_callback(lambda done: self._attempt_done(delivery_id, key, done))
 
     def _attempt_done(self, delivery_id: str, key: str, task: asyncio.Task[None]) -> None:
         if self._in_flight.get(delivery_id) is task:
             del self._in_flight[delivery_id]
-        self._busy[key] -= 1
-        if self._busy[key] <= 0:
-            del self._busy[key]
+        self._release(delivery_id, key)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("webhook_attempt_crashed", delivery_id=delivery_id, exc_info=exc)
             if self._failure is None:
                 self._failure = exc
-        self._wake.set()
+            self._wake.set()
+
+    def _release(self, delivery_id: str, key: str) -> None:
+        """Free the endpoint slot an attempt holds (once; its answer is in, or it ended)."""
+        if delivery_id not in self._holding:
+            return
+        self._holding.discard(delivery_id)
+        self._busy[key] -= 1
+        if self._busy[key] <= 0:
+            del self._busy[key]
+        queue = self._ready.get(key)
+        limit = max(1, self._config.max_concurrency)
+        if queue and not self._stopping and self._busy[key] < limit:
+            # Hand the slot to the next due delivery of this endpoint at once: waking the
+            # loop for it cost a loop turn per webhook in a backlog.
+            next_id = queue.popleft()
+            self._ready_ids.discard(next_id)
+            if not queue:
+                del self._ready[key]
+            self._start(self._scheduled[next_id][1])
 
     @staticmethod
     def _slot_key(delivery: Delivery) -> str:
@@ -285,6 +324,15 @@ class Deliverer:
         """Sleep on the clock until `delay` passes or something wakes the loop."""
         if delay <= 0:
             await asyncio.sleep(0)
+            return
+        if isinstance(self._clock, SystemClock):
+            # A timer handle is much cheaper than the two tasks of the race below, and this
+            # loop wakes once per finished attempt. Other clocks (tests) need the race.
+            timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             return
         sleeper = asyncio.ensure_future(self._clock.sleep(delay))
         waker = asyncio.ensure_future(self._wake.wait())
@@ -299,7 +347,16 @@ class Deliverer:
             raise self._failure
 
     # -- one attempt ---------------------------------------------------------------------------
-    async def _attempt(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: Delivery, key: str) -> None:
+        try:
+            attempt, decision = await self._try(delivery)
+        finally:
+            self._release(delivery.delivery_id, key)
+        await self._record(attempt, decision.delivery)
+        self._after(delivery, decision, attempt)
+
+    async def _try(self, delivery: Delivery) -> tuple[Attempt, retry.Decision]:
+        """Send one attempt (unless its target is unusable) and decide what follows."""
         started_at = self._clock.now()
         target = self._resolve(delivery)
         webhook_timestamp: int | None = None
@@ -308,7 +365,7 @@ class Deliverer:
             decision = retry.give_up(delivery, target, now=started_at)
             result = retry.HttpResult(error=target)
         else:
-            body = self._body(delivery.event_id)
+            body = self._body(delivery)
             webhook_timestamp = int(started_at)
             try:
                 headers = self._headers(delivery, target, body, webhook_timestamp)
@@ -334,7 +391,11 @@ class Deliverer:
             error=None if result.ok else result.describe(),
             webhook_timestamp=webhook_timestamp,
         )
-        self._store.record_attempt(attempt, updated)
+        return attempt, decision
+
+    def _after(self, delivery: Delivery, decision: retry.Decision, attempt: Attempt) -> None:
+        """Once the attempt is committed: log, observe, reschedule."""
+        updated = decision.delivery
         self._log(decision, attempt)
         if self._observer is not None:
             self._observe(delivery, attempt)
@@ -345,6 +406,9 @@ class Deliverer:
             )
         elif decision.outcome is AttemptOutcome.RETRY:
             self._schedule(updated)
+        else:
+            return
+        self._wake.set()  # the loop may be sleeping towards a later due time
 
     def _resolve(self, delivery: Delivery) -> Target | str:
         """The target of `delivery` in the current config, or why there is none."""
@@ -360,28 +424,82 @@ class Deliverer:
                 timeout_s=CALLBACK_TIMEOUT_S,
                 headers={},
             )
+        target = self._targets.get(delivery.endpoint)
+        if target is not None:
+            return target
         endpoint = self._endpoints.get(delivery.endpoint)
         if endpoint is None:
             return f"endpoint '{delivery.endpoint}' is not configured"
         if not endpoint.secrets:
             return f"endpoint '{delivery.endpoint}' has no secret"
-        return Target(
+        target = Target(
             url=endpoint.url,
             secrets=tuple(secret.reveal() for secret in endpoint.secrets),
             timeout_s=endpoint.timeout_s,
             headers=endpoint.headers,
         )
+        self._targets[delivery.endpoint] = target  # until the next reload
+        return target
 
-    def _body(self, event_id: str) -> bytes:
+    def _record(self, attempt: Attempt, delivery: Delivery) -> asyncio.Future[None]:
+        """Queue the attempt for the group commit; the future is done once it is committed."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._records.append((attempt, delivery))
+        self._record_waiters.append(waiter)
+        if len(self._records) >= len(self._in_flight):
+            # Every attempt in flight is waiting for this commit: none can join it any more.
+            if self._commit_timer is not None:
+                self._commit_timer.cancel()
+            self._commit_timer = loop.call_soon(self._commit_records)
+        elif self._commit_timer is None:
+            # Attempts finishing within the next few milliseconds share the transaction.
+            self._commit_timer = loop.call_later(COMMIT_WINDOW_S, self._commit_records)
+        return waiter
+
+    def _commit_records(self) -> None:
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        batch, waiters = self._records, self._record_waiters
+        self._records, self._record_waiters = [], []
+        if not batch:
+            return
+        try:
+            self._store.record_attempts(batch)
+        except Exception as exc:
+            # Every attempt of the batch fails with it: the daemon goes down loudly, and the
+            # deliveries stay pending in the store (sent again after a restart).
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for waiter in waiters:
+            if not waiter.done():  # cancelled by drain(): committed all the same
+                waiter.set_result(None)
+
+    def _body(self, delivery: Delivery) -> bytes:
+        event_id = delivery.event_id
         body = self._bodies.get(event_id)
-        if body is None:
-            body = self._store.get_event(event_id).body
-            self._bodies[event_id] = body
-            if len(self._bodies) > BODY_CACHE_SIZE:
-                self._bodies.popitem(last=False)
-        else:
+        if body is not None:
             self._bodies.move_to_end(event_id)
-        return body
+            return body
+        wanted = [event_id]
+        queue = self._ready.get(self._slot_key(delivery))
+        if queue:
+            for delivery_id in itertools.islice(queue, BODY_PREFETCH):
+                entry = self._scheduled.get(delivery_id)
+                if entry is not None and entry[1].event_id not in self._bodies:
+                    wanted.append(entry[1].event_id)
+        bodies = self._store.event_bodies(wanted)
+        if event_id not in bodies:
+            bodies[event_id] = self._store.get_event(event_id).body  # raises StoreError
+        for key, value in bodies.items():
+            self._bodies[key] = value
+        self._bodies.move_to_end(event_id)
+        while len(self._bodies) > BODY_CACHE_SIZE:
+            self._bodies.popitem(last=False)
+        return bodies[event_id]
 
     def _headers(
         self, delivery: Delivery, target: Target, body: bytes, timestamp: int

@@ -6,6 +6,13 @@
 - Known secret values are scrubbed from every event as a last line of defence: the code never
   logs a secret on purpose, and this makes sure a library's message can't leak one either.
 - Standard-library loggers (aiohttp, asyncio) go through the same renderer.
+
+Loggers are cached on first use (assembling one per call cost ~2% of a busy daemon), so what a
+reload may change is read through stable indirections rather than baked into the cached ones:
+the level is a mutable threshold checked by `LevelLogger`'s methods (a call below it returns
+at once, before any event dict is built), the processor chain is one list object updated in
+place (as `structlog.testing.capture_logs` does), and the output is a sink writing to the
+current stream.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, MutableMapping
+import threading
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -35,6 +43,103 @@ _PRIORITY = {
     "critical": 2,
     "exception": 3,
 }
+
+
+class _Settings:
+    """What a reload may change, read by the cached loggers on every call."""
+
+    def __init__(self) -> None:
+        # Nothing is filtered until configure_logging runs, like structlog's default config.
+        self.level = logging.DEBUG
+        self.stream: TextIO | None = None
+
+
+_settings = _Settings()
+# The one processor list handed to structlog; updated in place by configure_logging.
+_processors: list[Any] = []
+
+
+def enabled_for(level: int) -> bool:
+    """Whether a log call at `level` would be emitted, for call sites that must not even
+    build their arguments when it would not (e.g. a debug line per poll)."""
+    return level >= _settings.level
+
+
+def _interpolate(event: str, args: tuple[Any, ...]) -> str:
+    if not args:
+        return event
+    if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        return event % args[0]
+    return event % args
+
+
+class LevelLogger(structlog.BoundLoggerBase):
+    """A bound logger filtering on the current threshold (see the module docstring): the
+    methods of structlog's filtering loggers, with a level that can change after caching."""
+
+    def _at(self, level: int, name: str, event: str, args: tuple[Any, ...], kw: Any) -> Any:
+        if level < _settings.level:
+            return None
+        return self._proxy_to_logger(name, _interpolate(event, args), **kw)
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any:
+        if _settings.level > logging.DEBUG:
+            return None
+        return self._proxy_to_logger("debug", _interpolate(event, args), **kw)
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any:
+        if _settings.level > logging.INFO:
+            return None
+        return self._proxy_to_logger("info", _interpolate(event, args), **kw)
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._at(logging.WARNING, "warning", event, args, kw)
+
+    warn = warning
+
+    def error(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._at(logging.ERROR, "error", event, args, kw)
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self._at(logging.ERROR, "error", event, args, kw)
+
+    def critical(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._at(logging.CRITICAL, "critical", event, args, kw)
+
+    fatal = critical
+
+    def log(self, level: int, event: str, *args: Any, **kw: Any) -> Any:
+        name = logging.getLevelName(level).lower()
+        return self._at(level, name, event, args, kw)
+
+    def is_enabled_for(self, level: int) -> bool:
+        return level >= _settings.level
+
+    def get_effective_level(self) -> int:
+        return _settings.level
+
+
+class _Sink:
+    """The output of every structlog logger: one line to the current stream, flushed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        stream = _settings.stream or sys.stdout
+        with self._lock:
+            stream.write(message + "\n")
+            stream.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+_sink = _Sink()
+
+
+def _sink_factory(*args: Any) -> _Sink:
+    return _sink
 
 
 class SecretScrubber:
@@ -140,17 +245,20 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
     ]
+    _settings.level = _LEVELS.get(level, logging.INFO)
+    _settings.stream = out
+    _processors[:] = [
+        *shared,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        scrubber,
+        *final,
+    ]
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            scrubber,
-            *final,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        processors=_processors,
+        wrapper_class=LevelLogger,
+        logger_factory=_sink_factory,
+        cache_logger_on_first_use=True,
     )
 
     handler = logging.StreamHandler(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from watcher.errors import DeliveryNotFound, StoreError, TaskConflict, TaskFinished, TaskNotFound
@@ -225,6 +225,11 @@ class MemoryStore:
             raise StoreError(f"event {event_id} not found")
         return event
 
+    def event_bodies(self, event_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of the known events among `event_ids`."""
+        self._live()
+        return {i: self._events[i].body for i in event_ids if i in self._events}
+
     def events_for_task(self, task_id: str) -> list[Event]:
         """The task's events, oldest first."""
         self._task(task_id)
@@ -274,16 +279,23 @@ class MemoryStore:
 
     def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
         """Add the attempt and replace the stored delivery with `delivery`."""
+        self.record_attempts(((attempt, delivery),))
+
+    def record_attempts(self, batch: Sequence[tuple[Attempt, Delivery]]) -> None:
+        """`record_attempt` for every pair; all are checked before any is applied."""
         self._live()
-        if attempt.delivery_id != delivery.delivery_id:
-            raise StoreError(
-                f"attempt of delivery {attempt.delivery_id} recorded with {delivery.delivery_id}"
-            )
-        self._delivery(delivery.delivery_id)
-        if delivery.event_id not in self._events or delivery.task_id not in self._tasks:
-            raise StoreError(f"delivery {delivery.delivery_id} names an unknown event or task")
-        self._deliveries[delivery.delivery_id] = dataclasses.replace(delivery)
-        self._attempts[delivery.delivery_id].append(attempt)
+        for attempt, delivery in batch:
+            if attempt.delivery_id != delivery.delivery_id:
+                raise StoreError(
+                    f"attempt of delivery {attempt.delivery_id} recorded with "
+                    f"{delivery.delivery_id}"
+                )
+            self._delivery(delivery.delivery_id)
+            if delivery.event_id not in self._events or delivery.task_id not in self._tasks:
+                raise StoreError(f"delivery {delivery.delivery_id} names an unknown event or task")
+        for attempt, delivery in batch:
+            self._deliveries[delivery.delivery_id] = dataclasses.replace(delivery)
+            self._attempts[delivery.delivery_id].append(attempt)
 
     def attempts(self, delivery_id: str) -> list[Attempt]:
         """The delivery's attempts, oldest first."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from typing import Protocol
 
 import structlog
 
-from watcher.clock import Clock
+from watcher.clock import Clock, SystemClock
 from watcher.config import PollingConfig, UpstreamConfig
+from watcher.logs import enabled_for
 from watcher.models import Task
 from watcher.polling import (
     Decision,
@@ -315,7 +317,16 @@ class Scheduler:
         if self._wakeup.is_set():
             self._wakeup.clear()
             return
-        await self._race(self._wakeup.wait(), seconds)
+        if isinstance(self._clock, SystemClock):
+            # A timer handle setting the event: the race below costs two tasks per wake-up.
+            # Other clocks (ManualClock in tests) only wake sleepers of their own, so race.
+            timer = asyncio.get_running_loop().call_later(seconds, self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                timer.cancel()
+        else:
+            await self._race(self._wakeup.wait(), seconds)
         self._wakeup.clear()
 
     async def _race(self, awaitable: Awaitable[object], seconds: float) -> None:
@@ -373,6 +384,23 @@ class Scheduler:
         watch.polls += 1
         policy = self._polling.for_model(watch.model)
         decision = decide(watch, result, policy, now, self._rand())
+        if enabled_for(logging.DEBUG):  # one line per poll: not even built unless wanted
+            self._log_poll(watch, result, decision, now)
+        self._upstream_effects(watch, result, decision, probe=probe, seq=seq, now=now)
+        if decision.unknown_state and not watch.unknown_state_logged:
+            watch.unknown_state_logged = True
+            log.warning(
+                "upstream_unknown_state",
+                task_id=watch.task_id,
+                model=watch.model,
+                upstream_state=decision.upstream_state,
+            )
+        await self._settle(watch, decision, now)
+        self._dirty_polls[watch.task_id] = watch.polls
+        self._dirty_errors[watch.task_id] = watch.last_error
+
+    @staticmethod
+    def _log_poll(watch: Watch, result: PollResult, decision: Decision, now: float) -> None:
         log.debug(
             "task_polled",
             task_id=watch.task_id,
@@ -386,18 +414,6 @@ class Scheduler:
                 round(decision.next_poll_at - now, 3) if decision.next_poll_at is not None else None
             ),
         )
-        self._upstream_effects(watch, result, decision, probe=probe, seq=seq, now=now)
-        if decision.unknown_state and not watch.unknown_state_logged:
-            watch.unknown_state_logged = True
-            log.warning(
-                "upstream_unknown_state",
-                task_id=watch.task_id,
-                model=watch.model,
-                upstream_state=decision.upstream_state,
-            )
-        await self._settle(watch, decision, now)
-        self._dirty_polls[watch.task_id] = watch.polls
-        self._dirty_errors[watch.task_id] = watch.last_error
 
     async def _settle(self, watch: Watch, decision: Decision, now: float) -> None:
         """Persist the decision if it changes the task, then reschedule or forget the task."""

@@ -130,6 +130,10 @@ _UPDATE_DELIVERY_PROGRESS: Final = (
     "UPDATE deliveries SET status = ?, updated_at = ?, next_attempt_at = ?, attempts = ?, "
     "schedule_pos = ?, last_status_code = ?, last_error = ? WHERE delivery_id = ?"
 )
+_INSERT_ATTEMPT: Final = (
+    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, "
+    "status_code, error, webhook_timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # Keyset batches for `_stream`, forced onto the partial indexes: without statistics the
 # planner would rather sort every active row on each batch.
 _STREAM_ACTIVE_TASKS: Final = (
@@ -375,6 +379,12 @@ class SqliteStore:
         if self._row("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)) is None:
             raise TaskNotFound(f"task {task_id} not found")
 
+    @staticmethod
+    def _require_delivery_in(conn: sqlite3.Connection, delivery_id: str) -> None:
+        row = conn.execute("SELECT 1 FROM deliveries WHERE delivery_id = ?", (delivery_id,))
+        if row.fetchone() is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+
     def _require_delivery(self, delivery_id: str) -> None:
         if self._row("SELECT 1 FROM deliveries WHERE delivery_id = ?", (delivery_id,)) is None:
             raise DeliveryNotFound(f"delivery {delivery_id} not found")
@@ -618,6 +628,21 @@ class SqliteStore:
             raise StoreError(f"event {event_id} not found")
         return Event(row[0], row[1], EventType(row[2]), row[3], bytes(row[4]))
 
+    def event_bodies(self, event_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of many events, read in chunks of `_BATCH` ids; unknown ids are absent."""
+        self._live()
+        bodies: dict[str, bytes] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._rows(
+                f"SELECT event_id, body FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            bodies.update((event_id, bytes(body)) for event_id, body in rows)
+        return bodies
+
     def events_for_task(self, task_id: str) -> list[Event]:
         """The task's events, oldest first."""
         self._require_task(task_id)
@@ -682,43 +707,59 @@ class SqliteStore:
         """Insert the attempt and store `delivery`'s progress (status, times, attempt counts,
         last result), in one transaction. DeliveryNotFound (nothing written) if the delivery
         is unknown."""
-        if attempt.delivery_id != delivery.delivery_id:
-            raise StoreError(
-                f"attempt of delivery {attempt.delivery_id} recorded with {delivery.delivery_id}"
-            )
+        self.record_attempts(((attempt, delivery),))
+
+    def record_attempts(self, batch: Sequence[tuple[Attempt, Delivery]]) -> None:
+        """`record_attempt` for every pair in one transaction: one COMMIT for many attempts.
+        DeliveryNotFound (nothing written) if any delivery is unknown."""
+        if not batch:
+            self._live()
+            return
+        for attempt, delivery in batch:
+            if attempt.delivery_id != delivery.delivery_id:
+                raise StoreError(
+                    f"attempt of delivery {attempt.delivery_id} recorded with "
+                    f"{delivery.delivery_id}"
+                )
 
         def record(conn: sqlite3.Connection) -> None:
-            updated = conn.execute(
+            updated = conn.executemany(
                 _UPDATE_DELIVERY_PROGRESS,
-                (
-                    delivery.status.value,
-                    delivery.updated_at,
-                    delivery.next_attempt_at,
-                    delivery.attempts,
-                    delivery.schedule_pos,
-                    delivery.last_status_code,
-                    delivery.last_error,
-                    delivery.delivery_id,
-                ),
+                [
+                    (
+                        d.status.value,
+                        d.updated_at,
+                        d.next_attempt_at,
+                        d.attempts,
+                        d.schedule_pos,
+                        d.last_status_code,
+                        d.last_error,
+                        d.delivery_id,
+                    )
+                    for _, d in batch
+                ],
             ).rowcount
-            if not updated:
-                raise DeliveryNotFound(f"delivery {delivery.delivery_id} not found")
-            conn.execute(
-                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, "
-                "status_code, error, webhook_timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    attempt.delivery_id,
-                    attempt.number,
-                    attempt.started_at,
-                    attempt.duration_ms,
-                    attempt.outcome.value,
-                    attempt.status_code,
-                    attempt.error,
-                    attempt.webhook_timestamp,
-                ),
+            if updated < len(batch):
+                for _, d in batch:
+                    self._require_delivery_in(conn, d.delivery_id)
+            conn.executemany(
+                _INSERT_ATTEMPT,
+                [
+                    (
+                        a.delivery_id,
+                        a.number,
+                        a.started_at,
+                        a.duration_ms,
+                        a.outcome.value,
+                        a.status_code,
+                        a.error,
+                        a.webhook_timestamp,
+                    )
+                    for a, _ in batch
+                ],
             )
 
-        self._write("record_attempt", record)
+        self._write("record_attempts", record)
 
     def attempts(self, delivery_id: str) -> list[Attempt]:
         """The delivery's attempts, oldest first."""

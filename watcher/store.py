@@ -14,7 +14,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 from watcher.errors import TaskFinished
@@ -99,6 +99,10 @@ class Store(Protocol):
         """The task's events, oldest first."""
         ...
 
+    def event_bodies(self, event_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of many events in one read, by event id; unknown ids are absent."""
+        ...
+
     # -- deliveries ----------------------------------------------------------------------------
     def get_delivery(self, delivery_id: str) -> Delivery:
         """The delivery, or DeliveryNotFound."""
@@ -129,6 +133,11 @@ class Store(Protocol):
         `delivery` is the updated record (status, attempts, schedule_pos, next_attempt_at,
         last_status_code, last_error, updated_at) and replaces the stored one.
         """
+        ...
+
+    def record_attempts(self, batch: Sequence[tuple[Attempt, Delivery]]) -> None:
+        """`record_attempt` for many (attempt, updated delivery) pairs in one transaction
+        (group commit). If any delivery is unknown, DeliveryNotFound and nothing is written."""
         ...
 
     def attempts(self, delivery_id: str) -> list[Attempt]:

@@ -641,7 +641,7 @@ async def test_drain_leaves_an_interrupted_attempt_pending() -> None:
 
 async def test_store_failure_propagates_from_run() -> None:
     class BrokenStore(MemoryStore):
-        def record_attempt(self, attempt: Any, delivery: Delivery) -> None:
+        def record_attempts(self, batch: Any) -> None:
             raise RuntimeError("disk on fire")
 
     store = BrokenStore()

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import structlog
 
-from watcher.logs import REDACTED, configure_logging, scrubber, stdout_is_journal
+from watcher import logs as logs_module
+from watcher.logs import REDACTED, configure_logging, enabled_for, scrubber, stdout_is_journal
 
 SECRET = "whsec_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1sZWFr"
 API_KEY = "sk-live-0123456789abcdef"
@@ -25,7 +26,10 @@ def _restore_logging() -> Iterator[None]:
     saved = structlog.get_config()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    settings = logs_module._settings
+    saved_settings = (settings.level, settings.stream, list(logs_module._processors))
     yield
+    settings.level, settings.stream, logs_module._processors[:] = saved_settings
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -195,3 +199,27 @@ def test_reconfiguring_keeps_a_single_handler() -> None:
     configure_logging(level="info", fmt="json", stream=out, journal=False)
     logging.getLogger("aiohttp.client").warning("once")
     assert len(_json_lines(out.getvalue())) == 1
+
+
+def test_a_reload_changes_level_format_and_stream_of_loggers_already_in_use() -> None:
+    # Loggers are cached on first use; a reload must still reach them.
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging(level="info", fmt="json", stream=first, journal=False)
+    log = structlog.get_logger("watcher.test")
+    log.info("before_reload")
+    log.debug("hidden")
+    assert not enabled_for(logging.DEBUG)
+
+    configure_logging(level="debug", fmt="console", stream=second, journal=False)
+    log.debug("after_reload", task_id="t1")
+    assert enabled_for(logging.DEBUG)
+
+    configure_logging(level="warning", fmt="json", stream=second, journal=False)
+    log.info("filtered_again")
+    log.warning("still_shown", n=1)
+
+    assert [e["event"] for e in _json_lines(first.getvalue())] == ["before_reload"]
+    console, json_line = second.getvalue().splitlines()
+    assert "after_reload" in console
+    assert not console.lstrip().startswith("{")
+    assert json.loads(json_line)["event"] == "still_shown"

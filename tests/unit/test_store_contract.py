@@ -693,6 +693,61 @@ def test_record_attempt_of_an_unknown_delivery_writes_nothing(store: Store) -> N
     assert len(store.list_deliveries()[0]) == 1
 
 
+def _succeeded(delivery: Delivery, at: float) -> tuple[Attempt, Delivery]:
+    updated = dataclasses.replace(
+        delivery,
+        status=DeliveryStatus.SUCCEEDED,
+        attempts=delivery.attempts + 1,
+        schedule_pos=delivery.schedule_pos + 1,
+        next_attempt_at=None,
+        last_status_code=200,
+        updated_at=at,
+    )
+    attempt = Attempt(
+        delivery.delivery_id, updated.attempts, at, 3.0, AttemptOutcome.SUCCEEDED, 200
+    )
+    return attempt, updated
+
+
+def test_record_attempts_commits_many_attempts_at_once(store: Store) -> None:
+    add(store, "t")
+    _, _, deliveries = finish(store, "t", T0, endpoints=("a", "b", "c"))
+
+    batch = [_succeeded(d, T0 + 1 + i) for i, d in enumerate(deliveries)]
+    store.record_attempts(batch)
+
+    for attempt, updated in batch:
+        assert store.get_delivery(updated.delivery_id) == updated
+        assert store.attempts(updated.delivery_id) == [attempt]
+    assert list(store.pending_deliveries()) == []
+    store.record_attempts([])  # an empty batch is a no-op
+
+
+def test_record_attempts_with_one_unknown_delivery_writes_nothing(store: Store) -> None:
+    add(store, "t")
+    _, _, (delivery,) = finish(store, "t", T0)
+    ghost = dataclasses.replace(delivery, delivery_id="dlv_ghost")
+
+    with pytest.raises(DeliveryNotFound):
+        store.record_attempts([_succeeded(delivery, T0 + 1), _succeeded(ghost, T0 + 1)])
+
+    assert store.attempts(delivery.delivery_id) == []
+    assert store.get_delivery(delivery.delivery_id) == delivery
+
+
+def test_event_bodies_reads_many_bodies_and_skips_unknown_ids(store: Store) -> None:
+    events = []
+    for task_id in ("t1", "t2"):
+        add(store, task_id)
+        _, event, _ = finish(store, task_id, T0)
+        events.append(event)
+
+    bodies = store.event_bodies([events[0].event_id, "evt_ghost", events[1].event_id])
+
+    assert bodies == {e.event_id: e.body for e in events}
+    assert store.event_bodies([]) == {}
+
+
 def test_requeue_delivery_starts_a_new_round_with_the_same_webhook_id(store: Store) -> None:
     add(store, "t")
     _, _, (delivery,) = finish(store, "t", T0)
