@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from watcher import __version__
@@ -201,7 +201,17 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(path)
     configure_logging(level=config.logging.level, fmt=config.logging.format)
     daemon = Daemon(config, config_path=path, grace_s=args.grace)
-    return asyncio.run(daemon.run())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(daemon.run())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when installed (less CPU per poll and webhook), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - it is a dependency on Linux
+        return None
+    return uvloop.new_event_loop
 
 
 def _sandbox(args: argparse.Namespace) -> int:

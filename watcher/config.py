@@ -31,6 +31,7 @@ from watcher.config_problems import Problems
 from watcher.config_schema import (
     DEFAULT_BASE_URL,
     DEFAULT_LISTEN,
+    DEFAULT_RETENTION_S,
     DEFAULT_RETRY_SCHEDULE_S,
     POLLING_FIELDS,
     DeliverySection,
@@ -56,6 +57,7 @@ from watcher.yamlsrc import YamlPath, load_yaml_collecting
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LISTEN",
+    "DEFAULT_RETENTION_S",
     "DEFAULT_RETRY_SCHEDULE_S",
     "STORE_FILE_NAME",
     "Config",
@@ -147,9 +149,11 @@ class UpstreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """Where the SQLite store lives."""
+    """Where the SQLite store lives; finished tasks older than `retention_s` are purged
+    (0: never)."""
 
     path: Path
+    retention_s: float = DEFAULT_RETENTION_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,10 +418,12 @@ class _Builder:
         if model is None or failed:
             return None
         if model.path is not None:
-            return StoreConfig(path=self._path(model.path))
+            return StoreConfig(path=self._path(model.path), retention_s=model.retention)
         # The default is "${STATE_DIRECTORY:-./var}/watcher.db": systemd's StateDirectory=.
         state_dir = self._environ.get("STATE_DIRECTORY") or "./var"
-        return StoreConfig(path=self._path(state_dir) / STORE_FILE_NAME)
+        return StoreConfig(
+            path=self._path(state_dir) / STORE_FILE_NAME, retention_s=model.retention
+        )
 
     def intake(self, raw: dict[str, Any]) -> IntakeConfig | None:
         """The intake section alone (`load_intake_config` needs nothing else)."""

@@ -205,6 +205,8 @@ def is_loopback(host: str) -> bool:
 
 # --- the pydantic models: one per section, validated separately ------------------------------
 
+# Finished tasks (with their events and delivery log) are kept this long; 0 keeps them forever.
+DEFAULT_RETENTION_S = 30 * 86400.0
 _Duration = Annotated[float, BeforeValidator(_duration)]
 _PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 _Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=1)]
@@ -277,9 +279,10 @@ POLLING_FIELDS = {
 
 
 class StoreSection(Section):
-    """`store`: where the SQLite file lives."""
+    """`store`: where the SQLite file lives, and how long finished tasks are kept."""
 
     path: Annotated[str, AfterValidator(_not_empty)] | None = None
+    retention: _Duration = DEFAULT_RETENTION_S
 
 
 class IntakeSection(Section):

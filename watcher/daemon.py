@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 USER_AGENT = f"apixo-watcher/{__version__}"
 FLUSH_INTERVAL_S = 5.0  # how often live poll counts are written to the store
 STATUS_INTERVAL_S = 5.0
+PURGE_INTERVAL_S = 3600.0  # how often finished tasks past store.retention are deleted
+PURGE_BATCH = 1000  # tasks per transaction, so a large purge never holds the store for long
 # A loop that has not reported progress for this long is considered wedged.
 STALL_AFTER_S = 30.0
 
@@ -132,7 +134,13 @@ class Daemon:
 
     async def _start(self) -> None:
         config = self.config
-        log.info("daemon_starting", version=__version__, pid=os.getpid())
+        loop = type(asyncio.get_running_loop())
+        log.info(
+            "daemon_starting",
+            version=__version__,
+            pid=os.getpid(),
+            event_loop=f"{loop.__module__}.{loop.__qualname__}",
+        )
         self.store = SqliteStore(config.store.path)
         self.service = WatchService(
             store=self.store, config=config, clock=self._clock, metrics=self.metrics
@@ -189,6 +197,7 @@ class Daemon:
         self._spawn("poll_flusher", self._every(FLUSH_INTERVAL_S, self._flush_polls))
         self._spawn("status", self._every(STATUS_INTERVAL_S, self._report_status))
         self._spawn("tasks_file", self._importer.watch())
+        self._spawn("purge", self._every(PURGE_INTERVAL_S, self._purge))
         if self._notifier.watchdog_interval_s:
             self._spawn("watchdog", self._every(self._notifier.watchdog_interval_s, self._watchdog))
         stop_waiter = asyncio.ensure_future(self._stop.wait())
@@ -365,6 +374,22 @@ class Daemon:
         counts, errors = self.scheduler.poll_counts()
         if counts or errors:
             self.store.record_polls(counts, errors=errors)
+
+    async def _purge(self) -> None:
+        """Delete finished tasks older than store.retention, a batch at a time."""
+        retention_s = self.config.store.retention_s
+        if self.store is None or retention_s <= 0:
+            return
+        before = self._clock.now() - retention_s
+        total = 0
+        while True:
+            deleted = self.store.purge_finished(before=before, limit=PURGE_BATCH)
+            total += deleted
+            if deleted < PURGE_BATCH:
+                break
+            await asyncio.sleep(0)  # let polls and deliveries run between batches
+        if total:
+            log.info("store_purged", tasks=total, retention_s=retention_s)
 
     def _status_text(self) -> str:
         watched = self.scheduler.stats.watched if self.scheduler is not None else 0

@@ -312,6 +312,28 @@ class MemoryStore:
         return dataclasses.replace(delivery)
 
     # -- housekeeping --------------------------------------------------------------------------
+    def purge_finished(self, *, before: float, limit: int = 1000) -> int:
+        """See SqliteStore.purge_finished."""
+        self._live()
+        held = {d.task_id for d in self._deliveries.values() if d.status is DeliveryStatus.PENDING}
+        finished = sorted(
+            (t.finished_at, t.task_id)
+            for t in self._tasks.values()
+            if t.finished_at is not None and t.finished_at < before and t.task_id not in held
+        )
+        doomed = {task_id for _, task_id in finished[: clamp_limit(limit)]}
+        for delivery_id in [
+            d.delivery_id for d in self._deliveries.values() if d.task_id in doomed
+        ]:
+            del self._deliveries[delivery_id]
+            self._attempts.pop(delivery_id, None)
+        for event_id in [e.event_id for e in self._events.values() if e.task_id in doomed]:
+            del self._events[event_id]
+        for task_id in doomed:
+            del self._tasks[task_id]
+            self._changes.pop(task_id, None)
+        return len(doomed)
+
     def check_writable(self) -> None:
         """Always writable while open."""
         self._live()

@@ -220,6 +220,16 @@ def _log_retry(state: RetryCallState) -> None:
     log.warning("store_locked_retry", attempt=state.attempt_number + 1)
 
 
+# Rows that belong to the tasks listed in the temporary table purge_ids (children first).
+_PURGE_CHILDREN: Final = (
+    "DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries"
+    " WHERE task_id IN (SELECT task_id FROM purge_ids))",
+    "DELETE FROM deliveries WHERE task_id IN (SELECT task_id FROM purge_ids)",
+    "DELETE FROM events WHERE task_id IN (SELECT task_id FROM purge_ids)",
+    "DELETE FROM state_changes WHERE task_id IN (SELECT task_id FROM purge_ids)",
+)
+
+
 class SqliteStore:
     """The Store on one SQLite file. Opening creates the directory and file and migrates it."""
 
@@ -794,6 +804,31 @@ class SqliteStore:
         return self._write("requeue_delivery", requeue)
 
     # -- housekeeping --------------------------------------------------------------------------
+    def purge_finished(self, *, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` tasks finished before `before` (oldest first) and everything
+        recorded about them, in one transaction; tasks with a pending delivery stay."""
+
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (task_id TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM purge_ids")
+            conn.execute(
+                "INSERT INTO purge_ids SELECT t.task_id FROM tasks AS t INDEXED BY tasks_finished"
+                " WHERE t.finished_at IS NOT NULL AND t.finished_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
+                "  WHERE d.task_id = t.task_id AND d.status = 'pending')"
+                " ORDER BY t.finished_at LIMIT ?",
+                (before, clamp_limit(limit)),
+            )
+            for statement in _PURGE_CHILDREN:
+                conn.execute(statement)
+            deleted = conn.execute(
+                "DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM purge_ids)"
+            ).rowcount
+            conn.execute("DELETE FROM purge_ids")
+            return int(deleted)
+
+        return self._write("purge_finished", purge)
+
     def check_writable(self) -> None:
         """Commit a one-row heartbeat; StoreError if the write cannot be committed now."""
         self._write(

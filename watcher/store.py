@@ -150,6 +150,12 @@ class Store(Protocol):
         ...
 
     # -- housekeeping --------------------------------------------------------------------------
+    def purge_finished(self, *, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` tasks that finished before `before`, oldest first, with their
+        state changes, events, deliveries and attempts, in one transaction. A task with a
+        PENDING delivery is kept until it is delivered. Returns how many tasks were deleted."""
+        ...
+
     def check_writable(self) -> None:
         """Raise StoreError unless a write can be committed now (for /readyz)."""
         ...

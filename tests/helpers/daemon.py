@@ -36,6 +36,7 @@ def write_config(
     tasks: list[dict[str, Any]] | None = None,
     api_key: str = API_KEY,
     extra: Mapping[str, Any] | None = None,
+    extra_store: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a config (and tasks file) for a test daemon; returns the config path."""
     config: dict[str, Any] = {
@@ -56,7 +57,7 @@ def write_config(
             "not_found_grace": "2m",
             **(polling or {}),
         },
-        "store": {"path": str(directory / "watcher.db")},
+        "store": {"path": str(directory / "watcher.db"), **(extra_store or {})},
         "intake": {"listen": intake_listen},
         "endpoints": endpoints or [],
         "delivery": {"retry_schedule": ["0s", "100ms", "200ms", "400ms"], **(delivery or {})},

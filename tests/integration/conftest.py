@@ -87,8 +87,9 @@ class Running:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             task = await self.get(f"/v1/tasks/{task_id}")
-            if predicate(task):
-                return task
+            with contextlib.suppress(IndexError, KeyError):  # e.g. no delivery yet
+                if predicate(task):
+                    return task
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"task never matched: {task}")
             await asyncio.sleep(0.02)

@@ -392,3 +392,29 @@ async def test_ad_hoc_callback_is_signed_with_the_callback_secret(
             assert resp.status == 422
             error = (await resp.json())["error"]
         assert error["field"] == "callback_url"
+
+
+async def test_finished_tasks_past_retention_are_purged_once_delivered(
+    start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    upstream.state.script("task_old", success())
+    upstream.state.script("task_live", pending())
+    running = await start_daemon(
+        endpoints=[endpoint(receiver, secret)], extra_store={"retention": "50ms"}
+    )
+    await running.add("task_old")
+    await running.add("task_live")
+    await running.wait_task(
+        "task_old", lambda t: bool(t["deliveries"]) and t["deliveries"][0]["status"] == "succeeded"
+    )
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:  # the purge runs hourly; here it is called as soon as the retention has passed
+        await running.daemon._purge()
+        async with running.http.get(running.base + "/v1/tasks/task_old") as resp:
+            if resp.status == 404:
+                break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    live = await running.get("/v1/tasks/task_live")
+    assert live["state"] == "pending"  # active tasks are never purged
+    assert (await running.get("/v1/deliveries"))["deliveries"] == []

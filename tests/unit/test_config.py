@@ -265,6 +265,14 @@ def test_store_path_follows_state_directory() -> None:
     assert parse(MINIMAL, {"STATE_DIRECTORY": ""}).store.path == Path("/etc/w/var/watcher.db")
 
 
+def test_store_retention() -> None:
+    assert parse(MINIMAL).store.retention_s == 30 * 86400  # the default: 30 days
+    assert parse(MINIMAL + "store: {retention: 7d}\n").store.retention_s == 7 * 86400
+    assert parse(MINIMAL + "store: {path: x.db, retention: 0}\n").store.retention_s == 0
+    problem = one_problem(MINIMAL + "store:\n  retention: forever\n")
+    assert (problem.path, problem.line) == ("store.retention", 4)
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "store", "tasks"),
     [

@@ -830,3 +830,37 @@ def test_check_writable_and_close(store: Store) -> None:
         store.list_deliveries()
     with pytest.raises(StoreError):
         store.check_writable()
+
+
+def test_purge_finished_deletes_old_finished_tasks_and_their_records(store: Store) -> None:
+    for name, at in (("old_1", T0), ("old_2", T0 + 1), ("recent", T0 + 100)):
+        add(store, name, at=at)
+        _, _, (delivery,) = finish(store, name, at)
+        attempt_on(store, delivery, at=at, ok=True)
+    add(store, "active", at=T0)
+    add(store, "old_pending", at=T0)
+    _, _, (waiting,) = finish(store, "old_pending", T0)  # its webhook is not delivered yet
+
+    assert store.purge_finished(before=T0 + 50, limit=1) == 1  # oldest first
+    with pytest.raises(TaskNotFound):
+        store.get_task("old_1")
+    assert store.purge_finished(before=T0 + 50) == 1
+    assert store.purge_finished(before=T0 + 50) == 0
+
+    left = {t.task_id for t in all_tasks(store)}
+    assert left == {"recent", "active", "old_pending"}
+    deliveries, _ = store.list_deliveries(limit=1000)
+    assert {d.task_id for d in deliveries} == {"recent", "old_pending"}
+    assert store.attempts(waiting.delivery_id) == []
+    with pytest.raises(TaskNotFound):
+        store.events_for_task("old_2")
+    with pytest.raises(TaskNotFound):
+        store.state_changes("old_2")
+
+    attempt_on(store, waiting, at=T0 + 200, ok=True)
+    assert store.purge_finished(before=T0 + 50) == 1  # delivered now: it may go
+
+
+def all_tasks(store: Store) -> list[Task]:
+    tasks, _ = store.list_tasks(limit=1000)
+    return tasks
