@@ -10,9 +10,11 @@ webhook is sent again, with the same `webhook-id`. An attempt cancelled by shutd
 recorded and stays pending, so it is sent again later (at-least-once; receivers dedupe by
 `webhook-id`).
 
-Concurrency: `delivery.max_concurrency` is the number of attempts in flight *per endpoint*
-(per host for ad-hoc callback URLs). A slow or dead endpoint fills only its own slots; due
-deliveries of an endpoint at its limit wait in that endpoint's queue and never block another.
+Concurrency: `delivery.max_concurrency` is the number of requests in flight *per endpoint*
+(per host for ad-hoc callback URLs). Due deliveries wait in their endpoint's ready queue; up to
+`max_concurrency` worker coroutines per endpoint take them one after another while the queue
+has any (and end when it is empty), instead of one asyncio task per attempt. A slow or dead
+endpoint ties up only its own workers and never blocks another endpoint.
 
 Targets are resolved at attempt time from the current config, so a reload that changes an
 endpoint's URL, secrets or headers applies to pending retries too. A delivery whose endpoint is
@@ -83,7 +85,16 @@ class Target:
     url: str
     secrets: tuple[str, ...] = field(repr=False)
     timeout_s: float
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # the endpoint's static headers, without any of _OWN_HEADERS
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """An answered attempt waiting for the group commit."""
+
+    delivery: Delivery  # as it was before the attempt
+    decision: retry.Decision
+    attempt: Attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +135,7 @@ class Deliverer:
         self._config = delivery
         self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
         self._targets: dict[str, Target] = {}  # resolved per configured endpoint, per config
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._session = session
         self._owns_session = session is None
         # Scheduled deliveries by id, with the sequence number of their valid heap entry;
@@ -134,17 +146,19 @@ class Deliverer:
         # Due deliveries waiting for a free slot, per slot key (endpoint), in due order.
         self._ready: dict[str, collections.deque[str]] = {}
         self._ready_ids: set[str] = set()
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        # Attempts holding one of their endpoint's slots, i.e. with a request in flight.
-        # An attempt that has its answer and waits for the group commit holds no slot, but it
-        # stays in `_in_flight` (and out of the schedule) until its outcome is committed.
+        # Attempts started and not yet committed and handled (sending, or answered and waiting
+        # for the group commit): out of the schedule, never started twice at once.
+        self._in_flight: set[str] = set()
+        # Worker coroutines per slot key; each holds one of the endpoint's slots and sends one
+        # request at a time. An answered attempt waiting for the group commit holds none: its
+        # worker has already moved on to the next due delivery.
         self._busy: collections.Counter[str] = collections.Counter()
-        self._holding: set[str] = set()
+        self._workers: set[asyncio.Task[None]] = set()
         self._requeued: set[str] = set()  # redelivered while an attempt was in flight
         self._bodies: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-        # Finished attempts waiting for the group commit, and the attempts waiting on it.
-        self._records: list[tuple[Attempt, Delivery]] = []
-        self._record_waiters: list[asyncio.Future[None]] = []
+        # Finished attempts waiting for the group commit; each is handled once it is committed.
+        self._records: list[_Finished] = []
+        self._record_batch: list[tuple[Attempt, Delivery]] = []
         self._commit_timer: asyncio.Handle | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -178,8 +192,7 @@ class Deliverer:
         for delivery in deliveries:
             if delivery.status is not DeliveryStatus.PENDING:
                 continue
-            running = self._in_flight.get(delivery.delivery_id)
-            if running is not None and not running.done():
+            if delivery.delivery_id in self._in_flight:
                 self._requeued.add(delivery.delivery_id)
             else:
                 self._schedule(delivery)
@@ -218,15 +231,16 @@ class Deliverer:
         """Stop, let attempts in flight finish for up to `timeout` seconds, cancel the rest
         (they stay pending in the store and are sent after a restart)."""
         self.stop()
-        tasks = list(self._in_flight.values())
-        if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=timeout)
+        workers = list(self._workers)
+        if workers:
+            # Workers take no new delivery once stopped: each ends after its current attempt.
+            _, unfinished = await asyncio.wait(workers, timeout=timeout)
             for task in unfinished:
                 task.cancel()
             if unfinished:
                 log.warning("deliveries_cancelled_at_shutdown", count=len(unfinished))
                 await asyncio.gather(*unfinished, return_exceptions=True)
-        self._commit_records()  # attempts that finished just before the cancellation
+        self._commit_records()  # answered attempts still waiting for the group commit
 
     async def close(self) -> None:
         """Close the HTTP session if this dispatcher opened it (after `drain`). Idempotent."""
@@ -247,72 +261,73 @@ class Deliverer:
         delivery_id = delivery.delivery_id
         if delivery_id in self._ready_ids:
             self._ready_ids.discard(delivery_id)
-            self._ready[self._slot_key(delivery)].remove(delivery_id)
+            key = self._slot_key(delivery)
+            self._ready[key].remove(delivery_id)
+            if not self._ready[key]:
+                del self._ready[key]
         self._seq += 1
         due = delivery.next_attempt_at if delivery.next_attempt_at is not None else 0.0
         self._scheduled[delivery_id] = (self._seq, delivery)
         heapq.heappush(self._heap, (due, self._seq, delivery_id))
 
     def _start_due(self, now: float) -> None:
-        limit = max(1, self._config.max_concurrency)
-        for key in list(self._ready):
-            queue = self._ready[key]
-            while queue and self._busy[key] < limit:
-                self._ready_ids.discard(queue[0])
-                self._start(self._scheduled[queue.popleft()][1])
-            if not queue:
-                del self._ready[key]
+        ready = self._ready
         while self._heap and self._heap[0][0] <= now:
             _, seq, delivery_id = heapq.heappop(self._heap)
             entry = self._scheduled.get(delivery_id)
             if entry is None or entry[0] != seq:
                 continue  # stale: rescheduled since
-            delivery = entry[1]
-            key = self._slot_key(delivery)
-            if self._busy[key] < limit:
-                self._start(delivery)
-            else:
-                self._ready.setdefault(key, collections.deque()).append(delivery_id)
-                self._ready_ids.add(delivery_id)
-
-    def _start(self, delivery: Delivery) -> None:
-        delivery_id = delivery.delivery_id
-        del self._scheduled[delivery_id]
-        key = self._slot_key(delivery)
-        self._busy[key] += 1
-        self._holding.add(delivery_id)
-        task = asyncio.create_task(self._attempt(delivery, key), name=f"deliver {delivery_id}")
-        self._in_flight[delivery_id] = task
-        task.add_done_callback(lambda done: self._attempt_done(delivery_id, key, done))
-
-    def _attempt_done(self, delivery_id: str, key: str, task: asyncio.Task[None]) -> None:
-        if self._in_flight.get(delivery_id) is task:
-            del self._in_flight[delivery_id]
-        self._release(delivery_id, key)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("webhook_attempt_crashed", delivery_id=delivery_id, exc_info=exc)
-            if self._failure is None:
-                self._failure = exc
-            self._wake.set()
-
-    def _release(self, delivery_id: str, key: str) -> None:
-        """Free the endpoint slot an attempt holds (once; its answer is in, or it ended)."""
-        if delivery_id not in self._holding:
-            return
-        self._holding.discard(delivery_id)
-        self._busy[key] -= 1
-        if self._busy[key] <= 0:
-            del self._busy[key]
-        queue = self._ready.get(key)
+            key = self._slot_key(entry[1])
+            queue = ready.get(key)
+            if queue is None:
+                queue = ready[key] = collections.deque()
+            queue.append(delivery_id)
+            self._ready_ids.add(delivery_id)
         limit = max(1, self._config.max_concurrency)
-        if queue and not self._stopping and self._busy[key] < limit:
-            # Hand the slot to the next due delivery of this endpoint at once: waking the
-            # loop for it cost a loop turn per webhook in a backlog.
-            next_id = queue.popleft()
-            self._ready_ids.discard(next_id)
-            if not queue:
-                del self._ready[key]
-            self._start(self._scheduled[next_id][1])
+        for key, queue in ready.items():
+            for _ in range(min(len(queue), limit - self._busy[key])):
+                self._busy[key] += 1
+                worker = asyncio.create_task(self._work(key), name=f"deliver to {key}")
+                self._workers.add(worker)
+                worker.add_done_callback(self._workers.discard)
+
+    async def _work(self, key: str) -> None:
+        """One of `key`'s workers: send its due deliveries one after another while there are
+        any (the worker holds one of the endpoint's slots), then end."""
+        try:
+            while not self._stopping:
+                if self._busy[key] > max(1, self._config.max_concurrency):
+                    return  # lowered by a reload: the surplus workers end one by one
+                queue = self._ready.get(key)
+                if not queue:
+                    return
+                delivery_id = queue.popleft()
+                self._ready_ids.discard(delivery_id)
+                if not queue:
+                    del self._ready[key]
+                delivery = self._scheduled.pop(delivery_id)[1]
+                self._in_flight.add(delivery_id)
+                try:
+                    attempt, decision = await self._try(delivery)
+                except asyncio.CancelledError:
+                    # Shutdown: not recorded, so the delivery stays pending in the store.
+                    self._in_flight.discard(delivery_id)
+                    raise
+                except Exception as exc:
+                    self._in_flight.discard(delivery_id)
+                    self._crashed(delivery_id, exc)
+                    return
+                self._record(_Finished(delivery, decision, attempt))
+        finally:
+            self._busy[key] -= 1
+            if self._busy[key] <= 0:
+                del self._busy[key]
+
+    def _crashed(self, delivery_id: str, exc: BaseException) -> None:
+        log.error("webhook_attempt_crashed", delivery_id=delivery_id, exc_info=exc)
+        if self._failure is None:
+            self._failure = exc
+        self._wake.set()
 
     @staticmethod
     def _slot_key(delivery: Delivery) -> str:
@@ -347,14 +362,6 @@ class Deliverer:
             raise self._failure
 
     # -- one attempt ---------------------------------------------------------------------------
-    async def _attempt(self, delivery: Delivery, key: str) -> None:
-        try:
-            attempt, decision = await self._try(delivery)
-        finally:
-            self._release(delivery.delivery_id, key)
-        await self._record(attempt, decision.delivery)
-        self._after(delivery, decision, attempt)
-
     async def _try(self, delivery: Delivery) -> tuple[Attempt, retry.Decision]:
         """Send one attempt (unless its target is unusable) and decide what follows."""
         started_at = self._clock.now()
@@ -436,47 +443,53 @@ class Deliverer:
             url=endpoint.url,
             secrets=tuple(secret.reveal() for secret in endpoint.secrets),
             timeout_s=endpoint.timeout_s,
-            headers=endpoint.headers,
+            headers={
+                name: value
+                for name, value in endpoint.headers.items()
+                if name.lower() not in _OWN_HEADERS
+            },
         )
         self._targets[delivery.endpoint] = target  # until the next reload
         return target
 
-    def _record(self, attempt: Attempt, delivery: Delivery) -> asyncio.Future[None]:
-        """Queue the attempt for the group commit; the future is done once it is committed."""
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        self._records.append((attempt, delivery))
-        self._record_waiters.append(waiter)
+    def _record(self, finished: _Finished) -> None:
+        """Queue an answered attempt for the group commit; it is handled once committed."""
+        self._records.append(finished)
+        self._record_batch.append((finished.attempt, finished.decision.delivery))
         if len(self._records) >= len(self._in_flight):
             # Every attempt in flight is waiting for this commit: none can join it any more.
             if self._commit_timer is not None:
                 self._commit_timer.cancel()
-            self._commit_timer = loop.call_soon(self._commit_records)
+            self._commit_timer = asyncio.get_running_loop().call_soon(self._commit_records)
         elif self._commit_timer is None:
             # Attempts finishing within the next few milliseconds share the transaction.
-            self._commit_timer = loop.call_later(COMMIT_WINDOW_S, self._commit_records)
-        return waiter
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                COMMIT_WINDOW_S, self._commit_records
+            )
 
     def _commit_records(self) -> None:
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None
-        batch, waiters = self._records, self._record_waiters
-        self._records, self._record_waiters = [], []
-        if not batch:
+        records, batch = self._records, self._record_batch
+        self._records, self._record_batch = [], []
+        if not records:
             return
         try:
             self._store.record_attempts(batch)
         except Exception as exc:
             # Every attempt of the batch fails with it: the daemon goes down loudly, and the
             # deliveries stay pending in the store (sent again after a restart).
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+            for finished in records:
+                self._in_flight.discard(finished.delivery.delivery_id)
+                self._crashed(finished.delivery.delivery_id, exc)
             return
-        for waiter in waiters:
-            if not waiter.done():  # cancelled by drain(): committed all the same
-                waiter.set_result(None)
+        for finished in records:
+            self._in_flight.discard(finished.delivery.delivery_id)
+            try:
+                self._after(finished.delivery, finished.decision, finished.attempt)
+            except Exception as exc:
+                self._crashed(finished.delivery.delivery_id, exc)
 
     def _body(self, delivery: Delivery) -> bytes:
         event_id = delivery.event_id
@@ -504,16 +517,11 @@ class Deliverer:
     def _headers(
         self, delivery: Delivery, target: Target, body: bytes, timestamp: int
     ) -> dict[str, str]:
-        headers = {
-            name: value
-            for name, value in target.headers.items()
-            if name.lower() not in _OWN_HEADERS
-        }
-        headers.update(
-            signing.webhook_headers(
-                delivery.webhook_id, timestamp, body, target.secrets, self._user_agent
-            )
+        headers = signing.webhook_headers(
+            delivery.webhook_id, timestamp, body, target.secrets, self._user_agent
         )
+        if target.headers:
+            return {**target.headers, **headers}
         return headers
 
     async def _send(
@@ -529,7 +537,7 @@ class Deliverer:
                 data=body,
                 headers=headers,
                 allow_redirects=False,  # a redirect is a failed attempt ("HTTP 3xx")
-                timeout=aiohttp.ClientTimeout(total=target.timeout_s),
+                timeout=self._timeout(target.timeout_s),
             ) as response:
                 await _read_some(response, MAX_RESPONSE_BYTES)
                 return retry.HttpResult(
@@ -547,6 +555,12 @@ class Deliverer:
             return retry.HttpResult(error="invalid url")
         except (aiohttp.ClientError, OSError) as exc:
             return retry.HttpResult(error=f"request failed: {type(exc).__name__}")
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     def _observe(self, delivery: Delivery, attempt: Attempt) -> None:
         assert self._observer is not None
@@ -591,6 +605,10 @@ async def _read_some(response: aiohttp.ClientResponse, limit: int) -> None:
     The status is already known, so a body that breaks off does not change the outcome."""
     remaining = limit
     try:
+        length = response.content_length
+        if length is not None and length <= limit:
+            await response.read()  # one read for the usual short answer
+            return
         while remaining > 0:
             chunk = await response.content.read(remaining)
             if not chunk:

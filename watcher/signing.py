@@ -52,7 +52,7 @@ def sign(webhook_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     signatures = []
     for secret in secrets:
-        digest = hmac.new(decode_secret(secret), signed, hashlib.sha256).digest()
+        digest = hmac.digest(decode_secret(secret), signed, hashlib.sha256)
         signatures.append("v1," + base64.b64encode(digest).decode("ascii"))
     return " ".join(signatures)
 

@@ -6,7 +6,9 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +225,38 @@ def test_a_reload_changes_level_format_and_stream_of_loggers_already_in_use() ->
     assert "after_reload" in console
     assert not console.lstrip().startswith("{")
     assert json.loads(json_line)["event"] == "still_shown"
+
+
+def test_json_lines_are_ascii_with_a_utc_timestamp_and_any_value_rendered() -> None:
+    """Operators grep and parse these lines: one ASCII JSON object each, whatever the values
+    (with or without the optional orjson), and a `ts` in UTC with microseconds."""
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out, journal=False)
+    log = structlog.get_logger("watcher.test")
+    before = datetime.now(UTC)
+    log.info(
+        "webhook_delivered",
+        endpoint="caf\u00e9",
+        attempt=2,
+        status_code=None,
+        duration_ms=3.25,
+        huge=2**70,
+        value=Opaque(),
+    )
+    after = datetime.now(UTC)
+
+    text = out.getvalue()
+    assert text.isascii()
+    (event,) = _json_lines(text)
+    assert event["endpoint"] == "caf\u00e9"
+    assert (event["attempt"], event["status_code"], event["duration_ms"]) == (2, None, 3.25)
+    assert event["huge"] == 2**70
+    assert event["value"] == "<opaque>"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", event["ts"])
+    stamped = datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= stamped <= after + timedelta(seconds=1)
