@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import structlog
 
 _orjson_dumps: Callable[..., bytes] | None
-try:  # optional, not a dependency: about 3 µs less per JSON line where it is installed
+try:  # a dependency: about 3 µs less per JSON line; the standard library is the fallback
     _orjson_dumps = importlib.import_module("orjson").dumps
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson_dumps = None
