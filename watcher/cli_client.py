@@ -135,18 +135,27 @@ def _s(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _meta(items: list[str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise IntakeError(f"--meta takes key=value, got {item!r}")
-        try:
-            # Numbers, true/false/null and JSON strings keep their type; anything else is text.
-            meta[key] = json.loads(raw)
-        except ValueError:
-            meta[key] = raw
-    return meta
+def _meta_item(item: str) -> tuple[str, Any]:
+    """argparse type of `--meta KEY=VALUE` (a malformed one is a usage error, exit 2)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {item!r}")
+    try:
+        # Numbers, true/false/null and JSON strings keep their type; anything else is text.
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def _limit(text: str) -> int:
+    """argparse type of `--limit`: what the API accepts, 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be from 1 to 1000")
+    return value
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -155,7 +164,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.endpoint:
         body["endpoints"] = args.endpoint
     if args.meta:
-        body["metadata"] = _meta(args.meta)
+        body["metadata"] = dict(args.meta)
     if args.callback_url:
         body["callback_url"] = args.callback_url
     if args.deadline:
@@ -329,6 +338,7 @@ def register(
     p.add_argument(
         "--meta",
         action="append",
+        type=_meta_item,
         metavar="KEY=VALUE",
         help="metadata echoed in every webhook (repeatable; JSON values keep their type)",
     )
@@ -340,7 +350,9 @@ def register(
     p = sub.add_parser("list", help="list tasks, newest first")
     add_config_option(p)
     p.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
-    p.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
+    p.add_argument(
+        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
+    )
     p.add_argument("--json", action="store_true", help="print the API answer as JSON")
     p.set_defaults(func=cmd_list)
 
@@ -359,7 +371,9 @@ def register(
     add_config_option(p)
     p.add_argument("--status", choices=DELIVERY_STATUSES, help="only deliveries in this status")
     p.add_argument("--task", metavar="TASK_ID", help="only deliveries of this task")
-    p.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
+    p.add_argument(
+        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
+    )
     p.add_argument("--json", action="store_true", help="print the API answer as JSON")
     p.set_defaults(func=cmd_deliveries)
 

@@ -92,6 +92,14 @@ def _not_empty(value: _Text) -> _Text:
     return value
 
 
+def _header_safe(value: SecretStr | None) -> SecretStr | None:
+    # A key or token goes into an Authorization header: a stray line break (a pasted file's
+    # newline) would make every request fail instead of the config.
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value.get_secret_value()):
+        raise _custom("control_character", "must not contain control characters (a line break?)")
+    return value
+
+
 def _webhook_secret(value: SecretStr) -> SecretStr:
     raw = value.get_secret_value()
     try:
@@ -248,7 +256,9 @@ class UpstreamSection(Section):
     file_keys = ("api_key",)
 
     base_url: _HttpUrl = DEFAULT_BASE_URL
-    api_key: Annotated[SecretStr, AfterValidator(_not_empty)] | None = None  # required
+    api_key: (
+        Annotated[SecretStr, AfterValidator(_not_empty), AfterValidator(_header_safe)] | None
+    ) = None  # required
     timeout: _PositiveDuration = 10.0
     max_concurrency: _Count = 32
     max_requests_per_second: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] = 20.0
@@ -291,7 +301,7 @@ class IntakeSection(Section):
     file_keys = ("token",)
 
     listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_LISTEN
-    token: _OptionalSecret = None
+    token: Annotated[_OptionalSecret, AfterValidator(_header_safe)] = None
     max_body_bytes: Annotated[int, BeforeValidator(_no_bool), Field(ge=1024)] = 65536
 
 

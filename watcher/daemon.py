@@ -121,7 +121,7 @@ class Daemon:
             except WatcherError as exc:
                 log.error("daemon_start_failed", error=exc.message)
                 await self._shutdown()
-                return 1
+                raise  # the command prints it on stderr and exits 1
             code = await self._serve()
             await self._shutdown()
             return code
@@ -331,8 +331,9 @@ class Daemon:
             self._client.update_config(new.upstream)
         if self.scheduler is not None:
             self.scheduler.update_config(new.polling, new.upstream)
-            if new.upstream.api_key != old.upstream.api_key:
-                self.scheduler.resume_credentials()
+            # A reload is how an operator says "fixed": a new key, or a topped-up balance
+            # behind the same key (402). Either way, try the upstream again now.
+            self.scheduler.resume_credentials()
         if self.deliverer is not None:
             self.deliverer.update_config(new.delivery, new.endpoints)
         if self.intake is not None:

@@ -145,6 +145,7 @@ class Scheduler:
         self._poll_seq = 0
         self._paused = False
         self._pause_reason: str | None = None
+        self._paused_since = 0.0
         self._paused_at_seq = 0
         self._resumed_at_seq = 0
         self._probe_at = 0.0
@@ -184,18 +185,22 @@ class Scheduler:
 
         The client's own config (key, URL, timeout) is updated by its owner.
         """
-        self._polling = polling
+        old_polling, self._polling = self._polling, polling
         self._upstream = upstream
         rate = upstream.max_requests_per_second
         self._bucket.update(rate, _burst(rate))
         for watch in self._watches.values():
-            policy = polling.for_model(watch.model)
-            deadline_at = deadline_for(watch.registered_at, watch.deadline_override_s, policy)
-            if deadline_at == watch.deadline_at:
+            # Move the deadline by the change of policy only, keeping any time added for a
+            # credential pause.
+            reg, own = watch.registered_at, watch.deadline_override_s
+            delta = deadline_for(reg, own, polling.for_model(watch.model)) - deadline_for(
+                reg, own, old_polling.for_model(watch.model)
+            )
+            if delta == 0:
                 continue
-            watch.deadline_at = deadline_at
-            if watch.next_poll_at is not None and watch.next_poll_at > deadline_at:
-                watch.next_poll_at = deadline_at
+            watch.deadline_at += delta
+            if watch.next_poll_at is not None and watch.next_poll_at > watch.deadline_at:
+                watch.next_poll_at = watch.deadline_at
                 self._push(watch)
         self._wakeup.set()
 
@@ -495,6 +500,7 @@ class Scheduler:
             return  # asked with the key from before the resume
         if not self._paused:
             self._paused = True
+            self._paused_since = now
             self._paused_at_seq = self._poll_seq
             self._pause_reason = f"upstream rejected the API key: {result.detail}"
             self._probe_delay_s = self._probe_first_s
@@ -523,6 +529,13 @@ class Scheduler:
             self._probe_at = max(self._probe_at, decision.pause_all_until)
 
     def _resume(self, reason: str) -> None:
+        # The pause was our credentials' fault, not the tasks': each deadline moves by the
+        # time the task spent paused, so a long outage does not end every task in timed_out.
+        now = self._clock.now()
+        for watch in self._watches.values():
+            paused_for = now - max(self._paused_since, watch.registered_at)
+            if paused_for > 0:
+                watch.deadline_at += paused_for
         self._paused = False
         self._pause_reason = None
         self._probe_delay_s = self._probe_first_s

@@ -159,8 +159,16 @@ class WatchService:
             self._scheduler.watch(task)
 
     def cancel(self, task_id: str) -> Task:
-        """Stop watching a task; no webhook is sent. TaskNotFound / TaskFinished."""
-        task = self._store.cancel_task(task_id, now=self._clock.now())
+        """Stop watching a task; no webhook is sent. Cancelling a cancelled task again answers
+        it unchanged (a retried DELETE must not fail). TaskNotFound; TaskFinished if it
+        finished on its own."""
+        try:
+            task = self._store.cancel_task(task_id, now=self._clock.now())
+        except TaskFinished:
+            task = self._store.get_task(task_id)
+            if task.state is TaskState.CANCELLED:
+                return task
+            raise
         if self._scheduler is not None:
             self._scheduler.unwatch(task_id)
         log.info("task_cancelled", task_id=task_id)

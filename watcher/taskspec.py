@@ -87,6 +87,13 @@ def _endpoints(
             FieldProblem("endpoints", "must be a list of endpoint names", "invalid_type")
         )
         return None
+    if not value:
+        problems.append(
+            FieldProblem(
+                "endpoints", "must name at least one endpoint (omit it for every endpoint)"
+            )
+        )
+        return None
     unknown = [v for v in value if v not in known]
     if unknown:
         names = ", ".join(repr(v) for v in unknown)

@@ -227,6 +227,10 @@ async def test_usage_errors_and_gen_secret() -> None:
     usage = await cli("add")
     assert usage.code == 2
     assert "usage:" in usage.err
+    for args in (("add", "t1", "--model", "m", "--meta", "novalue"), ("list", "--limit", "0")):
+        bad = await cli(*args)
+        assert bad.code == 2, args
+        assert "usage:" in bad.err
     first = await cli("gen-secret")
     second = await cli("gen-secret")
     assert first.code == 0

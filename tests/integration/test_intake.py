@@ -425,6 +425,7 @@ BIG_METADATA = {"blob": "x" * 4100}
         ({"task_id": "t1"}, "model", "missing"),
         ({"task_id": "t1", "model": "m", "endpoints": ["nope"]}, "endpoints", "unknown_endpoint"),
         ({"task_id": "t1", "model": "m", "endpoints": "app"}, "endpoints", "invalid_type"),
+        ({"task_id": "t1", "model": "m", "endpoints": []}, "endpoints", "invalid"),
         (
             {"task_id": "t1", "model": "m", "callback_url": "https://evil.example.net/h"},
             "callback_url",
@@ -596,6 +597,9 @@ async def test_cancel_stops_watching_and_show_says_cancelled(h: Harness) -> None
     assert shown.body["state"] == "cancelled"
     assert shown.body["events"] == []
     assert h.deliverer.enqueued == []
+    again = await h.call("DELETE", "/v1/tasks/t1")  # a retried DELETE succeeds
+    assert again.status == 200
+    assert again.body["state"] == "cancelled"
 
 
 async def test_cancel_unknown_is_404_and_finished_is_409(h: Harness) -> None:

@@ -178,6 +178,9 @@ async def test_no_ready_when_the_intake_cannot_listen(tmp_path: Path, upstream: 
             await daemon.start(wait_ready=False)
             assert await daemon.wait_exit() == 1  # Restart=on-failure retries it
             assert not any("READY=1" in m for m in daemon.messages)
+            # the reason is a clear line on stderr (merged into the log file here) as well
+            assert "apixo-watcher: cannot listen on" in daemon.log_text()
+            assert "Traceback" not in daemon.log_text()
         finally:
             await daemon.close()
 

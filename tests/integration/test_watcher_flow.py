@@ -418,3 +418,25 @@ async def test_finished_tasks_past_retention_are_purged_once_delivered(
     live = await running.get("/v1/tasks/task_live")
     assert live["state"] == "pending"  # active tasks are never purged
     assert (await running.get("/v1/deliveries"))["deliveries"] == []
+
+
+async def test_a_credential_pause_does_not_use_up_task_deadlines(
+    start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    upstream.state.api_key = "the-new-key-0000"
+    upstream.state.script("task_dl", success())
+    running = await start_daemon(endpoints=[endpoint(receiver, secret)])
+    await running.add("task_dl", deadline="400ms")
+    deadline = asyncio.get_running_loop().time() + 5
+    while not (running.daemon.scheduler and running.daemon.scheduler.stats.credentials_paused):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.6)  # the pause outlasts the task's whole deadline
+
+    config = yaml.safe_load(running.config_path.read_text())
+    config["upstream"]["api_key"] = "the-new-key-0000"
+    running.config_path.write_text(yaml.safe_dump(config))
+    status, _ = await running.post("/v1/reload")
+    assert status == 200
+    (hook,) = await receiver.wait_for(1)
+    assert hook.body["type"] == "task.succeeded"  # polled after the pause, not timed out

@@ -1154,3 +1154,10 @@ def test_intake_problems_still_stop_client_commands(tmp_path: Path) -> None:
     file.write_text("intake: [1]\n")
     with pytest.raises(ConfigError):
         load_intake_config(file, environ={})
+
+
+def test_keys_and_tokens_with_control_characters_are_refused() -> None:
+    problems = problems_of('upstream:\n  api_key: "abc\\ndef"\nintake:\n  token: "x\\ty"\n')
+    assert [(p.path, p.line) for p in problems] == [("upstream.api_key", 2), ("intake.token", 4)]
+    assert all("control characters" in p.message for p in problems)
+    assert all("abc" not in p.message for p in problems)
