@@ -474,23 +474,44 @@ class SqliteStore:
         self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[Task], str | None]:
         """Tasks newest registration first (ties by task_id), optionally of one state."""
+        filters = {"state": state.value} if state is not None else {}
+        return self._page(
+            _SELECT_TASKS,
+            ("registered_at", "task_id"),
+            filters,
+            limit,
+            cursor,
+            _task,
+            lambda t: (t.registered_at, t.task_id),
+        )
+
+    def _page(
+        self,
+        select: str,
+        key: tuple[str, str],
+        filters: Mapping[str, Any],
+        limit: int,
+        cursor: str | None,
+        convert: Callable[[Sequence[Any]], T],
+        key_of: Callable[[T], tuple[float, str]],
+    ) -> tuple[list[T], str | None]:
+        """One page, newest first by the (time, id) `key`, keyset-paginated: rows added
+        between pages never shift a page. `filters` are column = value (constant names)."""
         limit = clamp_limit(limit)
-        where: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            where.append("state = ?")
-            params.append(state.value)
+        where = [f"{column} = ?" for column in filters]
+        params: list[Any] = list(filters.values())
         if cursor is not None:
-            where.append("(registered_at, task_id) < (?, ?)")
+            where.append(f"({key[0]}, {key[1]}) < (?, ?)")
             params.extend(decode_cursor(cursor))
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         rows = self._rows(
-            f"{_SELECT_TASKS} {clause}ORDER BY registered_at DESC, task_id DESC LIMIT ?",
+            f"{select} {clause}ORDER BY {key[0]} DESC, {key[1]} DESC LIMIT ?",
             (*params, limit + 1),
         )
-        tasks = [_task(row) for row in rows[:limit]]
-        more = len(rows) > limit
-        return tasks, encode_cursor(tasks[-1].registered_at, tasks[-1].task_id) if more else None
+        items = [convert(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return items, None
+        return items, encode_cursor(*key_of(items[-1]))
 
     def active_tasks(self) -> Iterator[Task]:
         """Every PENDING or PROCESSING task, streamed in task_id order in bounded batches."""
@@ -681,27 +702,20 @@ class SqliteStore:
     ) -> tuple[list[Delivery], str | None]:
         """Deliveries newest first (by created_at, ties by delivery_id), optionally filtered.
         An unknown task_id filter gives an empty page."""
-        limit = clamp_limit(limit)
-        where: list[str] = []
-        params: list[Any] = []
+        filters: dict[str, Any] = {}
         if status is not None:
-            where.append("status = ?")
-            params.append(status.value)
+            filters["status"] = status.value
         if task_id is not None:
-            where.append("task_id = ?")
-            params.append(task_id)
-        if cursor is not None:
-            where.append("(created_at, delivery_id) < (?, ?)")
-            params.extend(decode_cursor(cursor))
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
-        rows = self._rows(
-            f"{_SELECT_DELIVERIES} {clause}ORDER BY created_at DESC, delivery_id DESC LIMIT ?",
-            (*params, limit + 1),
+            filters["task_id"] = task_id
+        return self._page(
+            _SELECT_DELIVERIES,
+            ("created_at", "delivery_id"),
+            filters,
+            limit,
+            cursor,
+            _delivery,
+            lambda d: (d.created_at, d.delivery_id),
         )
-        deliveries = [_delivery(row) for row in rows[:limit]]
-        if len(rows) <= limit:
-            return deliveries, None
-        return deliveries, encode_cursor(deliveries[-1].created_at, deliveries[-1].delivery_id)
 
     def pending_deliveries(self) -> Iterator[Delivery]:
         """Every PENDING delivery, streamed in delivery_id order in bounded batches."""
