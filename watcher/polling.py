@@ -221,24 +221,16 @@ def decide(
                 watch.upstream_state,
             )
         at, interval = _backoff(watch, policy, now, rand, not_before=_after(now, result))
-        return Decision(
-            next_poll_at=at,
-            interval_s=interval,
-            reason="not found (within grace)",
-            upstream_state=watch.upstream_state,
-            error=result.detail,
-            bad_result_polls=watch.bad_result_polls,
-        )
+        return _poll_again(watch, result, at, interval, "not found (within grace)")
     if outcome is PollOutcome.CREDENTIALS:
         # Not the task's fault: its interval does not grow; the scheduler pauses everything.
         at, interval = _backoff(watch, policy, now, rand, grow=False)
-        return Decision(
-            next_poll_at=at,
-            interval_s=interval,
-            reason="credentials rejected",
-            upstream_state=watch.upstream_state,
-            error=result.detail,
-            bad_result_polls=watch.bad_result_polls,
+        return _poll_again(
+            watch,
+            result,
+            at,
+            interval,
+            "credentials rejected",
             credentials_bad=True,
             pause_all_until=_after(now, result),
         )
@@ -247,23 +239,33 @@ def decide(
             result.retry_after_s if result.retry_after_s is not None else DEFAULT_RATE_LIMIT_S
         )
         at, interval = _backoff(watch, policy, now, rand, not_before=until, grow=False)
-        return Decision(
-            next_poll_at=at,
-            interval_s=interval,
-            reason="rate limited",
-            upstream_state=watch.upstream_state,
-            error=result.detail,
-            bad_result_polls=watch.bad_result_polls,
-            rate_limited_until=until,
-        )
+        return _poll_again(watch, result, at, interval, "rate limited", rate_limited_until=until)
     at, interval = _backoff(watch, policy, now, rand, not_before=_after(now, result))
+    return _poll_again(watch, result, at, interval, "transient upstream problem")
+
+
+def _poll_again(
+    watch: Watch,
+    result: PollResult,
+    at: float,
+    interval: float,
+    reason: str,
+    *,
+    credentials_bad: bool = False,
+    pause_all_until: float | None = None,
+    rate_limited_until: float | None = None,
+) -> Decision:
+    """A problem answer: nothing about the task changes but when it is asked next."""
     return Decision(
         next_poll_at=at,
         interval_s=interval,
-        reason="transient upstream problem",
+        reason=reason,
         upstream_state=watch.upstream_state,
         error=result.detail,
         bad_result_polls=watch.bad_result_polls,
+        credentials_bad=credentials_bad,
+        pause_all_until=pause_all_until,
+        rate_limited_until=rate_limited_until,
     )
 
 
