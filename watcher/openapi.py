@@ -153,8 +153,9 @@ def _schemas() -> dict[str, Any]:
                 "endpoints": {
                     "type": "array",
                     "items": {"type": "string"},
-                    "description": "Names of configured endpoints (default: every endpoint "
-                    "subscribed to the event).",
+                    "minItems": 1,
+                    "description": "Names of configured endpoints, at least one (omitted: "
+                    "every endpoint subscribed to the event).",
                 },
                 "callback_url": {
                     "type": "string",
@@ -438,9 +439,15 @@ def _paths() -> dict[str, Any]:
                 "summary": "Stop watching a task; no webhook is sent.",
                 "responses": _secured(
                     {
-                        "200": _response("Cancelled: the task, now `cancelled`.", "Task"),
+                        "200": _response(
+                            "Cancelled: the task, now `cancelled` (also when it was cancelled "
+                            "before).",
+                            "Task",
+                        ),
                         "404": not_found_task,
-                        "409": _error("The task has already finished (`task_finished`)."),
+                        "409": _error(
+                            "The task has already finished on its own (`task_finished`)."
+                        ),
                     }
                 ),
             },
