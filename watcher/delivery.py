@@ -18,7 +18,8 @@ endpoint ties up only its own workers and never blocks another endpoint.
 
 Targets are resolved at attempt time from the current config, so a reload that changes an
 endpoint's URL, secrets or headers applies to pending retries too. A delivery whose endpoint is
-no longer configured fails with a recorded (unsent) attempt saying so.
+no longer configured fails with a recorded (unsent) attempt saying so. The HTTP side of an
+attempt (its target, signed headers, the POST and its result) is in watcher/webhook_http.py.
 """
 
 from __future__ import annotations
@@ -28,17 +29,17 @@ import collections
 import heapq
 import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 
-from watcher import retry, signing
+from watcher import retry
 from watcher.clock import Clock, SystemClock
-from watcher.errors import DeliveryError, InvalidSecret
+from watcher.errors import InvalidSecret
 from watcher.models import (
     CALLBACK_ENDPOINT,
     Attempt,
@@ -47,13 +48,30 @@ from watcher.models import (
     DeliveryStatus,
 )
 from watcher.store import Store
+from watcher.webhook_http import (
+    Target,
+    WebhookClient,
+    callback_target,
+    endpoint_target,
+    request_headers,
+)
 
 if TYPE_CHECKING:
     from watcher.config import DeliveryConfig, EndpointConfig
 
+__all__ = [
+    "BODY_CACHE_SIZE",
+    "BODY_PREFETCH",
+    "COMMIT_WINDOW_S",
+    "IDLE_TICK_S",
+    "Deliverer",
+    "DeliveryObserver",
+    "DeliveryStats",
+    "Target",  # re-exported: it moved to watcher.webhook_http
+]
+
 log = structlog.get_logger(__name__)
 
-MAX_RESPONSE_BYTES: Final = 64 * 1024  # read (and discard) at most this much of an answer
 IDLE_TICK_S: Final = 1.0  # the loop reports progress at least this often, for the watchdog
 BODY_CACHE_SIZE: Final = 1024  # event bodies kept in memory between retries
 # On a cache miss, the bodies of up to this many deliveries waiting for the same slots are read
@@ -62,30 +80,6 @@ BODY_PREFETCH: Final = 128
 # Finished attempts are committed together within this window (or as soon as every attempt in
 # flight has finished): one transaction for many instead of one each.
 COMMIT_WINDOW_S: Final = 0.01
-CALLBACK_TIMEOUT_S: Final = 10.0  # ad-hoc callback URLs have no endpoint config of their own
-# Headers the watcher (or HTTP framing) sets; an endpoint's static headers cannot override them.
-_OWN_HEADERS: Final = frozenset(
-    {
-        "content-type",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-        "content-length",
-        "transfer-encoding",
-        "host",
-    }
-)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where and how one attempt is sent, resolved from the config at attempt time."""
-
-    url: str
-    secrets: tuple[str, ...] = field(repr=False)
-    timeout_s: float
-    headers: Mapping[str, str]  # the endpoint's static headers, without any of _OWN_HEADERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +129,7 @@ class Deliverer:
         self._config = delivery
         self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
         self._targets: dict[str, Target] = {}  # resolved per configured endpoint, per config
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        self._session = session
-        self._owns_session = session is None
+        self._http = WebhookClient(session)
         # Scheduled deliveries by id, with the sequence number of their valid heap entry;
         # heap entries whose sequence differs are stale (the delivery was rescheduled).
         self._scheduled: dict[str, tuple[int, Delivery]] = {}
@@ -168,13 +160,7 @@ class Deliverer:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the HTTP session (unless one was given) and load every pending delivery."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # Our own per-endpoint limits govern; aiohttp's default cap of 100 would not.
-                connector=aiohttp.TCPConnector(limit=0),
-                # Endpoints must not be able to set state that travels to other requests.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+        self._http.open()
         loaded = 0
         for delivery in self._store.pending_deliveries():
             self._schedule(delivery)
@@ -244,9 +230,7 @@ class Deliverer:
 
     async def close(self) -> None:
         """Close the HTTP session if this dispatcher opened it (after `drain`). Idempotent."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-        self._session = None
+        await self._http.close()
 
     @property
     def stats(self) -> DeliveryStats:
@@ -375,14 +359,16 @@ class Deliverer:
             body = self._body(delivery)
             webhook_timestamp = int(started_at)
             try:
-                headers = self._headers(delivery, target, body, webhook_timestamp)
+                headers = request_headers(
+                    delivery.webhook_id, target, body, webhook_timestamp, self._user_agent
+                )
             except InvalidSecret as exc:
                 reason = f"endpoint '{delivery.endpoint}' has an unusable secret: {exc}"
                 decision = retry.give_up(delivery, reason, now=started_at)
                 result = retry.HttpResult(error=decision.reason)
             else:
                 clock_start = time.perf_counter()
-                result = await self._send(target, body, headers)
+                result = await self._http.post(target, body, headers)
                 duration_ms = round((time.perf_counter() - clock_start) * 1000, 3)
                 decision = retry.decide(
                     delivery, result, self._config.retry_schedule_s, now=self._clock.now()
@@ -420,37 +406,17 @@ class Deliverer:
     def _resolve(self, delivery: Delivery) -> Target | str:
         """The target of `delivery` in the current config, or why there is none."""
         if delivery.endpoint == CALLBACK_ENDPOINT:
-            secret = self._config.callback_secret
-            if not delivery.url:
-                return "callback delivery has no url"
-            if secret is None:
-                return "delivery.callback_secret is not configured"
-            return Target(
-                url=delivery.url,
-                secrets=(secret.reveal(),),
-                timeout_s=CALLBACK_TIMEOUT_S,
-                headers={},
-            )
+            return callback_target(delivery.url, self._config.callback_secret)
         target = self._targets.get(delivery.endpoint)
         if target is not None:
             return target
         endpoint = self._endpoints.get(delivery.endpoint)
         if endpoint is None:
             return f"endpoint '{delivery.endpoint}' is not configured"
-        if not endpoint.secrets:
-            return f"endpoint '{delivery.endpoint}' has no secret"
-        target = Target(
-            url=endpoint.url,
-            secrets=tuple(secret.reveal() for secret in endpoint.secrets),
-            timeout_s=endpoint.timeout_s,
-            headers={
-                name: value
-                for name, value in endpoint.headers.items()
-                if name.lower() not in _OWN_HEADERS
-            },
-        )
-        self._targets[delivery.endpoint] = target  # until the next reload
-        return target
+        resolved = endpoint_target(endpoint)
+        if isinstance(resolved, Target):
+            self._targets[delivery.endpoint] = resolved  # until the next reload
+        return resolved
 
     def _record(self, finished: _Finished) -> None:
         """Queue an answered attempt for the group commit; it is handled once committed."""
@@ -514,54 +480,6 @@ class Deliverer:
             self._bodies.popitem(last=False)
         return bodies[event_id]
 
-    def _headers(
-        self, delivery: Delivery, target: Target, body: bytes, timestamp: int
-    ) -> dict[str, str]:
-        headers = signing.webhook_headers(
-            delivery.webhook_id, timestamp, body, target.secrets, self._user_agent
-        )
-        if target.headers:
-            return {**target.headers, **headers}
-        return headers
-
-    async def _send(
-        self, target: Target, body: bytes, headers: Mapping[str, str]
-    ) -> retry.HttpResult:
-        """POST once. Errors are described without the URL, which may carry a token."""
-        session = self._session
-        if session is None:
-            raise DeliveryError("Deliverer.start() was not called")
-        try:
-            async with session.post(
-                target.url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,  # a redirect is a failed attempt ("HTTP 3xx")
-                timeout=self._timeout(target.timeout_s),
-            ) as response:
-                await _read_some(response, MAX_RESPONSE_BYTES)
-                return retry.HttpResult(
-                    status_code=response.status,
-                    retry_after=response.headers.get("Retry-After"),
-                )
-        except TimeoutError:
-            return retry.HttpResult(error="timeout")
-        except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or type(exc.os_error).__name__
-            return retry.HttpResult(error=f"connection failed: {reason}")
-        except aiohttp.ServerDisconnectedError:
-            return retry.HttpResult(error="server disconnected")
-        except aiohttp.InvalidURL:
-            return retry.HttpResult(error="invalid url")
-        except (aiohttp.ClientError, OSError) as exc:
-            return retry.HttpResult(error=f"request failed: {type(exc).__name__}")
-
-    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(seconds)
-        if timeout is None:
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
-        return timeout
-
     def _observe(self, delivery: Delivery, attempt: Attempt) -> None:
         assert self._observer is not None
         # Callback targets are many and ad hoc: one label value for all keeps cardinality flat.
@@ -598,24 +516,6 @@ class Deliverer:
             log.error(
                 "webhook_delivery_failed", error=attempt.error, reason=decision.reason, **context
             )
-
-
-async def _read_some(response: aiohttp.ClientResponse, limit: int) -> None:
-    """Read up to `limit` bytes of the answer, so a short one frees the connection for reuse.
-    The status is already known, so a body that breaks off does not change the outcome."""
-    remaining = limit
-    try:
-        length = response.content_length
-        if length is not None and length <= limit:
-            await response.read()  # one read for the usual short answer
-            return
-        while remaining > 0:
-            chunk = await response.content.read(remaining)
-            if not chunk:
-                return
-            remaining -= len(chunk)
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        return
 
 
 def _host(url: str | None) -> str:

@@ -6,18 +6,18 @@ are single statements. A write that meets "database is locked" (another process 
 lock longer than the busy timeout) is retried a few times with a short backoff, then raised as
 StoreError like every other database error.
 
+The SQL text and the row <-> record conversions live in watcher/sqlite_rows.py; this module
+holds the connection, its transactions and retries, and the Store methods.
+
 The schema is versioned (watcher/schema): each missing migration is applied in its own
 transaction on open; a database newer than the code is refused rather than misread.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import dataclasses
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +35,6 @@ from tenacity import (
 
 from watcher.errors import (
     DeliveryNotFound,
-    InvalidCursor,
     StoreError,
     TaskConflict,
     TaskFinished,
@@ -43,11 +42,9 @@ from watcher.errors import (
 )
 from watcher.models import (
     Attempt,
-    AttemptOutcome,
     Delivery,
     DeliveryStatus,
     Event,
-    EventType,
     StateChange,
     Task,
     TaskSource,
@@ -55,158 +52,62 @@ from watcher.models import (
     TaskState,
     Transition,
 )
+from watcher.paging import MAX_LIMIT, clamp_limit, decode_cursor, encode_cursor
 from watcher.schema import Migration, check_numbering, load_migrations
+from watcher.sqlite_rows import (
+    DELIVERY_BY_ID,
+    DELIVERY_EXISTS,
+    EVENT_BY_ID,
+    EVENTS_OF_TASK,
+    INSERT_ATTEMPT,
+    INSERT_DELIVERY,
+    INSERT_EVENT,
+    INSERT_STATE_CHANGE,
+    INSERT_TASK,
+    PURGE_CHILDREN,
+    SELECT_ATTEMPTS,
+    SELECT_DELIVERIES,
+    SELECT_STATE_CHANGES,
+    SELECT_TASKS,
+    STREAM_ACTIVE_TASKS,
+    STREAM_PENDING_DELIVERIES,
+    TASK_BY_ID,
+    UPDATE_DELIVERY_PROGRESS,
+    UPDATE_TASK_STATE,
+    attempt_from_row,
+    attempt_params,
+    delivery_from_row,
+    delivery_params,
+    delivery_progress_params,
+    event_from_row,
+    event_params,
+    metadata_json,
+    state_change_from_row,
+    task_from_row,
+    task_state_params,
+)
 from watcher.store import apply_transition_to
+
+# The pagination helpers and metadata_json lived here first; MemoryStore still imports them
+# from this module.
+__all__ = [
+    "MAX_LIMIT",
+    "SqliteStore",
+    "clamp_limit",
+    "decode_cursor",
+    "encode_cursor",
+    "metadata_json",
+]
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-MAX_LIMIT: Final = 1000
 # Rows per query when streaming active tasks / pending deliveries: bounded memory, and no
 # statement stays open between batches (an open read would pin a WAL snapshot and could see
 # the caller's own writes made while it iterates).
 _BATCH: Final = 500
 _FIRST_RETRY_WAIT_S: Final = 0.05
-
-
-# -- pagination (shared with MemoryStore so both stores page identically) ------------------------
-def clamp_limit(limit: int) -> int:
-    """A page size within [1, MAX_LIMIT]."""
-    return max(1, min(MAX_LIMIT, limit))
-
-
-def encode_cursor(at: float, key: str) -> str:
-    """An opaque cursor naming the last row of a page by its (time, id) sort key."""
-    raw = f"{float(at)!r}|{key}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The (time, id) sort key in a cursor from `encode_cursor`; InvalidCursor if it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at_text, key = raw.split("|", 1)
-        at = float(at_text)
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise InvalidCursor(f"invalid cursor {cursor[:64]!r}") from exc
-    if not math.isfinite(at):
-        raise InvalidCursor(f"invalid cursor {cursor[:64]!r}")
-    return at, key
-
-
-def metadata_json(metadata: Mapping[str, Any]) -> str:
-    """The JSON text stored for a task's metadata; StoreError if it is not JSON-serialisable."""
-    try:
-        return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"task metadata is not JSON: {exc}") from exc
-
-
-# -- rows <-> records ------------------------------------------------------------------------------
-# Plain constant SQL; queries only ever append constant fragments and bind values.
-_SELECT_TASKS: Final = (
-    "SELECT task_id, model, endpoints, callback_url, metadata, deadline_s, source, state, "
-    "registered_at, updated_at, upstream_state, polls, finished_at, last_error FROM tasks"
-)
-_INSERT_TASK: Final = (
-    "INSERT INTO tasks (task_id, model, endpoints, callback_url, metadata, deadline_s, source, "
-    "state, registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SELECT_DELIVERIES: Final = (
-    "SELECT delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, "
-    "created_at, updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, "
-    "last_error FROM deliveries"
-)
-_INSERT_DELIVERY: Final = (
-    "INSERT INTO deliveries (event_id, task_id, event_type, endpoint, webhook_id, status, "
-    "created_at, updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, "
-    "last_error, delivery_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# What an attempt changes. A delivery's identity (event, task, endpoint, webhook id, creation
-# time, url) is fixed for its life; leaving those columns out of the SET spares SQLite the
-# maintenance of the indexes on them, which halved the cost of recording an attempt.
-_UPDATE_DELIVERY_PROGRESS: Final = (
-    "UPDATE deliveries SET status = ?, updated_at = ?, next_attempt_at = ?, attempts = ?, "
-    "schedule_pos = ?, last_status_code = ?, last_error = ? WHERE delivery_id = ?"
-)
-_INSERT_ATTEMPT: Final = (
-    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, "
-    "status_code, error, webhook_timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# Keyset batches for `_stream`, forced onto the partial indexes: without statistics the
-# planner would rather sort every active row on each batch.
-_STREAM_ACTIVE_TASKS: Final = (
-    _SELECT_TASKS + " INDEXED BY tasks_active WHERE state IN ('pending', 'processing') "
-    "AND task_id {op} ? ORDER BY task_id LIMIT ?"
-)
-_STREAM_PENDING_DELIVERIES: Final = (
-    _SELECT_DELIVERIES + " INDEXED BY deliveries_pending WHERE status = 'pending' "
-    "AND delivery_id {op} ? ORDER BY delivery_id LIMIT ?"
-)
-
-
-def _task(row: Sequence[Any]) -> Task:
-    (task_id, model, endpoints, callback_url, metadata, deadline_s, source, state) = row[:8]
-    (registered_at, updated_at, upstream_state, polls, finished_at, last_error) = row[8:]
-    return Task(
-        task_id=task_id,
-        model=model,
-        endpoints=None if endpoints is None else tuple(json.loads(endpoints)),
-        callback_url=callback_url,
-        metadata=json.loads(metadata),
-        deadline_s=deadline_s,
-        source=TaskSource(source),
-        state=TaskState(state),
-        registered_at=registered_at,
-        updated_at=updated_at,
-        upstream_state=upstream_state,
-        polls=polls,
-        finished_at=finished_at,
-        last_error=last_error,
-    )
-
-
-def _delivery(row: Sequence[Any]) -> Delivery:
-    (delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, created_at) = row[:8]
-    (updated_at, next_attempt_at, url, attempts, schedule_pos, last_code, last_error) = row[8:]
-    return Delivery(
-        delivery_id=delivery_id,
-        event_id=event_id,
-        task_id=task_id,
-        event_type=EventType(event_type),
-        endpoint=endpoint,
-        webhook_id=webhook_id,
-        status=DeliveryStatus(status),
-        created_at=created_at,
-        updated_at=updated_at,
-        next_attempt_at=next_attempt_at,
-        url=url,
-        attempts=attempts,
-        schedule_pos=schedule_pos,
-        last_status_code=last_code,
-        last_error=last_error,
-    )
-
-
-def _delivery_params(d: Delivery) -> tuple[Any, ...]:
-    return (
-        d.event_id,
-        d.task_id,
-        d.event_type.value,
-        d.endpoint,
-        d.webhook_id,
-        d.status.value,
-        d.created_at,
-        d.updated_at,
-        d.next_attempt_at,
-        d.url,
-        d.attempts,
-        d.schedule_pos,
-        d.last_status_code,
-        d.last_error,
-        d.delivery_id,
-    )
 
 
 def _is_locked(exc: BaseException) -> bool:
@@ -218,16 +119,6 @@ def _is_locked(exc: BaseException) -> bool:
 
 def _log_retry(state: RetryCallState) -> None:
     log.warning("store_locked_retry", attempt=state.attempt_number + 1)
-
-
-# Rows that belong to the tasks listed in the temporary table purge_ids (children first).
-_PURGE_CHILDREN: Final = (
-    "DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries"
-    " WHERE task_id IN (SELECT task_id FROM purge_ids))",
-    "DELETE FROM deliveries WHERE task_id IN (SELECT task_id FROM purge_ids)",
-    "DELETE FROM events WHERE task_id IN (SELECT task_id FROM purge_ids)",
-    "DELETE FROM state_changes WHERE task_id IN (SELECT task_id FROM purge_ids)",
-)
 
 
 class SqliteStore:
@@ -380,10 +271,10 @@ class SqliteStore:
         return rows[0] if rows else None
 
     def _fetch_task(self, conn: sqlite3.Connection, task_id: str) -> Task:
-        row = conn.execute(_SELECT_TASKS + " WHERE task_id = ?", (task_id,)).fetchone()
+        row = conn.execute(TASK_BY_ID, (task_id,)).fetchone()
         if row is None:
             raise TaskNotFound(f"task {task_id} not found")
-        return _task(row)
+        return task_from_row(row)
 
     def _require_task(self, task_id: str) -> None:
         if self._row("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)) is None:
@@ -391,12 +282,11 @@ class SqliteStore:
 
     @staticmethod
     def _require_delivery_in(conn: sqlite3.Connection, delivery_id: str) -> None:
-        row = conn.execute("SELECT 1 FROM deliveries WHERE delivery_id = ?", (delivery_id,))
-        if row.fetchone() is None:
+        if conn.execute(DELIVERY_EXISTS, (delivery_id,)).fetchone() is None:
             raise DeliveryNotFound(f"delivery {delivery_id} not found")
 
     def _require_delivery(self, delivery_id: str) -> None:
-        if self._row("SELECT 1 FROM deliveries WHERE delivery_id = ?", (delivery_id,)) is None:
+        if self._row(DELIVERY_EXISTS, (delivery_id,)) is None:
             raise DeliveryNotFound(f"delivery {delivery_id} not found")
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -422,8 +312,8 @@ class SqliteStore:
         for i in range(0, len(ids), _BATCH):
             chunk = ids[i : i + _BATCH]
             marks = ", ".join("?" * len(chunk))
-            for row in conn.execute(f"{_SELECT_TASKS} WHERE task_id IN ({marks})", chunk):
-                known[row[0]] = _task(row)
+            for row in conn.execute(f"{SELECT_TASKS} WHERE task_id IN ({marks})", chunk):
+                known[row[0]] = task_from_row(row)
         results: list[tuple[Task, bool]] = []
         rows: list[tuple[Any, ...]] = []
         for spec in specs:
@@ -458,17 +348,17 @@ class SqliteStore:
             known[spec.task_id] = task
             results.append((task, True))
         conn.executemany(
-            _INSERT_TASK,
+            INSERT_TASK,
             [(*row, source.value, TaskState.PENDING.value, now, now) for row in rows],
         )
         return results
 
     def get_task(self, task_id: str) -> Task:
         """The task, or TaskNotFound."""
-        row = self._row(_SELECT_TASKS + " WHERE task_id = ?", (task_id,))
+        row = self._row(TASK_BY_ID, (task_id,))
         if row is None:
             raise TaskNotFound(f"task {task_id} not found")
-        return _task(row)
+        return task_from_row(row)
 
     def list_tasks(
         self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
@@ -476,12 +366,12 @@ class SqliteStore:
         """Tasks newest registration first (ties by task_id), optionally of one state."""
         filters = {"state": state.value} if state is not None else {}
         return self._page(
-            _SELECT_TASKS,
+            SELECT_TASKS,
             ("registered_at", "task_id"),
             filters,
             limit,
             cursor,
-            _task,
+            task_from_row,
             lambda t: (t.registered_at, t.task_id),
         )
 
@@ -516,7 +406,7 @@ class SqliteStore:
     def active_tasks(self) -> Iterator[Task]:
         """Every PENDING or PROCESSING task, streamed in task_id order in bounded batches."""
         self._live()
-        return self._stream(_STREAM_ACTIVE_TASKS, _task)
+        return self._stream(STREAM_ACTIVE_TASKS, task_from_row)
 
     def _stream(self, sql: str, convert: Callable[[Sequence[Any]], T]) -> Iterator[T]:
         # `sql` has "{op}" before its key parameter and the key is the first column; the
@@ -552,33 +442,13 @@ class SqliteStore:
                 conn, t.task_id, from_state, t.to_state, t.at, t.reason, t.upstream_state
             )
         if t.event is not None:
-            e = t.event
-            conn.execute(
-                "INSERT INTO events (event_id, task_id, type, created_at, body) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (e.event_id, e.task_id, e.type.value, e.created_at, e.body),
-            )
+            conn.execute(INSERT_EVENT, event_params(t.event))
         if t.deliveries:
-            conn.executemany(
-                _INSERT_DELIVERY,
-                [_delivery_params(d) for d in t.deliveries],
-            )
+            conn.executemany(INSERT_DELIVERY, [delivery_params(d) for d in t.deliveries])
         return task
 
     def _save_task_state(self, conn: sqlite3.Connection, task: Task) -> None:
-        conn.execute(
-            "UPDATE tasks SET state = ?, upstream_state = ?, updated_at = ?, polls = ?, "
-            "finished_at = ?, last_error = ? WHERE task_id = ?",
-            (
-                task.state.value,
-                task.upstream_state,
-                task.updated_at,
-                task.polls,
-                task.finished_at,
-                task.last_error,
-                task.task_id,
-            ),
-        )
+        conn.execute(UPDATE_TASK_STATE, task_state_params(task))
 
     def _insert_change(
         self,
@@ -591,9 +461,7 @@ class SqliteStore:
         upstream_state: str | None,
     ) -> None:
         conn.execute(
-            "INSERT INTO state_changes "
-            "(task_id, from_state, to_state, at, reason, upstream_state) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            INSERT_STATE_CHANGE,
             (task_id, from_state.value, to_state.value, at, reason, upstream_state),
         )
 
@@ -638,26 +506,15 @@ class SqliteStore:
     def state_changes(self, task_id: str) -> list[StateChange]:
         """The task's state changes, oldest first."""
         self._require_task(task_id)
-        rows = self._rows(
-            "SELECT from_state, to_state, at, reason, upstream_state FROM state_changes "
-            "WHERE task_id = ? ORDER BY id",
-            (task_id,),
-        )
-        return [
-            StateChange(task_id, TaskState(f), TaskState(to), at, reason, upstream)
-            for f, to, at, reason, upstream in rows
-        ]
+        return [state_change_from_row(r) for r in self._rows(SELECT_STATE_CHANGES, (task_id,))]
 
     # -- events --------------------------------------------------------------------------------
     def get_event(self, event_id: str) -> Event:
         """The event; StoreError if it is missing."""
-        row = self._row(
-            "SELECT event_id, task_id, type, created_at, body FROM events WHERE event_id = ?",
-            (event_id,),
-        )
+        row = self._row(EVENT_BY_ID, (event_id,))
         if row is None:
             raise StoreError(f"event {event_id} not found")
-        return Event(row[0], row[1], EventType(row[2]), row[3], bytes(row[4]))
+        return event_from_row(row)
 
     def event_bodies(self, event_ids: Sequence[str]) -> dict[str, bytes]:
         """The bodies of many events, read in chunks of `_BATCH` ids; unknown ids are absent."""
@@ -677,20 +534,15 @@ class SqliteStore:
     def events_for_task(self, task_id: str) -> list[Event]:
         """The task's events, oldest first."""
         self._require_task(task_id)
-        rows = self._rows(
-            "SELECT event_id, task_id, type, created_at, body FROM events "
-            "WHERE task_id = ? ORDER BY created_at, rowid",
-            (task_id,),
-        )
-        return [Event(r[0], r[1], EventType(r[2]), r[3], bytes(r[4])) for r in rows]
+        return [event_from_row(r) for r in self._rows(EVENTS_OF_TASK, (task_id,))]
 
     # -- deliveries ----------------------------------------------------------------------------
     def get_delivery(self, delivery_id: str) -> Delivery:
         """The delivery, or DeliveryNotFound."""
-        row = self._row(_SELECT_DELIVERIES + " WHERE delivery_id = ?", (delivery_id,))
+        row = self._row(DELIVERY_BY_ID, (delivery_id,))
         if row is None:
             raise DeliveryNotFound(f"delivery {delivery_id} not found")
-        return _delivery(row)
+        return delivery_from_row(row)
 
     def list_deliveries(
         self,
@@ -708,19 +560,19 @@ class SqliteStore:
         if task_id is not None:
             filters["task_id"] = task_id
         return self._page(
-            _SELECT_DELIVERIES,
+            SELECT_DELIVERIES,
             ("created_at", "delivery_id"),
             filters,
             limit,
             cursor,
-            _delivery,
+            delivery_from_row,
             lambda d: (d.created_at, d.delivery_id),
         )
 
     def pending_deliveries(self) -> Iterator[Delivery]:
         """Every PENDING delivery, streamed in delivery_id order in bounded batches."""
         self._live()
-        return self._stream(_STREAM_PENDING_DELIVERIES, _delivery)
+        return self._stream(STREAM_PENDING_DELIVERIES, delivery_from_row)
 
     def count_deliveries(self) -> Mapping[DeliveryStatus, int]:
         """How many deliveries are in each status (statuses with none are absent)."""
@@ -748,54 +600,19 @@ class SqliteStore:
 
         def record(conn: sqlite3.Connection) -> None:
             updated = conn.executemany(
-                _UPDATE_DELIVERY_PROGRESS,
-                [
-                    (
-                        d.status.value,
-                        d.updated_at,
-                        d.next_attempt_at,
-                        d.attempts,
-                        d.schedule_pos,
-                        d.last_status_code,
-                        d.last_error,
-                        d.delivery_id,
-                    )
-                    for _, d in batch
-                ],
+                UPDATE_DELIVERY_PROGRESS, [delivery_progress_params(d) for _, d in batch]
             ).rowcount
             if updated < len(batch):
                 for _, d in batch:
                     self._require_delivery_in(conn, d.delivery_id)
-            conn.executemany(
-                _INSERT_ATTEMPT,
-                [
-                    (
-                        a.delivery_id,
-                        a.number,
-                        a.started_at,
-                        a.duration_ms,
-                        a.outcome.value,
-                        a.status_code,
-                        a.error,
-                        a.webhook_timestamp,
-                    )
-                    for a, _ in batch
-                ],
-            )
+            conn.executemany(INSERT_ATTEMPT, [attempt_params(a) for a, _ in batch])
 
         self._write("record_attempts", record)
 
     def attempts(self, delivery_id: str) -> list[Attempt]:
         """The delivery's attempts, oldest first."""
         self._require_delivery(delivery_id)
-        rows = self._rows(
-            "SELECT delivery_id, number, started_at, duration_ms, outcome, status_code, error, "
-            "webhook_timestamp FROM attempts WHERE delivery_id = ? ORDER BY id",
-            (delivery_id,),
-        )
-        return [
-            Attempt(r[0], r[1], r[2], r[3], AttemptOutcome(r[4]), r[5], r[6], r[7]) for r in rows
-        ]
+        return [attempt_from_row(r) for r in self._rows(SELECT_ATTEMPTS, (delivery_id,))]
 
     def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery:
         """Make the delivery PENDING again, due now, schedule_pos 0; `attempts` and the
@@ -810,10 +627,8 @@ class SqliteStore:
             ).rowcount
             if not updated:
                 raise DeliveryNotFound(f"delivery {delivery_id} not found")
-            row = conn.execute(
-                _SELECT_DELIVERIES + " WHERE delivery_id = ?", (delivery_id,)
-            ).fetchone()
-            return _delivery(row)
+            row = conn.execute(DELIVERY_BY_ID, (delivery_id,)).fetchone()
+            return delivery_from_row(row)
 
         return self._write("requeue_delivery", requeue)
 
@@ -833,7 +648,7 @@ class SqliteStore:
                 " ORDER BY t.finished_at LIMIT ?",
                 (before, clamp_limit(limit)),
             )
-            for statement in _PURGE_CHILDREN:
+            for statement in PURGE_CHILDREN:
                 conn.execute(statement)
             deleted = conn.execute(
                 "DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM purge_ids)"
