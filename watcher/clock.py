@@ -22,6 +22,11 @@ class Clock(Protocol):
         """Wait `seconds` (returns at once for zero or less)."""
         ...
 
+    async def wait_event(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait until `event` is set or `seconds` pass, whichever comes first. The event is a
+        wake-up flag: it may be set when this returns on time-out; callers clear it."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -31,6 +36,16 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    async def wait_event(self, event: asyncio.Event, seconds: float) -> None:
+        # A timer handle that sets the event is much cheaper than racing two tasks, and the
+        # daemon's loops wake through here once per finished poll or attempt. The event is
+        # their wake-up flag, which they clear after waiting, so setting it on time-out is fine.
+        timer = asyncio.get_running_loop().call_later(max(0.0, seconds), event.set)
+        try:
+            await event.wait()
+        finally:
+            timer.cancel()
 
 
 class ManualClock:
@@ -50,6 +65,17 @@ class ManualClock:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sleepers.append((self._now + seconds, fut))
         await fut
+
+    async def wait_event(self, event: asyncio.Event, seconds: float) -> None:
+        if event.is_set():
+            return
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        waker = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
 
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose time has come."""

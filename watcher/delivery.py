@@ -38,7 +38,7 @@ import aiohttp
 import structlog
 
 from watcher import retry
-from watcher.clock import Clock, SystemClock
+from watcher.clock import Clock
 from watcher.errors import InvalidSecret
 from watcher.models import (
     CALLBACK_ENDPOINT,
@@ -324,22 +324,7 @@ class Deliverer:
         if delay <= 0:
             await asyncio.sleep(0)
             return
-        if isinstance(self._clock, SystemClock):
-            # A timer handle is much cheaper than the two tasks of the race below, and this
-            # loop wakes once per finished attempt. Other clocks (tests) need the race.
-            timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
-            try:
-                await self._wake.wait()
-            finally:
-                timer.cancel()
-            return
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
+        await self._clock.wait_event(self._wake, delay)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import structlog
 
-from watcher.clock import Clock, SystemClock
+from watcher.clock import Clock
 from watcher.config import PollingConfig, UpstreamConfig
 from watcher.logs import enabled_for
 from watcher.models import Task
@@ -322,16 +322,7 @@ class Scheduler:
         if self._wakeup.is_set():
             self._wakeup.clear()
             return
-        if isinstance(self._clock, SystemClock):
-            # A timer handle setting the event: the race below costs two tasks per wake-up.
-            # Other clocks (ManualClock in tests) only wake sleepers of their own, so race.
-            timer = asyncio.get_running_loop().call_later(seconds, self._wakeup.set)
-            try:
-                await self._wakeup.wait()
-            finally:
-                timer.cancel()
-        else:
-            await self._race(self._wakeup.wait(), seconds)
+        await self._clock.wait_event(self._wakeup, seconds)
         self._wakeup.clear()
 
     async def _race(self, awaitable: Awaitable[object], seconds: float) -> None:
