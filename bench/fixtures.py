@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from watcher.events import build_event
+from watcher.delivery.events import build_event
 from watcher.ids import new_id
 from watcher.models import (
     Delivery,
@@ -19,7 +19,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.sqlite_store import SqliteStore
+from watcher.store.sqlite import SqliteStore
 
 MODEL = "nano-banana"
 

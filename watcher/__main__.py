@@ -1,5 +1,5 @@
 """`python -m watcher` is the same as the `apixo-watcher` command."""
 
-from watcher.cli import main
+from watcher.cli.main import main
 
 raise SystemExit(main())

@@ -23,20 +23,20 @@ from typing import Any
 import structlog
 
 from watcher import __version__
+from watcher.api.metrics import Metrics
+from watcher.api.server import IntakeServer
 from watcher.clock import Clock, SystemClock
-from watcher.config import Config, load_config
-from watcher.delivery import Deliverer
+from watcher.config.settings import Config, load_config
+from watcher.delivery.deliverer import Deliverer
 from watcher.errors import ConfigError, ConfigProblem, StoreError, WatcherError
-from watcher.intake import IntakeServer
 from watcher.logs import configure_logging, scrubber
-from watcher.metrics import Metrics
 from watcher.models import DeliveryStatus
 from watcher.notify import Notifier
-from watcher.scheduler import Scheduler
+from watcher.polling.scheduler import Scheduler
 from watcher.service import WatchService
-from watcher.sqlite_store import SqliteStore
-from watcher.taskfile import TasksFileImporter
-from watcher.upstream import UpstreamClient
+from watcher.store.sqlite import SqliteStore
+from watcher.tasks.file import TasksFileImporter
+from watcher.upstream.client import UpstreamClient
 
 log = structlog.get_logger(__name__)
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from watcher.clock import Clock
-from watcher.config import Config
+from watcher.config.settings import Config
+from watcher.delivery.events import build_event, plan_deliveries
 from watcher.errors import TaskConflict, TaskFinished
-from watcher.events import build_event, plan_deliveries
 from watcher.models import (
     EVENT_STATE,
     Attempt,
@@ -31,10 +31,10 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store import Store
+from watcher.store.base import Store
 
 if TYPE_CHECKING:
-    from watcher.polling import Decision, Watch
+    from watcher.polling.decide import Decision, Watch
 
 log = structlog.get_logger(__name__)
 

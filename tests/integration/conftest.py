@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 
 from tests.helpers.daemon import API_KEY, write_config
 from tests.helpers.receiver import Receiver, start_receiver
-from watcher.config import load_config
+from watcher.config.settings import load_config
 from watcher.daemon import Daemon
-from watcher.sandbox import SANDBOX, SandboxState, make_sandbox_app
-from watcher.signing import generate_secret
+from watcher.delivery.signing import generate_secret
+from watcher.upstream.sandbox import SANDBOX, SandboxState, make_sandbox_app
 
 
 @dataclass

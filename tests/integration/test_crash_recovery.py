@@ -20,8 +20,15 @@ from aiohttp.test_utils import TestServer
 
 from tests.helpers.daemon import API_KEY, DaemonProcess, write_config
 from tests.helpers.receiver import start_receiver
-from watcher.sandbox import SANDBOX, SandboxState, make_sandbox_app, pending, processing, success
-from watcher.signing import generate_secret
+from watcher.delivery.signing import generate_secret
+from watcher.upstream.sandbox import (
+    SANDBOX,
+    SandboxState,
+    make_sandbox_app,
+    pending,
+    processing,
+    success,
+)
 
 pytestmark = pytest.mark.slow
 

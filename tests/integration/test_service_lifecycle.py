@@ -34,11 +34,11 @@ from tests.helpers.daemon import DaemonProcess, write_config
 from tests.helpers.receiver import Receiver, Reply
 from tests.integration.conftest import Upstream
 from watcher.clock import ManualClock
-from watcher.config import load_config
+from watcher.config.settings import load_config
 from watcher.daemon import Daemon
 from watcher.logs import scrubber
 from watcher.notify import Notifier
-from watcher.sandbox import pending, processing, success
+from watcher.upstream.sandbox import pending, processing, success
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,10 @@ import pytest
 from tests.helpers.daemon import DaemonProcess, write_config
 from tests.helpers.receiver import Receiver
 from tests.integration.conftest import Upstream
-from watcher.cli import build_parser
-from watcher.config import load_config
-from watcher.sandbox import success
-from watcher.signing import generate_secret
+from watcher.cli.main import build_parser
+from watcher.config.settings import load_config
+from watcher.delivery.signing import generate_secret
+from watcher.upstream.sandbox import success
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "apixo-watcher.service"

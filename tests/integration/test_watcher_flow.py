@@ -16,7 +16,8 @@ import yaml
 from tests.helpers.daemon import API_KEY
 from tests.helpers.receiver import Receiver, Reply, start_receiver
 from tests.integration.conftest import Upstream
-from watcher.sandbox import (
+from watcher.delivery.signing import generate_secret
+from watcher.upstream.sandbox import (
     bad_result,
     error,
     failed,
@@ -25,7 +26,6 @@ from watcher.sandbox import (
     processing,
     success,
 )
-from watcher.signing import generate_secret
 
 
 def endpoint(receiver: Receiver, secret: str, path: str = "/hook", **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,136 @@
+"""classify(): every upstream answer maps to the outcome FACTS.md asks for."""
+
+from __future__ import annotations
+
+import json
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+
+from watcher.upstream.client import PollOutcome, classify, parse_retry_after, status_url
+
+NOW = 1_700_000_000.0
+
+
+def env(code: Any = 200, data: Any = None, message: str = "success") -> bytes:
+    return json.dumps({"code": code, "message": message, "data": data}).encode()
+
+
+PENDING = {"taskId": "task_1", "state": "pending"}
+
+# (id, http status, body, retry-after, outcome, expected detail or None)
+CASES: list[tuple[str, int, bytes, str | None, PollOutcome, str | None]] = [
+    ("ok", 200, env(200, PENDING), None, PollOutcome.OK, "HTTP 200: success"),
+    ("ok without code", 200, json.dumps({"data": PENDING}).encode(), None, PollOutcome.OK, None),
+    ("body 400 on 200", 200, env(400, None, "bad"), None, PollOutcome.BAD_REQUEST, None),
+    ("body 401 on 200", 200, env(401, None, "bad key"), None, PollOutcome.CREDENTIALS,
+     "HTTP 200, code 401: bad key"),
+    ("body 402 on 200", 200, env(402, None), None, PollOutcome.CREDENTIALS, None),
+    ("body 403 on 200", 200, env(403, None), None, PollOutcome.CREDENTIALS, None),
+    ("body 404 on 200", 200, env(404, None), None, PollOutcome.NOT_FOUND, None),
+    ("body 429 on 200", 200, env(429, None), None, PollOutcome.RATE_LIMITED, None),
+    ("body 500 on 200", 200, env(500, PENDING), None, PollOutcome.TRANSIENT, None),
+    ("body odd code on 200", 200, env(7, PENDING), None, PollOutcome.TRANSIENT, None),
+    ("http 400", 400, env(400, None, "taskId is required"), None, PollOutcome.BAD_REQUEST,
+     "HTTP 400: taskId is required"),
+    ("http 401", 401, env(401, None), None, PollOutcome.CREDENTIALS, None),
+    ("http 402", 402, env(402, None), None, PollOutcome.CREDENTIALS, None),
+    ("http 403", 403, b"", None, PollOutcome.CREDENTIALS, "HTTP 403"),
+    ("http 401 html", 401, b"<html>no</html>", None, PollOutcome.CREDENTIALS, "HTTP 401"),
+    ("http 404", 404, env(404, None, "Task not found"), None, PollOutcome.NOT_FOUND, None),
+    ("http 429", 429, env(429, None), None, PollOutcome.RATE_LIMITED, None),
+    ("http 500", 500, env(500, None, "boom"), None, PollOutcome.TRANSIENT, "HTTP 500: boom"),
+    ("http 503", 503, env(503, None, "model temporarily unavailable"), None,
+     PollOutcome.TRANSIENT, "HTTP 503: model temporarily unavailable"),
+    ("http 502 html", 502, b"<html>bad gateway</html>", None, PollOutcome.TRANSIENT, "HTTP 502"),
+    ("http 418", 418, b"", None, PollOutcome.TRANSIENT, None),
+    ("http 302", 302, b"", None, PollOutcome.TRANSIENT, None),
+    # A non-2xx status wins over a body code that is not an error...
+    ("http 500 body 200", 500, env(200, PENDING), None, PollOutcome.TRANSIENT, None),
+    ("http 404 body 200", 404, env(200, PENDING), None, PollOutcome.NOT_FOUND, None),
+    # ...but an error code in the body is the application's own, more specific word.
+    ("http 400 body 402", 400, env(402, None, "insufficient balance"), None,
+     PollOutcome.CREDENTIALS, "HTTP 400, code 402: insufficient balance"),
+    ("http 500 body 404", 500, env(404, None), None, PollOutcome.NOT_FOUND, None),
+    ("body code as string ignored", 200, env("401", PENDING), None, PollOutcome.OK, None),
+    ("body code bool ignored", 200, env(True, PENDING), None, PollOutcome.OK, None),
+    ("malformed json", 200, b"{not json", None, PollOutcome.TRANSIENT,
+     "HTTP 200: malformed answer (body is not a JSON object)"),
+    ("not utf-8", 200, b"\xff\xfe\x00", None, PollOutcome.TRANSIENT, None),
+    ("empty body", 200, b"", None, PollOutcome.TRANSIENT,
+     "HTTP 200: malformed answer (empty body)"),
+    ("json array", 200, b"[1, 2]", None, PollOutcome.TRANSIENT, None),
+    ("data null", 200, env(200, None), None, PollOutcome.TRANSIENT,
+     "HTTP 200: malformed answer (no data object)"),
+    ("data string", 200, env(200, "pending"), None, PollOutcome.TRANSIENT, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after", "outcome", "detail"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_classify(
+    status: int, body: bytes, retry_after: str | None, outcome: PollOutcome, detail: str | None
+) -> None:
+    result = classify(status, body, retry_after, now=NOW)
+    assert result.outcome is outcome
+    assert result.http_status == status
+    if detail is not None:
+        assert result.detail == detail
+    if outcome is PollOutcome.OK:
+        assert result.data == json.loads(body)["data"]
+    else:
+        assert result.data is None
+
+
+def test_ok_keeps_data_verbatim_and_body_code() -> None:
+    data = {"taskId": "t", "state": "success", "resultJson": "{}", "extra": [1, {"x": None}]}
+    result = classify(200, env(200, data), None, now=NOW)
+    assert result.data == data
+    assert result.code == 200
+
+
+def test_detail_is_short() -> None:
+    result = classify(500, env(500, None, "x" * 5000), None, now=NOW)
+    assert len(result.detail) <= 200
+
+
+RETRY_AFTER: list[tuple[str, str | None, float | None]] = [
+    ("absent", None, None),
+    ("seconds", "7", 7.0),
+    ("fraction", "1.5", 1.5),
+    ("spaces", "  3 ", 3.0),
+    ("zero", "0", 0.0),
+    ("negative", "-4", None),
+    ("garbage", "soon", None),
+    ("empty", "", None),
+    ("nan", "nan", None),
+    ("date ahead", formatdate(NOW + 30, usegmt=True), 30.0),
+    ("date past", formatdate(NOW - 30, usegmt=True), 0.0),
+    ("date -0000", formatdate(NOW + 30), 30.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [c[1:] for c in RETRY_AFTER], ids=[c[0] for c in RETRY_AFTER]
+)
+def test_retry_after(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value, now=NOW) == seconds
+    result = classify(429, env(429, None), value, now=NOW)
+    assert result.outcome is PollOutcome.RATE_LIMITED
+    assert result.retry_after_s == seconds
+
+
+def test_retry_after_on_503() -> None:
+    result = classify(503, env(503, None), "12", now=NOW)
+    assert (result.outcome, result.retry_after_s) == (PollOutcome.TRANSIENT, 12.0)
+
+
+def test_status_url_quotes_model_and_task_id() -> None:
+    url = status_url("https://api.apixo.ai/api/v1/", "a/b c", "task_1&x=../y")
+    assert url.raw_path == "/api/v1/statusTask/a%2Fb%20c"
+    assert url.query["taskId"] == "task_1&x=../y"
+    assert str(url).startswith("https://api.apixo.ai/api/v1/statusTask/a%2Fb%20c?taskId=task_1")

@@ -1,0 +1,1 @@
+"""The intake HTTP API: routes, JSON views, the OpenAPI document, Prometheus metrics."""

@@ -1,0 +1,623 @@
+"""The OpenAPI 3.0 description of the intake API, served at `GET /openapi.json`.
+
+Kept by hand next to watcher/intake.py and watcher/views.py: tests validate it, check that every
+registered route is described, and fuzz the live server against it, so it stays truthful.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watcher import __version__
+from watcher.models import DeliveryStatus, EventType, TaskState
+from watcher.tasks.spec import MAX_ID_LENGTH
+
+_JSON = "application/json"
+_TIMESTAMP = {"type": "string", "format": "date-time", "example": "2026-01-01T00:00:12.500Z"}
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _response(description: str, schema: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": _ref(schema)}}, **extra}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _response(description, "Error")
+
+
+_UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
+_INTERNAL = {"$ref": "#/components/responses/Internal"}
+_STORE_DOWN = {"$ref": "#/components/responses/StoreUnavailable"}
+
+
+def _secured(responses: dict[str, Any], *, store: bool = True) -> dict[str, Any]:
+    """The answers every token-protected route can also give."""
+    out = {**responses, "401": _UNAUTHORIZED, "500": _INTERNAL}
+    if store and "503" not in out:
+        out["503"] = _STORE_DOWN
+    return out
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "description": "Page size (default 100).",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+}
+_CURSOR = {
+    "name": "cursor",
+    "in": "query",
+    "description": "The `next_cursor` of the previous page.",
+    "schema": {"type": "string"},
+}
+_BAD_PARAMETER = _error("A query parameter is invalid (`invalid_parameter`, `field` names it).")
+
+
+def _schemas() -> dict[str, Any]:
+    task_states = [s.value for s in TaskState]
+    return {
+        "ErrorDetail": {
+            "type": "object",
+            "required": ["code", "message", "field"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable code."},
+                "message": {"type": "string", "description": "For people."},
+                "field": _nullable(
+                    {
+                        "type": "string",
+                        "description": "The request field at fault, when there is one "
+                        "(null: the body as a whole).",
+                    }
+                ),
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": _ref("ErrorDetail")},
+        },
+        "FieldProblem": {
+            "type": "object",
+            "required": ["field", "code", "message"],
+            "properties": {
+                "field": _nullable({"type": "string"}),
+                "code": {
+                    "type": "string",
+                    "example": "unknown_endpoint",
+                    "description": "missing, invalid_type, invalid, unknown_field, "
+                    "unknown_endpoint, callback_host_not_allowed or too_large.",
+                },
+                "message": {"type": "string"},
+            },
+        },
+        "ValidationError": {
+            "type": "object",
+            "required": ["error", "problems"],
+            "properties": {
+                "error": _ref("ErrorDetail"),
+                "problems": {"type": "array", "items": _ref("FieldProblem")},
+            },
+        },
+        "ConfigProblem": {
+            "type": "object",
+            "required": ["path", "line", "message"],
+            "properties": {
+                "path": {"type": "string", "example": "endpoints[0].url"},
+                "line": _nullable({"type": "integer"}),
+                "message": {"type": "string"},
+            },
+        },
+        "ConfigError": {
+            "type": "object",
+            "required": ["error", "problems"],
+            "properties": {
+                "error": _ref("ErrorDetail"),
+                "problems": {"type": "array", "items": _ref("ConfigProblem")},
+            },
+        },
+        "TaskRegistration": {
+            "type": "object",
+            "required": ["task_id", "model"],
+            "additionalProperties": False,
+            "properties": {
+                "task_id": {
+                    "type": "string",
+                    "pattern": _ID_PATTERN,
+                    "maxLength": MAX_ID_LENGTH,
+                    "example": "task_abc123",
+                },
+                "model": {
+                    "type": "string",
+                    "pattern": _ID_PATTERN,
+                    "maxLength": MAX_ID_LENGTH,
+                    "example": "nano-banana",
+                },
+                "endpoints": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                    "description": "Names of configured endpoints, at least one (omitted: "
+                    "every endpoint subscribed to the event).",
+                },
+                "callback_url": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "Ad-hoc http(s) target; its host must be in "
+                    "`delivery.allowed_callback_hosts`.",
+                },
+                "metadata": {
+                    "type": "object",
+                    "description": "Echoed in every webhook; at most 4096 bytes as JSON.",
+                },
+                "deadline": {
+                    "description": "Overrides the model's polling deadline: a duration "
+                    "such as `30m` or a number of seconds.",
+                    "oneOf": [
+                        {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+                        {"type": "string", "example": "30m"},
+                    ],
+                },
+            },
+        },
+        "Task": {
+            "type": "object",
+            "required": [
+                "task_id",
+                "model",
+                "state",
+                "upstream_state",
+                "endpoints",
+                "callback_url",
+                "metadata",
+                "deadline_seconds",
+                "source",
+                "registered_at",
+                "updated_at",
+                "finished_at",
+                "polls",
+                "last_error",
+            ],
+            "properties": {
+                "task_id": {"type": "string"},
+                "model": {"type": "string"},
+                "state": {"type": "string", "enum": task_states},
+                "upstream_state": _nullable(
+                    {"type": "string", "description": "The last upstream `data.state`."}
+                ),
+                "endpoints": _nullable({"type": "array", "items": {"type": "string"}}),
+                "callback_url": _nullable({"type": "string"}),
+                "metadata": {"type": "object"},
+                "deadline_seconds": _nullable({"type": "number"}),
+                "source": {"type": "string", "enum": ["api", "file"]},
+                "registered_at": _TIMESTAMP,
+                "updated_at": _TIMESTAMP,
+                "finished_at": _nullable(_TIMESTAMP),
+                "polls": {"type": "integer", "minimum": 0},
+                "last_error": _nullable({"type": "string"}),
+            },
+        },
+        "StateChange": {
+            "type": "object",
+            "required": ["from_state", "to_state", "at", "reason", "upstream_state"],
+            "properties": {
+                "from_state": {"type": "string", "enum": task_states},
+                "to_state": {"type": "string", "enum": task_states},
+                "at": _TIMESTAMP,
+                "reason": {"type": "string"},
+                "upstream_state": _nullable({"type": "string"}),
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["id", "type", "created_at", "payload"],
+            "properties": {
+                "id": {"type": "string", "example": "evt_01HV..."},
+                "type": {"type": "string", "enum": [t.value for t in EventType]},
+                "created_at": _TIMESTAMP,
+                "payload": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "The webhook body exactly as sent.",
+                },
+            },
+        },
+        "Attempt": {
+            "type": "object",
+            "required": [
+                "number",
+                "started_at",
+                "duration_ms",
+                "outcome",
+                "status_code",
+                "error",
+                "webhook_timestamp",
+            ],
+            "properties": {
+                "number": {"type": "integer", "minimum": 1},
+                "started_at": _TIMESTAMP,
+                "duration_ms": {"type": "number"},
+                "outcome": {"type": "string", "enum": ["succeeded", "retry", "failed"]},
+                "status_code": _nullable({"type": "integer"}),
+                "error": _nullable({"type": "string"}),
+                "webhook_timestamp": _nullable({"type": "integer"}),
+            },
+        },
+        "Delivery": {
+            "type": "object",
+            "required": [
+                "delivery_id",
+                "task_id",
+                "event_id",
+                "event_type",
+                "endpoint",
+                "url",
+                "webhook_id",
+                "status",
+                "attempts",
+                "next_attempt_at",
+                "created_at",
+                "updated_at",
+                "last_status_code",
+                "last_error",
+            ],
+            "properties": {
+                "delivery_id": {"type": "string", "example": "dlv_01HV..."},
+                "task_id": {"type": "string"},
+                "event_id": {"type": "string"},
+                "event_type": {"type": "string", "enum": [t.value for t in EventType]},
+                "endpoint": {
+                    "type": "string",
+                    "description": "Configured endpoint name, or `@callback` for the task's "
+                    "callback_url.",
+                },
+                "url": _nullable(
+                    {"type": "string", "description": "Only for `@callback` deliveries."}
+                ),
+                "webhook_id": {"type": "string", "example": "msg_01HV..."},
+                "status": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+                "attempts": {"type": "integer", "minimum": 0, "description": "Attempts made."},
+                "next_attempt_at": _nullable(_TIMESTAMP),
+                "created_at": _TIMESTAMP,
+                "updated_at": _TIMESTAMP,
+                "last_status_code": _nullable({"type": "integer"}),
+                "last_error": _nullable({"type": "string"}),
+            },
+        },
+        "DeliveryDetail": {
+            "allOf": [
+                _ref("Delivery"),
+                {
+                    "type": "object",
+                    "required": ["attempt_log"],
+                    "properties": {
+                        "attempt_log": {"type": "array", "items": _ref("Attempt")},
+                    },
+                },
+            ]
+        },
+        "TaskDetail": {
+            "allOf": [
+                _ref("Task"),
+                {
+                    "type": "object",
+                    "required": ["next_poll_at", "state_changes", "events", "deliveries"],
+                    "properties": {
+                        "next_poll_at": _nullable(_TIMESTAMP),
+                        "state_changes": {"type": "array", "items": _ref("StateChange")},
+                        "events": {"type": "array", "items": _ref("Event")},
+                        "deliveries": {"type": "array", "items": _ref("DeliveryDetail")},
+                    },
+                },
+            ]
+        },
+        "TaskList": {
+            "type": "object",
+            "required": ["tasks", "next_cursor"],
+            "properties": {
+                "tasks": {"type": "array", "items": _ref("Task")},
+                "next_cursor": _nullable({"type": "string"}),
+            },
+        },
+        "DeliveryList": {
+            "type": "object",
+            "required": ["deliveries", "next_cursor"],
+            "properties": {
+                "deliveries": {"type": "array", "items": _ref("Delivery")},
+                "next_cursor": _nullable({"type": "string"}),
+            },
+        },
+        "Status": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "ready", "reloaded"]},
+            },
+        },
+        "Unhealthy": {
+            "type": "object",
+            "required": ["status", "reasons"],
+            "properties": {
+                "status": {"type": "string", "enum": ["unhealthy", "not_ready"]},
+                "reasons": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    }
+
+
+def _paths() -> dict[str, Any]:
+    task_id = _path_param("task_id", "The upstream task id.")
+    delivery_id = _path_param("delivery_id", "A delivery id (`dlv_...`).")
+    not_found_task = _error("No such task (`task_not_found`).")
+    not_found_delivery = _error("No such delivery (`delivery_not_found`).")
+    open_security: list[Any] = []
+    return {
+        "/v1/tasks": {
+            "post": {
+                "operationId": "registerTask",
+                "summary": "Register a task to watch (idempotent per task_id).",
+                "description": "Answers only after the task is committed to disk.",
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("TaskRegistration")}},
+                },
+                "responses": _secured(
+                    {
+                        "201": _response(
+                            "Registered.",
+                            "Task",
+                            headers={
+                                "Location": {
+                                    "description": "The task's URL.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        ),
+                        "200": _response("Already known: the stored task, unchanged.", "Task"),
+                        "400": _error("The body is not JSON (`invalid_json`)."),
+                        "409": _error(
+                            "The task_id is registered with another model (`task_conflict`)."
+                        ),
+                        "413": _error("The body is over `intake.max_body_bytes`."),
+                        "422": _response(
+                            "The registration is invalid (`validation_failed`); `field` names "
+                            "the first problem, `problems` lists them all.",
+                            "ValidationError",
+                        ),
+                        "503": _error(
+                            "The daemon is stopping (`draining`) or the store is unavailable "
+                            "(`store_unavailable`); retry later."
+                        ),
+                    }
+                ),
+            },
+            "get": {
+                "operationId": "listTasks",
+                "summary": "Tasks, newest registration first.",
+                "parameters": [
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": [s.value for s in TaskState]},
+                    },
+                    _LIMIT,
+                    _CURSOR,
+                ],
+                "responses": _secured(
+                    {"200": _response("A page of tasks.", "TaskList"), "400": _BAD_PARAMETER}
+                ),
+            },
+        },
+        "/v1/tasks/{task_id}": {
+            "parameters": [task_id],
+            "get": {
+                "operationId": "getTask",
+                "summary": "One task with its state changes, events and delivery attempts.",
+                "responses": _secured(
+                    {"200": _response("The task.", "TaskDetail"), "404": not_found_task}
+                ),
+            },
+            "delete": {
+                "operationId": "cancelTask",
+                "summary": "Stop watching a task; no webhook is sent.",
+                "responses": _secured(
+                    {
+                        "200": _response(
+                            "Cancelled: the task, now `cancelled` (also when it was cancelled "
+                            "before).",
+                            "Task",
+                        ),
+                        "404": not_found_task,
+                        "409": _error(
+                            "The task has already finished on its own (`task_finished`)."
+                        ),
+                    }
+                ),
+            },
+        },
+        "/v1/deliveries": {
+            "get": {
+                "operationId": "listDeliveries",
+                "summary": "The delivery log, newest first.",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+                    },
+                    {"name": "task_id", "in": "query", "schema": {"type": "string"}},
+                    _LIMIT,
+                    _CURSOR,
+                ],
+                "responses": _secured(
+                    {
+                        "200": _response("A page of deliveries.", "DeliveryList"),
+                        "400": _BAD_PARAMETER,
+                    }
+                ),
+            },
+        },
+        "/v1/deliveries/{delivery_id}": {
+            "parameters": [delivery_id],
+            "get": {
+                "operationId": "getDelivery",
+                "summary": "One delivery with its attempts.",
+                "responses": _secured(
+                    {
+                        "200": _response("The delivery.", "DeliveryDetail"),
+                        "404": not_found_delivery,
+                    }
+                ),
+            },
+        },
+        "/v1/deliveries/{delivery_id}/redeliver": {
+            "parameters": [delivery_id],
+            "post": {
+                "operationId": "redeliver",
+                "summary": "Send a delivery again: a new attempt now, the same webhook-id.",
+                "responses": _secured(
+                    {
+                        "202": _response("Queued; the delivery, now `pending`.", "Delivery"),
+                        "404": not_found_delivery,
+                    }
+                ),
+            },
+        },
+        "/v1/reload": {
+            "post": {
+                "operationId": "reload",
+                "summary": "Reload the config file, secrets, API key and tasks file.",
+                "responses": _secured(
+                    {
+                        "200": _response('Applied (`{"status": "reloaded"}`).', "Status"),
+                        "422": _response(
+                            "The new config is invalid (`invalid_config`); the old one stays.",
+                            "ConfigError",
+                        ),
+                    },
+                    store=False,
+                ),
+            },
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: the process serves and its loops are alive.",
+                "security": open_security,
+                "responses": _health("alive"),
+            }
+        },
+        "/livez": {
+            "get": {
+                "operationId": "livez",
+                "summary": "Alias of /healthz.",
+                "security": open_security,
+                "responses": _health("alive"),
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: the store is writable, the API key is not known bad and "
+                "the daemon is not stopping.",
+                "security": open_security,
+                "responses": _health("ready"),
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text exposition format 0.0.4).",
+                "responses": _secured(
+                    {
+                        "200": {
+                            "description": "The metrics.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                    store=False,
+                ),
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "responses": _secured(
+                    {"200": {"description": "OpenAPI 3.0", "content": {_JSON: {"schema": {}}}}},
+                    store=False,
+                ),
+            }
+        },
+    }
+
+
+def _health(what: str) -> dict[str, Any]:
+    return {
+        "200": _response(f"{what.capitalize()}.", "Status"),
+        "503": _response(f"Not {what}; `reasons` says why.", "Unhealthy"),
+        "500": _INTERNAL,
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document of the intake API."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "apixo-watcher intake API",
+            "version": __version__,
+            "description": "Register APIXO generation tasks to watch, inspect them and their "
+            "webhook deliveries, reload the daemon, and probe its health. Every error answer "
+            'is `{"error": {"code", "message"}}`. Unknown routes answer 404 '
+            "(`not_found`), a wrong method 405 (`method_not_allowed`).",
+        },
+        "servers": [{"url": "http://127.0.0.1:8787", "description": "The default listen"}],
+        "security": [{"bearerAuth": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The `intake.token` of the config. Enforced when a token is "
+                    "configured (required unless listening on loopback or a unix socket); "
+                    "/healthz, /livez and /readyz never need it.",
+                }
+            },
+            "responses": {
+                "Unauthorized": {
+                    "description": "Missing or wrong bearer token (`unauthorized`).",
+                    "headers": {
+                        "WWW-Authenticate": {
+                            "description": '`Bearer realm="apixo-watcher"`',
+                            "schema": {"type": "string"},
+                        }
+                    },
+                    "content": {_JSON: {"schema": _ref("Error")}},
+                },
+                "Internal": _error("An unexpected failure (`internal`); details are logged."),
+                "StoreUnavailable": _error(
+                    "The task store failed (`store_unavailable`); retry later."
+                ),
+            },
+            "schemas": _schemas(),
+        },
+    }

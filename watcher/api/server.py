@@ -1,0 +1,487 @@
+"""The intake HTTP API: register, inspect and cancel tasks, inspect and redeliver webhooks,
+reload, health, metrics. docs/api.md is the reference; watcher/openapi.py describes it.
+
+Every answer is JSON (except /metrics); every error is `{"error": {"code", "message", ...}}`.
+The server runs inside the daemon's event loop and never handles signals itself. Domain work
+goes through `WatchService`, so a 201/200 on `POST /v1/tasks` means the task is committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import math
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import structlog
+from aiohttp import web
+
+from watcher.api.metrics import Metrics
+from watcher.api.openapi import openapi_document
+from watcher.api.views import delivery_json, task_detail_json, task_json
+from watcher.config.settings import IntakeConfig
+from watcher.errors import (
+    ConfigProblem,
+    DeliveryNotFound,
+    FieldProblem,
+    InvalidCursor,
+    InvalidTask,
+    StoreError,
+    TaskConflict,
+    TaskFinished,
+    TaskNotFound,
+    WatcherError,
+)
+from watcher.models import DeliveryStatus, TaskSource, TaskState
+from watcher.service import WatchService
+from watcher.tasks.spec import parse_task_spec
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+# Probes must answer without credentials: systemd, load balancers and orchestrators call them.
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+_SHUTDOWN_TIMEOUT_S = 5.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+E = TypeVar("E", bound=StrEnum)
+
+
+class DaemonControl(Protocol):
+    """What the intake asks of the daemon that runs it."""
+
+    async def reload(self) -> list[ConfigProblem]:
+        """Reload the config: [] when applied, else every problem (the old config stays)."""
+        ...
+
+    def liveness(self) -> list[str]:
+        """Reasons the daemon is not alive ([] when it is)."""
+        ...
+
+    def readiness(self) -> list[str]:
+        """Reasons the daemon is not ready ([] when it is)."""
+        ...
+
+
+class ApiError(WatcherError):
+    """An intake request was refused; becomes a JSON error answer."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.field = field
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+        super().__init__(message)
+
+
+def error_body(
+    code: str, message: str, *, field: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The JSON of an error answer; `field` is null unless the error is about one field."""
+    return {"error": {"code": code, "message": message, "field": field}, **extra}
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers)
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN/Infinity are not JSON; accepting them would put invalid JSON into webhook bodies.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999: out of range, would be echoed as Infinity
+        raise ValueError("a number is out of range")
+    return value
+
+
+class IntakeServer:
+    """The intake API on TCP or a unix socket."""
+
+    def __init__(
+        self,
+        *,
+        service: WatchService,
+        config: IntakeConfig,
+        control: DaemonControl,
+        metrics: Metrics,
+    ) -> None:
+        self._service = service
+        self._config = config
+        self._control = control
+        self._metrics = metrics
+        self._draining = False
+        self._runner: web.AppRunner | None = None
+        self._unix_path: Path | None = None
+        self.app = self._build_app()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _build_app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._observe, self._errors, self._auth],
+            client_max_size=max(self._config.max_body_bytes, 1024),
+        )
+        r = app.router
+        r.add_post("/v1/tasks", self._post_task)
+        r.add_get("/v1/tasks", self._list_tasks, allow_head=False)
+        r.add_get("/v1/tasks/{task_id}", self._get_task, allow_head=False)
+        r.add_delete("/v1/tasks/{task_id}", self._cancel_task)
+        r.add_get("/v1/deliveries", self._list_deliveries, allow_head=False)
+        r.add_get("/v1/deliveries/{delivery_id}", self._get_delivery, allow_head=False)
+        r.add_post("/v1/deliveries/{delivery_id}/redeliver", self._redeliver)
+        r.add_post("/v1/reload", self._reload)
+        r.add_get("/healthz", self._healthz, allow_head=False)
+        r.add_get("/livez", self._healthz, allow_head=False)
+        r.add_get("/readyz", self._readyz, allow_head=False)
+        r.add_get("/metrics", self._metrics_text, allow_head=False)
+        r.add_get("/openapi.json", self._openapi, allow_head=False)
+        return app
+
+    async def start(self) -> None:
+        """Bind and serve; WatcherError when the address can't be bound."""
+        runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+        )
+        await runner.setup()
+        cfg = self._config
+        try:
+            if cfg.unix_path is not None:
+                path = Path(cfg.unix_path)
+                _clear_stale_socket(path)
+                await web.UnixSite(runner, str(path)).start()
+                self._unix_path = path
+                # Group access only: the token is optional on a unix socket, the mode is the guard.
+                os.chmod(path, 0o660)
+            else:
+                host = cfg.host or "127.0.0.1"
+                await web.TCPSite(runner, host, cfg.port or 0).start()
+        except (OSError, WatcherError) as exc:
+            await runner.cleanup()
+            bound, self._unix_path = self._unix_path, None
+            if bound is not None:  # bound, then chmod failed: leave no socket behind
+                bound.unlink(missing_ok=True)
+            if isinstance(exc, WatcherError):
+                raise
+            reason = exc.strerror or str(exc)
+            raise WatcherError(f"cannot listen on {cfg.listen}: {reason}") from exc
+        self._runner = runner
+        log.info("intake_listening", address=self.address, token=cfg.token is not None)
+
+    @property
+    def address(self) -> str:
+        """Where the server listens: "127.0.0.1:54321" (the real port) or "unix:/path"."""
+        if self._unix_path is not None:
+            return f"unix:{self._unix_path}"
+        if self._runner is not None:
+            for sockname in self._runner.addresses:
+                if isinstance(sockname, tuple):
+                    host, port = sockname[0], sockname[1]
+                    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self._config.listen
+
+    def set_draining(self) -> None:
+        """Graceful stop: refuse new tasks (503) and report not ready; the rest still answers."""
+        self._draining = True
+
+    def update_config(self, config: IntakeConfig) -> None:
+        """Apply a reloaded intake config: the token and body limit apply at once.
+
+        A changed `listen` needs a restart (the daemon logs that); the bound socket stays.
+        """
+        self._config = config
+
+    async def stop(self) -> None:
+        """Stop serving (in-flight requests get a short grace) and remove the socket file."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        path, self._unix_path = self._unix_path, None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()
+
+    # -- middlewares ----------------------------------------------------------------------------
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await handler(request)
+        duration_ms = (time.perf_counter() - started) * 1000
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        self._metrics.intake_request(route, request.method, response.status)
+        log.debug(
+            "intake_request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            duration_ms=round(duration_ms, 3),
+        )
+        return response
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            body = error_body(exc.code, exc.message, field=exc.field, **exc.extra)
+            return _json(body, exc.status, exc.headers)
+        except web.HTTPException as exc:
+            return _http_exception(exc)
+        except (TaskNotFound, DeliveryNotFound, TaskConflict, TaskFinished) as exc:
+            status, code = _DOMAIN_ERRORS[type(exc)]
+            return _json(error_body(code, exc.message), status)
+        except InvalidCursor:
+            message = "cursor must be the next_cursor of an earlier page"
+            return _json(error_body("invalid_parameter", message, field="cursor"), 400)
+        except StoreError:
+            log.error("intake_store_error", method=request.method, path=request.path, exc_info=True)
+            return _json(error_body("store_unavailable", "the task store is unavailable"), 503)
+        except Exception:
+            log.error(
+                "intake_handler_failed", method=request.method, path=request.path, exc_info=True
+            )
+            return _json(error_body("internal", "internal error"), 500)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self._config.token
+        if token is not None and request.path not in OPEN_PATHS:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            expected = token.reveal().encode()
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                    headers={"WWW-Authenticate": 'Bearer realm="apixo-watcher"'},
+                )
+        return await handler(request)
+
+    # -- tasks ----------------------------------------------------------------------------------
+    async def _post_task(self, request: web.Request) -> web.Response:
+        if self._draining:
+            raise ApiError(503, "draining", "the daemon is shutting down and takes no new tasks")
+        raw = _parse_json(await self._read_body(request))
+        config = self._service.config
+        try:
+            spec = parse_task_spec(
+                raw,
+                endpoint_names=self._service.endpoint_names(),
+                allowed_callback_hosts=config.delivery.allowed_callback_hosts,
+            )
+        except InvalidTask as exc:
+            raise _validation_error(exc.problems) from exc
+        task, created = self._service.register(spec, source=TaskSource.API)
+        headers = {"Location": f"/v1/tasks/{task.task_id}"}
+        return _json(task_json(task), 201 if created else 200, headers)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._config.max_body_bytes
+        too_large = ApiError(
+            413, "payload_too_large", f"the request body is larger than {limit} bytes"
+        )
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        # Read in chunks with our own bound: a chunked body has no Content-Length to trust, and
+        # the limit may have changed on reload (the app's client_max_size can't).
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _list_tasks(self, request: web.Request) -> web.Response:
+        state = _enum_param(request, "state", TaskState)
+        limit = _limit_param(request)
+        cursor = _cursor_param(request)
+        tasks, next_cursor = self._service.list_tasks(state=state, limit=limit, cursor=cursor)
+        return _json({"tasks": [task_json(t) for t in tasks], "next_cursor": next_cursor})
+
+    async def _get_task(self, request: web.Request) -> web.Response:
+        view = self._service.view(request.match_info["task_id"])
+        return _json(task_detail_json(view))
+
+    async def _cancel_task(self, request: web.Request) -> web.Response:
+        task = self._service.cancel(request.match_info["task_id"])
+        return _json(task_json(task))
+
+    # -- deliveries -----------------------------------------------------------------------------
+    async def _list_deliveries(self, request: web.Request) -> web.Response:
+        status = _enum_param(request, "status", DeliveryStatus)
+        task_id = request.query.get("task_id") or None
+        limit = _limit_param(request)
+        cursor = _cursor_param(request)
+        deliveries, next_cursor = self._service.list_deliveries(
+            status=status, task_id=task_id, limit=limit, cursor=cursor
+        )
+        return _json(
+            {"deliveries": [delivery_json(d) for d in deliveries], "next_cursor": next_cursor}
+        )
+
+    async def _get_delivery(self, request: web.Request) -> web.Response:
+        view = self._service.delivery_view(request.match_info["delivery_id"])
+        return _json(delivery_json(view.delivery, view.attempts))
+
+    async def _redeliver(self, request: web.Request) -> web.Response:
+        delivery = self._service.redeliver(request.match_info["delivery_id"])
+        return _json(delivery_json(delivery), 202)
+
+    # -- operations -----------------------------------------------------------------------------
+    async def _reload(self, request: web.Request) -> web.Response:
+        problems = await self._control.reload()
+        if not problems:
+            return _json({"status": "reloaded"})
+        message = (
+            f"{len(problems)} problem(s) in the configuration; the running configuration is kept"
+        )
+        listed = [{"path": p.path, "line": p.line, "message": p.message} for p in problems]
+        return _json(error_body("invalid_config", message, problems=listed), 422)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        reasons = self._control.liveness()
+        if reasons:
+            return _json({"status": "unhealthy", "reasons": reasons}, 503)
+        return _json({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        reasons = list(self._control.readiness())
+        if self._draining and not any(r.startswith("draining") for r in reasons):
+            reasons.append("draining: the daemon is stopping")
+        if reasons:
+            return _json({"status": "not_ready", "reasons": reasons}, 503)
+        return _json({"status": "ready"})
+
+    async def _metrics_text(self, request: web.Request) -> web.Response:
+        body, content_type = self._metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return _json(openapi_document())
+
+
+_DOMAIN_ERRORS: Mapping[type[WatcherError], tuple[int, str]] = {
+    TaskNotFound: (404, "task_not_found"),
+    DeliveryNotFound: (404, "delivery_not_found"),
+    TaskConflict: (409, "task_conflict"),
+    TaskFinished: (409, "task_finished"),
+}
+
+_HTTP_CODES: Mapping[int, tuple[str, str]] = {
+    404: ("not_found", "no such route"),
+    405: ("method_not_allowed", "method not allowed on this route"),
+    413: ("payload_too_large", "the request body is too large"),
+}
+
+
+def _http_exception(exc: web.HTTPException) -> web.Response:
+    code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
+    headers = {}
+    if exc.status == 405 and "Allow" in exc.headers:
+        headers["Allow"] = exc.headers["Allow"]
+    return _json(error_body(code, message), exc.status, headers)
+
+
+def _parse_json(body: bytes) -> object:
+    try:
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+
+
+def _validation_error(problems: list[FieldProblem]) -> ApiError:
+    # A problem with the body as a whole (not an object) has field "": shown as null.
+    listed = [{"field": p.field or None, "code": p.code, "message": p.message} for p in problems]
+    first = problems[0]
+    message = "; ".join(
+        f"{p.field}: {p.message}" if p.field else f"the body {p.message}" for p in problems
+    )
+    return ApiError(
+        422,
+        "validation_failed",
+        message,
+        field=first.field or None,
+        extra={"problems": listed},
+    )
+
+
+def _enum_param(request: web.Request, name: str, kind: type[E]) -> E | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be one of: {allowed}", field=name
+        ) from None
+
+
+def _limit_param(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"limit must be a whole number from 1 to {MAX_LIMIT}",
+            field="limit",
+        )
+    return int(raw)
+
+
+def _cursor_param(request: web.Request) -> str | None:
+    return request.query.get("cursor") or None
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket file left by a dead process; refuse to take over a live one."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise WatcherError(f"cannot listen on unix:{path}: {exc.strerror}") from exc
+    if not stat.S_ISSOCK(mode):
+        raise WatcherError(f"cannot listen on unix:{path}: the path exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)  # nobody answers: stale
+            return
+    raise WatcherError(f"cannot listen on unix:{path}: another process is listening there")

@@ -1,0 +1,116 @@
+"""JSON shapes of tasks and deliveries, as the intake API answers and `--json` prints them.
+
+Pure functions of the domain records. Timestamps are ISO 8601 UTC with milliseconds and `Z`
+(the webhook bodies use the same form). Nothing here ever includes a secret: the records hold
+none, and configured endpoints appear only by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from watcher.delivery.events import iso_timestamp
+from watcher.models import Attempt, Delivery, Event, StateChange, Task
+
+if TYPE_CHECKING:
+    from watcher.service import TaskView
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as `2026-01-01T00:00:12.500Z`; None stays None."""
+    return None if ts is None else iso_timestamp(ts)
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """A task's fields (the answer of `POST /v1/tasks` and each item of `GET /v1/tasks`)."""
+    return {
+        "task_id": task.task_id,
+        "model": task.model,
+        "state": task.state.value,
+        "upstream_state": task.upstream_state,
+        "endpoints": list(task.endpoints) if task.endpoints is not None else None,
+        "callback_url": task.callback_url,
+        "metadata": dict(task.metadata),
+        "deadline_seconds": task.deadline_s,
+        "source": task.source.value,
+        "registered_at": iso(task.registered_at),
+        "updated_at": iso(task.updated_at),
+        "finished_at": iso(task.finished_at),
+        "polls": task.polls,
+        "last_error": task.last_error,
+    }
+
+
+def state_change_json(change: StateChange) -> dict[str, Any]:
+    return {
+        "from_state": change.from_state.value,
+        "to_state": change.to_state.value,
+        "at": iso(change.at),
+        "reason": change.reason,
+        "upstream_state": change.upstream_state,
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event with its webhook body parsed as `payload` (exactly what receivers got)."""
+    try:
+        payload: Any = json.loads(event.body)
+    except ValueError:  # never expected: bodies are built by json.dumps
+        payload = None
+    return {
+        "id": event.event_id,
+        "type": event.type.value,
+        "created_at": iso(event.created_at),
+        "payload": payload,
+    }
+
+
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "started_at": iso(attempt.started_at),
+        "duration_ms": round(attempt.duration_ms, 3),
+        "outcome": attempt.outcome.value,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "webhook_timestamp": attempt.webhook_timestamp,
+    }
+
+
+def delivery_json(delivery: Delivery, attempts: Sequence[Attempt] | None = None) -> dict[str, Any]:
+    """A delivery; with `attempts`, also its attempt log as `attempt_log` (oldest first).
+
+    `attempts` in the result is always the number of attempts made, so the field has one type
+    in every answer. `url` is only set for deliveries to a task's ad-hoc callback_url.
+    """
+    out: dict[str, Any] = {
+        "delivery_id": delivery.delivery_id,
+        "task_id": delivery.task_id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type.value,
+        "endpoint": delivery.endpoint,
+        "url": delivery.url,
+        "webhook_id": delivery.webhook_id,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "created_at": iso(delivery.created_at),
+        "updated_at": iso(delivery.updated_at),
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+    }
+    if attempts is not None:
+        out["attempt_log"] = [attempt_json(a) for a in attempts]
+    return out
+
+
+def task_detail_json(view: TaskView) -> dict[str, Any]:
+    """One task with everything about it (`GET /v1/tasks/{id}`, `show --json`)."""
+    out = task_json(view.task)
+    out["next_poll_at"] = iso(view.next_poll_at)
+    out["state_changes"] = [state_change_json(c) for c in view.state_changes]
+    out["events"] = [event_json(e) for e in view.events]
+    out["deliveries"] = [delivery_json(d.delivery, d.attempts) for d in view.deliveries]
+    return out

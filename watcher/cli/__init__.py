@@ -1,0 +1,1 @@
+"""The apixo-watcher command: arguments, exit codes, the operator commands (intake client)."""

@@ -1,0 +1,388 @@
+"""The operator commands: talk to the running daemon through its intake API.
+
+`add`, `list`, `show`, `cancel`, `deliveries`, `redeliver` and `reload` find the intake address
+and token in the config file's `intake` section only, so an operator's shell needs neither the
+API key nor the webhook secrets to use them. Human-readable tables by default, `--json` for
+scripts; one clear line on error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+
+from watcher.config.settings import IntakeConfig, load_intake_config
+from watcher.errors import IntakeError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78
+TASK_STATES = (
+    "pending",
+    "processing",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "not_found",
+    "cancelled",
+)
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: Any
+
+
+class IntakeClient:
+    """A small client of the intake API, over TCP or a unix socket."""
+
+    def __init__(self, intake: IntakeConfig, *, timeout_s: float = 30.0) -> None:
+        self._intake = intake
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        if intake.unix_path is not None:
+            self._base = "http://localhost"
+            self.where = f"unix:{intake.unix_path}"
+        else:
+            host = intake.host or "127.0.0.1"
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            if ":" in host:
+                host = f"[{host}]"
+            self._base = f"http://{host}:{intake.port}"
+            self.where = f"{host}:{intake.port}"
+
+    def request(self, method: str, path: str, body: Any = None) -> Answer:
+        return asyncio.run(self._request(method, path, body))
+
+    async def _request(self, method: str, path: str, body: Any) -> Answer:
+        headers = {"accept": "application/json"}
+        if self._intake.token is not None:
+            headers["authorization"] = f"Bearer {self._intake.token.reveal()}"
+        connector: aiohttp.BaseConnector | None = None
+        if self._intake.unix_path is not None:
+            connector = aiohttp.UnixConnector(path=str(self._intake.unix_path))
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=self._timeout) as session,
+                session.request(method, self._base + path, json=body, headers=headers) as resp,
+            ):
+                raw = await resp.read()
+                try:
+                    parsed: Any = json.loads(raw) if raw else None
+                except ValueError:
+                    parsed = raw.decode("utf-8", "replace")
+                return Answer(resp.status, parsed)
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise IntakeError(
+                f"cannot reach the daemon at {self.where}: is it running? ({_reason(exc)})"
+            ) from exc
+        except TimeoutError as exc:
+            raise IntakeError(f"the daemon at {self.where} did not answer in time") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _error_text(answer: Answer) -> str:
+    body = answer.body
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        err = body["error"]
+        field = f" (field {err['field']})" if err.get("field") else ""
+        return f"{err.get('message', 'error')}{field} [HTTP {answer.status}, {err.get('code')}]"
+    return f"HTTP {answer.status}"
+
+
+def _check(answer: Answer, *ok: int) -> Any:
+    if answer.status not in ok:
+        raise IntakeError(_error_text(answer), status=answer.status)
+    return answer.body
+
+
+def _client(args: argparse.Namespace) -> IntakeClient:
+    from watcher.cli.main import default_config_path
+
+    path = Path(args.config or default_config_path())
+    return IntakeClient(load_intake_config(path))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _s(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _meta_item(item: str) -> tuple[str, Any]:
+    """argparse type of `--meta KEY=VALUE` (a malformed one is a usage error, exit 2)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {item!r}")
+    try:
+        # Numbers, true/false/null and JSON strings keep their type; anything else is text.
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def _limit(text: str) -> int:
+    """argparse type of `--limit`: what the API accepts, 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be from 1 to 1000")
+    return value
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_add(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"task_id": args.task_id, "model": args.model}
+    if args.endpoint:
+        body["endpoints"] = args.endpoint
+    if args.meta:
+        body["metadata"] = dict(args.meta)
+    if args.callback_url:
+        body["callback_url"] = args.callback_url
+    if args.deadline:
+        body["deadline"] = args.deadline
+    answer = _client(args).request("POST", "/v1/tasks", body)
+    task = _check(answer, 200, 201)
+    if args.json:
+        _print_json(task)
+    else:
+        verb = "registered" if answer.status == 201 else "already registered"
+        print(f"{task['task_id']}: {verb} ({task['model']}, {task['state']})")
+    return EXIT_OK
+
+
+_TASK_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
+    ("task", lambda t: t["task_id"]),
+    ("model", lambda t: t["model"]),
+    ("state", lambda t: t["state"]),
+    ("upstream", lambda t: t.get("upstream_state")),
+    ("polls", lambda t: t.get("polls", 0)),
+    ("registered", lambda t: t.get("registered_at")),
+    ("finished", lambda t: t.get("finished_at")),
+]
+_DELIVERY_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
+    ("delivery", lambda d: d["delivery_id"]),
+    ("task", lambda d: d["task_id"]),
+    ("event", lambda d: d["event_type"]),
+    ("endpoint", lambda d: d["endpoint"]),
+    ("status", lambda d: d["status"]),
+    ("attempts", lambda d: d["attempts"]),
+    ("last", lambda d: d.get("last_status_code") or d.get("last_error")),
+    ("next", lambda d: d.get("next_attempt_at")),
+]
+
+
+def _listing(
+    args: argparse.Namespace,
+    path: str,
+    query: dict[str, str],
+    key: str,
+    columns: list[tuple[str, Callable[[Mapping[str, Any]], Any]]],
+) -> int:
+    """GET a paged list and print it as a table (or the raw answer with --json)."""
+    query = {"limit": str(args.limit), **{k: v for k, v in query.items() if v}}
+    body = _check(_client(args).request("GET", f"{path}?{urlencode(query)}"), 200)
+    if args.json:
+        _print_json(body)
+        return EXIT_OK
+    rows = [[_s(get(item)) for _, get in columns] for item in body[key]]
+    print(_table(rows, [name for name, _ in columns]) if rows else f"no {key}")
+    if body.get("next_cursor"):
+        print(f"(more: showing the newest {len(rows)}; use --limit or --json for more)")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    return _listing(args, "/v1/tasks", {"state": args.state}, "tasks", _TASK_COLUMNS)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    path = "/v1/tasks/" + quote(args.task_id, safe="")
+    task = _check(_client(args).request("GET", path), 200)
+    if args.json:
+        _print_json(task)
+        return EXIT_OK
+    print(f"task        {task['task_id']}")
+    print(f"model       {task['model']}")
+    print(f"state       {task['state']} (upstream: {_s(task.get('upstream_state'))})")
+    print(f"registered  {_s(task.get('registered_at'))} from {_s(task.get('source'))}")
+    print(f"finished    {_s(task.get('finished_at'))}")
+    print(f"polls       {task.get('polls', 0)}, next poll {_s(task.get('next_poll_at'))}")
+    if task.get("last_error"):
+        print(f"last error  {task['last_error']}")
+    if task.get("metadata"):
+        print(f"metadata    {json.dumps(task['metadata'], ensure_ascii=False)}")
+    changes = task.get("state_changes") or []
+    if changes:
+        print("\nstate changes")
+        rows = [
+            [_s(c.get("at")), f"{c['from_state']} -> {c['to_state']}", _s(c.get("reason"))]
+            for c in changes
+        ]
+        print(_table(rows, ["at", "change", "reason"]))
+    events = task.get("events") or []
+    if events:
+        print("\nevents")
+        rows = [[e["id"], e["type"], _s(e.get("created_at"))] for e in events]
+        print(_table(rows, ["event", "type", "created"]))
+    deliveries = task.get("deliveries") or []
+    if deliveries:
+        print("\ndeliveries")
+        for d in deliveries:
+            print(
+                f"  {d['delivery_id']}  {d['event_type']} -> {d['endpoint']}  {d['status']}  "
+                f"attempts {d['attempts']}  webhook-id {d['webhook_id']}"
+            )
+            for a in d.get("attempt_log") or []:
+                result = _s(a.get("status_code")) if a.get("status_code") else _s(a.get("error"))
+                print(
+                    f"    #{a['number']} {_s(a.get('started_at'))} {a['outcome']} {result} "
+                    f"({a.get('duration_ms', 0):.0f} ms)"
+                )
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    path = "/v1/tasks/" + quote(args.task_id, safe="")
+    task = _check(_client(args).request("DELETE", path), 200)
+    print(f"{task['task_id']}: cancelled (no webhook will be sent)")
+    return EXIT_OK
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    query = {"status": args.status, "task_id": args.task}
+    return _listing(args, "/v1/deliveries", query, "deliveries", _DELIVERY_COLUMNS)
+
+
+def cmd_redeliver(args: argparse.Namespace) -> int:
+    path = f"/v1/deliveries/{quote(args.delivery_id, safe='')}/redeliver"
+    body = _check(_client(args).request("POST", path), 202)
+    print(f"{body['delivery_id']}: queued for redelivery (webhook-id {body['webhook_id']})")
+    return EXIT_OK
+
+
+def reload_command(args: argparse.Namespace) -> int:
+    """`apixo-watcher reload`: synchronous, for systemd's ExecReload."""
+    from watcher.cli.main import default_config_path
+
+    path = Path(args.config or default_config_path())
+    client = IntakeClient(load_intake_config(path), timeout_s=args.timeout)
+    answer = client.request("POST", "/v1/reload")
+    if answer.status == 200:
+        print("reloaded")
+        return EXIT_OK
+    body = answer.body if isinstance(answer.body, Mapping) else {}
+    problems = body.get("problems") or []
+    if answer.status == 422 and problems:
+        print(
+            "apixo-watcher: the new config is invalid; the daemon keeps the old one:",
+            file=sys.stderr,
+        )
+        for p in problems:
+            where = p.get("path") or "(document)"
+            if p.get("line"):
+                where += f" (line {p['line']})"
+            print(f"  {where}: {p.get('message')}", file=sys.stderr)
+        return EXIT_CONFIG
+    raise IntakeError(_error_text(answer), status=answer.status)
+
+
+def register(
+    sub: argparse._SubParsersAction[Any],
+    add_config_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add the operator commands to the `apixo-watcher` parser."""
+    p = sub.add_parser(
+        "add",
+        help="register a task to watch",
+        description="Register a task through the daemon's intake API. Registering a known "
+        "task again changes nothing.",
+    )
+    add_config_option(p)
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("--model", required=True, help="the model the task was submitted to")
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="NAME",
+        help="send to this configured endpoint (repeatable; default: every endpoint)",
+    )
+    p.add_argument(
+        "--meta",
+        action="append",
+        type=_meta_item,
+        metavar="KEY=VALUE",
+        help="metadata echoed in every webhook (repeatable; JSON values keep their type)",
+    )
+    p.add_argument("--callback-url", help="an ad-hoc webhook target (allowed hosts only)")
+    p.add_argument("--deadline", help="give up after this long, e.g. 30m (default: per model)")
+    p.add_argument("--json", action="store_true", help="print the task as JSON")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("list", help="list tasks, newest first")
+    add_config_option(p)
+    p.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
+    p.add_argument(
+        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
+    )
+    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="one task: state, polls, events, delivery attempts")
+    add_config_option(p)
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("cancel", help="stop watching a task (no webhook is sent)")
+    add_config_option(p)
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("deliveries", help="the delivery log, newest first")
+    add_config_option(p)
+    p.add_argument("--status", choices=DELIVERY_STATUSES, help="only deliveries in this status")
+    p.add_argument("--task", metavar="TASK_ID", help="only deliveries of this task")
+    p.add_argument(
+        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
+    )
+    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    p.set_defaults(func=cmd_deliveries)
+
+    p = sub.add_parser(
+        "redeliver",
+        help="send a delivery again (new attempt, same webhook-id)",
+        description="Queue a delivery for a new attempt now, with the same webhook-id and a "
+        "fresh retry schedule.",
+    )
+    add_config_option(p)
+    p.add_argument("delivery_id", metavar="DELIVERY_ID")
+    p.set_defaults(func=cmd_redeliver)

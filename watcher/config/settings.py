@@ -1,0 +1,535 @@
+"""The daemon's configuration: parsed once, at the edge, into frozen typed objects.
+
+`load_config` reads the YAML file (contract section 3), substitutes `${VAR}` / `${VAR:-default}`
+from the environment, reads `X_file` secrets (from `$CREDENTIALS_DIRECTORY` first), validates
+every key with pydantic models and converts the result into the dataclasses below, whose fields
+carry their units (`timeout_s`). This is the only module that reads the environment for config.
+
+Every problem found is reported at once, each with its YAML path and line, in one ConfigError.
+No secret value ever appears in an error message or in the repr of a config object.
+
+The steps live in their own modules: `config_env` (`${VAR}` and `X_file`), `config_schema`
+(the pydantic models and their messages), `config_problems` (collecting located problems).
+This one holds the config objects, the public entry points and the builder joining them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from pydantic import SecretStr
+
+from watcher.config.durations import format_duration
+from watcher.config.env import SecretFiles, substitute
+from watcher.config.problems import Problems
+from watcher.config.schema import (
+    DEFAULT_BASE_URL,
+    DEFAULT_LISTEN,
+    DEFAULT_RETENTION_S,
+    DEFAULT_RETRY_SCHEDULE_S,
+    POLLING_FIELDS,
+    DeliverySection,
+    EndpointSection,
+    IntakeSection,
+    LoggingSection,
+    PollingSection,
+    RootSection,
+    Section,
+    StoreSection,
+    UpstreamSection,
+    is_loopback,
+    parse_listen,
+    validate_section,
+)
+from watcher.config.yamlsrc import YamlPath, load_yaml_collecting
+from watcher.errors import ConfigError, ConfigProblem
+from watcher.models import DEFAULT_EVENTS, EventType
+
+# The DEFAULT_* constants are the file's defaults, so they live with the schema (which must not
+# import this module); they stay importable from here.
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_LISTEN",
+    "DEFAULT_RETENTION_S",
+    "DEFAULT_RETRY_SCHEDULE_S",
+    "STORE_FILE_NAME",
+    "Config",
+    "DeliveryConfig",
+    "EndpointConfig",
+    "IntakeConfig",
+    "LoggingConfig",
+    "PollingConfig",
+    "PollingPolicy",
+    "Secret",
+    "StoreConfig",
+    "UpstreamConfig",
+    "load_config",
+    "load_intake_config",
+    "parse_config",
+    "summary",
+]
+
+STORE_FILE_NAME = "watcher.db"
+
+_S = TypeVar("_S", bound=Section)
+
+
+class Secret:
+    """A secret string (API key, webhook secret, token) that does not show itself.
+
+    `str()` and `repr()` give asterisks, so a secret in a log line or a printed config object
+    stays hidden; `reveal()` is the one deliberate way to the value.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value itself, for the one place that needs it (a header, an HMAC key)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "**********"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class PollingPolicy:
+    """How one model's tasks are polled (contract section 5)."""
+
+    initial_delay_s: float = 0.0
+    initial_interval_s: float = 2.0
+    max_interval_s: float = 30.0
+    backoff: float = 1.5
+    jitter: float = 0.1
+    deadline_s: float = 6 * 3600.0
+    not_found_grace_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollingConfig:
+    """The default polling policy and the merged per-model ones."""
+
+    default: PollingPolicy = field(default_factory=PollingPolicy)
+    models: Mapping[str, PollingPolicy] = field(default_factory=lambda: MappingProxyType({}))
+
+    def for_model(self, model: str) -> PollingPolicy:
+        """The policy for `model`: its override merged onto the default, or the default."""
+        return self.models.get(model, self.default)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """The APIXO status API: where it is, the key, and the global request budget."""
+
+    base_url: str  # without a trailing slash
+    api_key: Secret
+    timeout_s: float = 10.0
+    max_concurrency: int = 32
+    max_requests_per_second: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the SQLite store lives; finished tasks older than `retention_s` are purged
+    (0: never)."""
+
+    path: Path
+    retention_s: float = DEFAULT_RETENTION_S
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeConfig:
+    """The intake HTTP API: a TCP address (`host`, `port`) or a unix socket (`unix_path`)."""
+
+    listen: str = DEFAULT_LISTEN  # as configured
+    host: str | None = "127.0.0.1"
+    port: int | None = 8787
+    unix_path: Path | None = None
+    token: Secret | None = None
+    max_body_bytes: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """A webhook receiver. `secrets[0]` is the newest; every secret signs (rotation)."""
+
+    name: str
+    url: str
+    secrets: tuple[Secret, ...]
+    events: frozenset[EventType] = DEFAULT_EVENTS
+    timeout_s: float = 10.0
+    # Static headers may carry credentials of their own (Authorization), so repr leaves them out.
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """How webhooks are retried, and where ad-hoc `callback_url`s may point."""
+
+    retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S
+    max_concurrency: int = 16
+    allowed_callback_hosts: tuple[str, ...] = ()  # lower-case host or host:port
+    callback_secret: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Log format (None: json unless stdout is a TTY) and level."""
+
+    format: str | None = None
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration. `source` is the file it was loaded from, if any."""
+
+    upstream: UpstreamConfig
+    polling: PollingConfig
+    store: StoreConfig
+    intake: IntakeConfig
+    tasks_file: Path | None
+    endpoints: tuple[EndpointConfig, ...]
+    delivery: DeliveryConfig
+    logging: LoggingConfig
+    source: Path | None = None
+
+    def endpoint(self, name: str) -> EndpointConfig | None:
+        """The endpoint called `name`, if one is configured."""
+        return next((e for e in self.endpoints if e.name == name), None)
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at `path`. Raises ConfigError with every problem."""
+    file, text = _read(path)
+    env = os.environ if environ is None else environ
+    config = parse_config(text, source=str(path), base_dir=file.parent, environ=env)
+    return dataclasses.replace(config, source=file)
+
+
+def parse_config(text: str, *, source: str, base_dir: Path, environ: Mapping[str, str]) -> Config:
+    """Validate config YAML `text`; relative paths resolve against `base_dir`.
+
+    `source` names the text in error messages. Raises ConfigError with every problem found.
+    """
+    data, problems = _document(text, source)
+    data = substitute(data, (), environ, problems)
+    config = _Builder(problems, environ, base_dir).build(data)
+    return problems.checked(config, source)
+
+
+def load_intake_config(
+    path: str | Path, *, environ: Mapping[str, str] | None = None
+) -> IntakeConfig:
+    """Only the `intake` section of the config file at `path`: what client commands need.
+
+    The rest of the file is not validated, so `apixo-watcher list` works in a shell that lacks
+    the daemon's API key and secrets. Raises ConfigError for problems in that section.
+    """
+    file, text = _read(path)
+    env = os.environ if environ is None else environ
+    data, problems = _document(text, str(path))
+    raw = data.get("intake")
+    raw = substitute(raw, ("intake",), env, problems) if raw is not None else {}
+    if not isinstance(raw, dict):
+        problems.add(("intake",), "must be a mapping of keys to values")
+        raise ConfigError(problems.result(), source=str(path))
+    intake = _Builder(problems, env, file.parent).intake(raw)
+    return problems.checked(intake, str(path))
+
+
+def summary(config: Config) -> str:
+    """The one line `check-config` prints for a valid config. Shows no secret."""
+    return (
+        f"config OK: {_count(len(config.endpoints), 'endpoint')}, "
+        f"{_count(len(config.polling.models), 'model override')}, "
+        f"intake {config.intake.listen}, store {config.store.path}"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _read(path: str | Path) -> tuple[Path, str]:
+    file = Path(path).absolute()
+    try:
+        return file, file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        problem = ConfigProblem("", None, f"cannot read the config file: {reason}")
+        raise ConfigError([problem], source=str(path)) from exc
+
+
+def _document(text: str, source: str) -> tuple[dict[str, Any], Problems]:
+    data, lines, duplicates = load_yaml_collecting(text, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problem = ConfigProblem("", lines.line_for(()), "must be a mapping of sections")
+        raise ConfigError([problem], source=source)
+    return data, Problems(lines, duplicates)
+
+
+def _secret(value: SecretStr) -> Secret:
+    return Secret(value.get_secret_value())
+
+
+def _optional_secret(value: SecretStr | None) -> Secret | None:
+    return _secret(value) if value is not None else None
+
+
+class _Builder:
+    """Validates each section on its own, so a mistake in one does not hide those in another."""
+
+    def __init__(self, problems: Problems, environ: Mapping[str, str], base_dir: Path) -> None:
+        self._problems = problems
+        self._environ = environ
+        self._base_dir = base_dir
+        self._secret_files = SecretFiles(problems, environ, base_dir)
+
+    def build(self, data: dict[str, Any]) -> Config | None:
+        root, bad = self._validate(RootSection, data, ())
+        if root is None:
+            return None
+        # A section of the wrong shape is reported once, not once more per missing key in it.
+        upstream = None if "upstream" in bad else self._upstream(root.upstream or {})
+        polling = None if "polling" in bad else self._polling(root.polling or {})
+        store = None if "store" in bad else self._store(root.store or {})
+        intake = None if "intake" in bad else self.intake(root.intake or {})
+        endpoints = None if "endpoints" in bad else self._endpoints(root.endpoints or [])
+        delivery = None if "delivery" in bad else self._delivery(root.delivery or {})
+        logging = None if "logging" in bad else self._logging(root.logging or {})
+        if (
+            bad
+            or upstream is None
+            or polling is None
+            or store is None
+            or intake is None
+            or endpoints is None
+            or delivery is None
+            or logging is None
+        ):
+            return None
+        return Config(
+            upstream=upstream,
+            polling=polling,
+            store=store,
+            intake=intake,
+            tasks_file=self._path(root.tasks_file) if root.tasks_file else None,
+            endpoints=endpoints,
+            delivery=delivery,
+            logging=logging,
+        )
+
+    def _validate(
+        self, model: type[_S], raw: object, path: YamlPath, *, also_known: Sequence[str] = ()
+    ) -> tuple[_S | None, frozenset[str]]:
+        """The section at `path`, its `X_file` secrets read, validated (see validate_section)."""
+        if isinstance(raw, dict):
+            raw = self._secret_files.inline(raw, model.file_keys, path)
+        return validate_section(model, raw, path, self._problems, also_known=also_known)
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self._base_dir / path
+
+    def _upstream(self, raw: dict[str, Any]) -> UpstreamConfig | None:
+        model, failed = self._validate(UpstreamSection, raw, ("upstream",))
+        if model is None:
+            return None
+        missing = self._missing(model, ("upstream",), failed, "api_key")
+        if missing or failed or model.api_key is None:
+            return None
+        return UpstreamConfig(
+            base_url=model.base_url.rstrip("/"),
+            api_key=_secret(model.api_key),
+            timeout_s=model.timeout,
+            max_concurrency=model.max_concurrency,
+            max_requests_per_second=model.max_requests_per_second,
+        )
+
+    def _polling(self, raw: dict[str, Any]) -> PollingConfig | None:
+        path: YamlPath = ("polling",)
+        raw = dict(raw)
+        overrides = raw.pop("models", None) or {}
+        model, failed = self._validate(PollingSection, raw, path, also_known=["models"])
+        if model is None:
+            return None
+        default, ok = self._merge(PollingPolicy(), model, path, failed)
+        if not isinstance(overrides, dict):
+            self._problems.add((*path, "models"), "must be a mapping of model name to overrides")
+            return None
+        policies: dict[str, PollingPolicy] = {}
+        for name, override_raw in overrides.items():
+            where = (*path, "models", str(name))
+            override, override_failed = self._validate(PollingSection, override_raw or {}, where)
+            if override is None:
+                ok = False
+                continue
+            policy, merged = self._merge(default, override, where, failed | override_failed)
+            ok = ok and merged and not override_failed
+            policies[str(name)] = policy
+        return PollingConfig(default=default, models=MappingProxyType(policies)) if ok else None
+
+    def _merge(
+        self, base: PollingPolicy, model: PollingSection, path: YamlPath, failed: frozenset[str]
+    ) -> tuple[PollingPolicy, bool]:
+        """`model`'s keys over `base`, and whether the result is valid (if not, it is reported)."""
+        given = model.model_dump(exclude_none=True)
+        policy = dataclasses.replace(base, **{POLLING_FIELDS[k]: v for k, v in given.items()})
+        if failed & {"initial_interval", "max_interval"}:
+            return policy, False  # reported already; comparing with a stand-in would mislead
+        if policy.max_interval_s >= policy.initial_interval_s:
+            return policy, not failed
+        if "max_interval" in given:
+            initial = format_duration(policy.initial_interval_s)
+            self._problems.add(
+                (*path, "max_interval"), f"must be at least initial_interval ({initial})"
+            )
+        else:
+            maximum = format_duration(policy.max_interval_s)
+            self._problems.add(
+                (*path, "initial_interval"), f"must be at most max_interval ({maximum})"
+            )
+        return policy, False
+
+    def _store(self, raw: dict[str, Any]) -> StoreConfig | None:
+        model, failed = self._validate(StoreSection, raw, ("store",))
+        if model is None or failed:
+            return None
+        if model.path is not None:
+            return StoreConfig(path=self._path(model.path), retention_s=model.retention)
+        # The default is "${STATE_DIRECTORY:-./var}/watcher.db": systemd's StateDirectory=.
+        state_dir = self._environ.get("STATE_DIRECTORY") or "./var"
+        return StoreConfig(
+            path=self._path(state_dir) / STORE_FILE_NAME, retention_s=model.retention
+        )
+
+    def intake(self, raw: dict[str, Any]) -> IntakeConfig | None:
+        """The intake section alone (`load_intake_config` needs nothing else)."""
+        model, failed = self._validate(IntakeSection, raw, ("intake",))
+        if model is None:
+            return None
+        host, port, unix = parse_listen(model.listen)
+        exposed = host is not None and not is_loopback(host)
+        if exposed and model.token is None and not failed & {"listen", "token"}:
+            self._problems.add(
+                ("intake", "token"),
+                "is required when intake.listen is not a loopback address or a unix socket",
+            )
+            return None
+        if failed:
+            return None
+        return IntakeConfig(
+            listen=model.listen,
+            host=host,
+            port=port,
+            unix_path=self._path(unix) if unix is not None else None,
+            token=_optional_secret(model.token),
+            max_body_bytes=model.max_body_bytes,
+        )
+
+    def _endpoints(self, items: list[Any]) -> tuple[EndpointConfig, ...] | None:
+        seen: dict[str, int] = {}
+        built: list[EndpointConfig] = []
+        duplicate = False
+        for index, raw in enumerate(items):
+            path: YamlPath = ("endpoints", index)
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if isinstance(name, str) and name in seen:
+                self._problems.add(
+                    (*path, "name"),
+                    f"duplicate endpoint name (also used by endpoints[{seen[name]}])",
+                )
+                duplicate = True
+            elif isinstance(name, str):
+                seen[name] = index
+            endpoint = self._endpoint(raw, path)
+            if endpoint is not None:
+                built.append(endpoint)
+        return tuple(built) if len(built) == len(items) and not duplicate else None
+
+    def _endpoint(self, raw: object, path: YamlPath) -> EndpointConfig | None:
+        if not isinstance(raw, dict):
+            self._problems.add(path, "must be a mapping with name, url and secret")
+            return None
+        model, failed = self._validate(EndpointSection, raw, path)
+        if model is None:
+            return None
+        missing = self._missing(model, path, failed, "name", "url")
+        secrets = [model.secret] if model.secret is not None else model.secrets
+        if not failed & {"secret", "secrets"}:
+            if model.secret is not None and model.secrets is not None:
+                self._problems.add((*path, "secrets"), "give either secret or secrets, not both")
+                return None
+            if not secrets:
+                self._problems.add(
+                    (*path, "secret"), "is required (or secret_file, or secrets for rotation)"
+                )
+                return None
+        if missing or failed or not secrets or model.name is None or model.url is None:
+            return None
+        return EndpointConfig(
+            name=model.name,
+            url=model.url,
+            secrets=tuple(_secret(s) for s in secrets),
+            events=frozenset(model.events) if model.events is not None else DEFAULT_EVENTS,
+            timeout_s=model.timeout,
+            headers=MappingProxyType(dict(model.headers)),
+        )
+
+    def _delivery(self, raw: dict[str, Any]) -> DeliveryConfig | None:
+        model, failed = self._validate(DeliverySection, raw, ("delivery",))
+        if model is None:
+            return None
+        secret = model.callback_secret
+        checkable = not failed & {"allowed_callback_hosts", "callback_secret"}
+        if checkable and model.allowed_callback_hosts and secret is None:
+            self._problems.add(
+                ("delivery", "callback_secret"),
+                "is required when allowed_callback_hosts is not empty "
+                "(make one with `apixo-watcher gen-secret`)",
+            )
+            return None
+        if failed:
+            return None
+        return DeliveryConfig(
+            retry_schedule_s=tuple(model.retry_schedule),
+            max_concurrency=model.max_concurrency,
+            allowed_callback_hosts=tuple(dict.fromkeys(model.allowed_callback_hosts)),
+            callback_secret=_optional_secret(secret),
+        )
+
+    def _missing(self, model: Section, path: YamlPath, failed: frozenset[str], *keys: str) -> bool:
+        """Report each required key of `keys` that is not given; True if any is missing."""
+        missing = [k for k in keys if getattr(model, k) is None and k not in failed]
+        for key in missing:
+            also = f" (or {key}_file)" if key in model.file_keys else ""
+            self._problems.add((*path, key), f"is required{also}")
+        return bool(missing)
+
+    def _logging(self, raw: dict[str, Any]) -> LoggingConfig | None:
+        model, failed = self._validate(LoggingSection, raw, ("logging",))
+        if model is None or failed:
+            return None
+        return LoggingConfig(format=model.format, level=model.level)

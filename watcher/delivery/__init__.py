@@ -1,0 +1,1 @@
+"""Webhooks out: event bodies, signing, the retry decision, the deliverer, its HTTP side."""

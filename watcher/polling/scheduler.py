@@ -1,0 +1,555 @@
+"""The polling loop: one loop, one heap of due times, for every watched task.
+
+The loop pops the earliest due task, checks its deadline, takes a slot of the request budget
+(`max_concurrency` in flight, `max_requests_per_second` on average) and starts its poll as a
+task; each poll applies `polling.decide` and, when something happened, hands the decision to the
+`TransitionSink` (which persists it) before the task is rescheduled or forgotten. No coroutine
+sleeps per task, so 100k watched tasks cost a heap entry and a `Watch` each.
+
+Effects on the whole upstream: a 429 pauses the token bucket until its Retry-After; a
+401/402/403 pauses all polling (every task is kept), then single probe polls ask again slowly
+until an answer shows the key works again or `resume_credentials()` is called after a reload.
+Deadlines are not enforced while polling is paused for credentials: a task must not time out
+because of our own key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from watcher.clock import Clock
+from watcher.config.settings import PollingConfig, UpstreamConfig
+from watcher.logs import enabled_for
+from watcher.models import Task
+from watcher.polling.decide import (
+    Decision,
+    Watch,
+    apply,
+    deadline_decision,
+    deadline_for,
+    decide,
+    watch_for,
+)
+from watcher.polling.ratelimit import TokenBucket
+from watcher.upstream.client import PollOutcome, PollResult
+
+log = structlog.get_logger(__name__)
+
+CREDENTIALS_FIRST_PROBE_S = 30.0
+CREDENTIALS_MAX_PROBE_S = 300.0
+# The loop wakes at least this often, so `last_progress_at` proves it is alive.
+TICK_S = 1.0
+# At most this many polls are started (or tasks timed out) before the loop yields.
+STARTS_PER_TURN = 32
+# Transient upstream problems are summarised in one warning per this many seconds.
+PROBLEM_LOG_INTERVAL_S = 60.0
+# Answers that prove the API key works (anything but a credential error, a 429 or a failure
+# to get an answer at all).
+_KEY_ACCEPTED = (PollOutcome.OK, PollOutcome.NOT_FOUND, PollOutcome.BAD_REQUEST)
+
+
+class StatusClient(Protocol):
+    """What the scheduler needs of the upstream client."""
+
+    async def fetch_status(self, model: str, task_id: str) -> PollResult: ...
+
+
+class TransitionSink(Protocol):
+    """Persists what a decision says happened to a task."""
+
+    async def commit(self, watch: Watch, decision: Decision) -> bool:
+        """Persist the decision's state change and outcome. `watch` is as before the decision
+        (its state is the from-state; `polls` includes this poll). False when the task was
+        cancelled or finished meanwhile: the scheduler then forgets it."""
+        ...
+
+
+class PollObserver(Protocol):
+    """Optional metrics hooks (watcher.api.metrics.Metrics has these)."""
+
+    def upstream_request(self, model: str, outcome: str, duration_s: float) -> None: ...
+
+    def rate_limited(self) -> None: ...
+
+    def credentials_paused(self, paused: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """A snapshot for health checks, status lines and metrics."""
+
+    watched: int
+    in_flight: int
+    credentials_paused: bool
+    pause_reason: str | None
+    rate_limited_until: float | None
+    last_progress_at: float | None
+
+
+def _burst(rate_per_s: float) -> int:
+    return max(1, int(rate_per_s))
+
+
+class Scheduler:
+    """Polls every watched task until it reaches a terminal state, within a global budget."""
+
+    def __init__(
+        self,
+        *,
+        client: StatusClient,
+        polling: PollingConfig,
+        upstream: UpstreamConfig,
+        sink: TransitionSink,
+        clock: Clock,
+        rand: Callable[[], float] = random.random,
+        observer: PollObserver | None = None,
+        probe_first_s: float = CREDENTIALS_FIRST_PROBE_S,
+        probe_max_s: float = CREDENTIALS_MAX_PROBE_S,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self._client = client
+        self._polling = polling
+        self._upstream = upstream
+        self._sink = sink
+        self._clock = clock
+        self._rand = rand
+        self._observer = observer
+        self._probe_first_s = probe_first_s
+        self._probe_max_s = probe_max_s
+        self._tick_s = tick_s
+
+        self._watches: dict[str, Watch] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._heap_seq = itertools.count(1)
+        rate = upstream.max_requests_per_second
+        self._bucket = TokenBucket(rate, _burst(rate), clock)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._dirty_polls: dict[str, int] = {}
+        self._dirty_errors: dict[str, str | None] = {}
+        self._last_progress_at: float | None = None
+
+        # Polls are numbered as they start, to tell answers to requests made before a pause
+        # (or before a resume) from those made after it.
+        self._poll_seq = 0
+        self._paused = False
+        self._pause_reason: str | None = None
+        self._paused_since = 0.0
+        self._paused_at_seq = 0
+        self._resumed_at_seq = 0
+        self._probe_at = 0.0
+        self._probe_delay_s = probe_first_s
+        self._probe_in_flight = False
+
+        self._problems = 0
+        self._problems_logged_at: float | None = None
+
+    # -- registration ---------------------------------------------------------------------------
+    def watch(self, task: Task) -> None:
+        """Start watching an active task; a task already watched (or terminal) is left alone."""
+        if task.state.terminal or task.task_id in self._watches:
+            return
+        policy = self._polling.for_model(task.model)
+        watch = watch_for(task, policy, self._clock.now())
+        self._watches[task.task_id] = watch
+        self._push(watch)
+
+    def unwatch(self, task_id: str) -> bool:
+        """Stop watching a task (cancelled); an answer already in flight for it is dropped."""
+        return self._watches.pop(task_id, None) is not None
+
+    def get(self, task_id: str) -> Watch | None:
+        """The live record of a watched task (poll count, next poll time, last error)."""
+        return self._watches.get(task_id)
+
+    def poll_counts(self) -> tuple[dict[str, int], dict[str, str | None]]:
+        """Poll counts and last errors changed since the last call, for `Store.record_polls`."""
+        polls, errors = self._dirty_polls, self._dirty_errors
+        self._dirty_polls, self._dirty_errors = {}, {}
+        return polls, errors
+
+    def update_config(self, polling: PollingConfig, upstream: UpstreamConfig) -> None:
+        """Apply a reloaded config: policies apply from each task's next answer on, deadlines of
+        tasks without their own deadline move with their model's, the budget changes at once.
+
+        The client's own config (key, URL, timeout) is updated by its owner.
+        """
+        old_polling, self._polling = self._polling, polling
+        self._upstream = upstream
+        rate = upstream.max_requests_per_second
+        self._bucket.update(rate, _burst(rate))
+        for watch in self._watches.values():
+            # Move the deadline by the change of policy only, keeping any time added for a
+            # credential pause.
+            reg, own = watch.registered_at, watch.deadline_override_s
+            delta = deadline_for(reg, own, polling.for_model(watch.model)) - deadline_for(
+                reg, own, old_polling.for_model(watch.model)
+            )
+            if delta == 0:
+                continue
+            watch.deadline_at += delta
+            if watch.next_poll_at is not None and watch.next_poll_at > watch.deadline_at:
+                watch.next_poll_at = watch.deadline_at
+                self._push(watch)
+        self._wakeup.set()
+
+    def resume_credentials(self) -> None:
+        """Retry at once after the key was replaced (a reload); no-op unless paused."""
+        if self._paused:
+            self._resume("api key reloaded")
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def stats(self) -> SchedulerStats:
+        now = self._clock.now()
+        limited = self._bucket.paused_until
+        return SchedulerStats(
+            watched=len(self._watches),
+            in_flight=len(self._in_flight),
+            credentials_paused=self._paused,
+            pause_reason=self._pause_reason,
+            rate_limited_until=limited if limited > now else None,
+            last_progress_at=self._last_progress_at,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Start no new polls; `run()` returns once the polls in flight have finished."""
+        self._stop.set()
+        self._wakeup.set()
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (clock-based)
+        """Wait up to `timeout` seconds for the polls in flight, then cancel the rest (their
+        tasks stay active in the store and are polled again after a restart)."""
+        pending = set(self._in_flight)
+        if pending:
+            await self._race(asyncio.wait(pending), timeout)
+        left = [t for t in self._in_flight if not t.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
+            log.warning("polls_cancelled_at_shutdown", count=len(left))
+
+    async def run(self) -> None:
+        """The loop. Returns after `stop()` once the polls in flight are done; an unexpected
+        error (also one inside a poll) propagates, so the daemon dies loudly."""
+        try:
+            started = 0
+            while not self._stop.is_set():
+                self._raise_failure()
+                now = self._clock.now()
+                self._last_progress_at = now
+                delay = await self._step(now)
+                if delay > 0:
+                    started = 0
+                    await self._wait(min(delay, self._tick_s))
+                else:
+                    started += 1
+                    # Many due tasks must not starve the event loop, but a full turn of the
+                    # loop per started poll costs more CPU than the poll's own bookkeeping.
+                    if started >= STARTS_PER_TURN:
+                        started = 0
+                        await asyncio.sleep(0)
+            while self._in_flight:
+                await asyncio.wait(set(self._in_flight))
+            self._raise_failure()
+        except BaseException:
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            raise
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    # -- the loop -------------------------------------------------------------------------------
+    async def _step(self, now: float) -> float:
+        """Start at most one poll (or time out one task); 0.0 if it did, else how long to wait."""
+        if len(self._in_flight) >= max(1, self._upstream.max_concurrency):
+            return self._tick_s  # a finishing poll wakes the loop
+        if self._paused:
+            if self._probe_in_flight:
+                return self._tick_s
+            if now < self._probe_at:
+                return self._probe_at - now
+        watch = self._peek()
+        if watch is None or watch.next_poll_at is None:
+            return self._tick_s
+        if watch.next_poll_at > now:
+            return watch.next_poll_at - now
+        if not self._paused:
+            timed_out = deadline_decision(watch, now)
+            if timed_out is not None:
+                self._take(watch)
+                await self._settle(watch, timed_out, now)
+                return 0.0
+        wait = self._bucket.wait_time()
+        if wait > 0 or not self._bucket.try_acquire():
+            return max(wait, 0.001)
+        self._take(watch)
+        probe = self._paused
+        if probe:
+            self._probe_in_flight = True
+        self._poll_seq += 1
+        task = asyncio.create_task(
+            self._poll(watch, probe=probe, seq=self._poll_seq), name=f"poll:{watch.task_id}"
+        )
+        self._in_flight.add(task)
+        task.add_done_callback(self._poll_done)
+        return 0.0
+
+    def _poll_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+        self._wakeup.set()
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep on the clock until `seconds` pass or something wakes the loop."""
+        if self._wakeup.is_set():
+            self._wakeup.clear()
+            return
+        await self._clock.wait_event(self._wakeup, seconds)
+        self._wakeup.clear()
+
+    async def _race(self, awaitable: Awaitable[object], seconds: float) -> None:
+        """Wait for `awaitable` or `seconds` on the clock, whichever comes first."""
+        waiter = asyncio.ensure_future(awaitable)
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+
+    def _push(self, watch: Watch) -> None:
+        assert watch.next_poll_at is not None
+        seq = next(self._heap_seq)
+        watch.heap_seq = seq
+        heapq.heappush(self._heap, (watch.next_poll_at, seq, watch.task_id))
+        if self._heap[0][1] == seq:
+            self._wakeup.set()  # the loop may be sleeping towards a later time
+
+    def _peek(self) -> Watch | None:
+        """The watch due first; stale heap entries (unwatched, rescheduled) are dropped."""
+        heap = self._heap
+        while heap:
+            _, seq, task_id = heap[0]
+            watch = self._watches.get(task_id)
+            if watch is not None and watch.heap_seq == seq and watch.next_poll_at is not None:
+                return watch
+            heapq.heappop(heap)
+        return None
+
+    def _take(self, watch: Watch) -> None:
+        heapq.heappop(self._heap)
+        watch.next_poll_at = None  # in flight
+        watch.heap_seq = 0
+
+    # -- one poll -------------------------------------------------------------------------------
+    async def _poll(self, watch: Watch, *, probe: bool, seq: int) -> None:
+        try:
+            result = await self._client.fetch_status(watch.model, watch.task_id)
+        except asyncio.CancelledError:
+            # Cancelled by drain(): keep the task due, in case the loop is not stopping.
+            if self._watches.get(watch.task_id) is watch and watch.next_poll_at is None:
+                watch.next_poll_at = self._clock.now()
+                self._push(watch)
+            raise
+        finally:
+            if probe:
+                self._probe_in_flight = False
+        now = self._clock.now()
+        if self._observer is not None:
+            self._observer.upstream_request(watch.model, _metric_outcome(result), result.duration_s)
+        if self._watches.get(watch.task_id) is not watch:
+            return  # cancelled while the request was in flight
+        watch.polls += 1
+        policy = self._polling.for_model(watch.model)
+        decision = decide(watch, result, policy, now, self._rand())
+        if enabled_for(logging.DEBUG):  # one line per poll: not even built unless wanted
+            self._log_poll(watch, result, decision, now)
+        self._upstream_effects(watch, result, decision, probe=probe, seq=seq, now=now)
+        if decision.unknown_state and not watch.unknown_state_logged:
+            watch.unknown_state_logged = True
+            log.warning(
+                "upstream_unknown_state",
+                task_id=watch.task_id,
+                model=watch.model,
+                upstream_state=decision.upstream_state,
+            )
+        await self._settle(watch, decision, now)
+        self._dirty_polls[watch.task_id] = watch.polls
+        self._dirty_errors[watch.task_id] = watch.last_error
+
+    @staticmethod
+    def _log_poll(watch: Watch, result: PollResult, decision: Decision, now: float) -> None:
+        log.debug(
+            "task_polled",
+            task_id=watch.task_id,
+            model=watch.model,
+            outcome=result.outcome.value,
+            http_status=result.http_status,
+            upstream_state=decision.upstream_state,
+            duration_ms=round(result.duration_s * 1000, 1),
+            detail=result.detail if result.outcome is not PollOutcome.OK else None,
+            next_poll_in_s=(
+                round(decision.next_poll_at - now, 3) if decision.next_poll_at is not None else None
+            ),
+        )
+
+    async def _settle(self, watch: Watch, decision: Decision, now: float) -> None:
+        """Persist the decision if it changes the task, then reschedule or forget the task."""
+        if decision.outcome is not None or decision.new_state is not None:
+            try:
+                kept = await self._sink.commit(watch, decision)
+            except Exception as exc:
+                # The answer will come again: poll once more later rather than lose the task.
+                log.error(
+                    "transition_failed",
+                    task_id=watch.task_id,
+                    to_state=decision.new_state.value if decision.new_state else None,
+                    exc_info=True,
+                )
+                if self._watches.get(watch.task_id) is watch:
+                    watch.last_error = f"could not record the outcome: {type(exc).__name__}"
+                    watch.next_poll_at = now + max(watch.interval_s, 0.05)
+                    self._push(watch)
+                return
+            if not kept:
+                self._forget(watch)
+                return
+        if self._watches.get(watch.task_id) is not watch:
+            return
+        apply(watch, decision)
+        if decision.next_poll_at is None:
+            self._forget(watch)
+        else:
+            self._push(watch)
+
+    def _forget(self, watch: Watch) -> None:
+        if self._watches.get(watch.task_id) is watch:
+            del self._watches[watch.task_id]
+
+    # -- effects on the whole upstream ----------------------------------------------------------
+    def _upstream_effects(
+        self,
+        watch: Watch,
+        result: PollResult,
+        decision: Decision,
+        *,
+        probe: bool,
+        seq: int,
+        now: float,
+    ) -> None:
+        if decision.credentials_bad:
+            self._credentials_rejected(watch, result, decision, probe=probe, seq=seq, now=now)
+        elif self._paused and seq > self._paused_at_seq:
+            if result.outcome in _KEY_ACCEPTED:
+                self._resume("upstream accepted the api key")
+            elif probe:
+                # A 5xx, timeout or 429 says nothing about the key: ask again later.
+                self._probe_at = now + self._probe_delay_s
+        if decision.rate_limited_until is not None:
+            if self._observer is not None:
+                self._observer.rate_limited()
+            if self._bucket.paused_until <= now:
+                log.warning(
+                    "upstream_rate_limited",
+                    task_id=watch.task_id,
+                    retry_after_s=result.retry_after_s,
+                    paused_s=round(decision.rate_limited_until - now, 3),
+                )
+            self._bucket.pause_until(decision.rate_limited_until)
+        if result.outcome is PollOutcome.TRANSIENT:
+            self._note_problem(result, now)
+
+    def _credentials_rejected(
+        self,
+        watch: Watch,
+        result: PollResult,
+        decision: Decision,
+        *,
+        probe: bool,
+        seq: int,
+        now: float,
+    ) -> None:
+        if seq <= self._resumed_at_seq:
+            return  # asked with the key from before the resume
+        if not self._paused:
+            self._paused = True
+            self._paused_since = now
+            self._paused_at_seq = self._poll_seq
+            self._pause_reason = f"upstream rejected the API key: {result.detail}"
+            self._probe_delay_s = self._probe_first_s
+            self._probe_at = now + self._probe_delay_s
+            log.error(
+                "upstream_credentials_rejected",
+                task_id=watch.task_id,
+                http_status=result.http_status,
+                code=result.code,
+                detail=result.detail,
+                watched=len(self._watches),
+                next_probe_in_s=self._probe_delay_s,
+            )
+            if self._observer is not None:
+                self._observer.credentials_paused(True)
+        elif probe:
+            self._probe_delay_s = min(self._probe_delay_s * 2, self._probe_max_s)
+            self._probe_at = now + self._probe_delay_s
+            self._pause_reason = f"upstream rejected the API key: {result.detail}"
+            log.warning(
+                "upstream_credentials_still_rejected",
+                detail=result.detail,
+                next_probe_in_s=self._probe_delay_s,
+            )
+        if decision.pause_all_until is not None:
+            self._probe_at = max(self._probe_at, decision.pause_all_until)
+
+    def _resume(self, reason: str) -> None:
+        # The pause was our credentials' fault, not the tasks': each deadline moves by the
+        # time the task spent paused, so a long outage does not end every task in timed_out.
+        now = self._clock.now()
+        for watch in self._watches.values():
+            paused_for = now - max(self._paused_since, watch.registered_at)
+            if paused_for > 0:
+                watch.deadline_at += paused_for
+        self._paused = False
+        self._pause_reason = None
+        self._probe_delay_s = self._probe_first_s
+        self._resumed_at_seq = self._poll_seq
+        log.info("upstream_credentials_accepted", reason=reason, watched=len(self._watches))
+        if self._observer is not None:
+            self._observer.credentials_paused(False)
+        self._wakeup.set()
+
+    def _note_problem(self, result: PollResult, now: float) -> None:
+        # One warning a minute, not one per poll: an upstream outage must not flood the log.
+        self._problems += 1
+        last = self._problems_logged_at
+        if last is None or now - last >= PROBLEM_LOG_INTERVAL_S or now < last:
+            log.warning("upstream_unavailable", failed_polls=self._problems, last=result.detail)
+            self._problems = 0
+            self._problems_logged_at = now
+
+
+def _metric_outcome(result: PollResult) -> str:
+    if result.outcome is PollOutcome.OK:
+        return "ok"
+    if result.http_status is None:
+        return "timeout" if result.detail.startswith("timeout") else "error"
+    status = result.code if result.code is not None and result.code != 200 else result.http_status
+    return f"http_{status}"

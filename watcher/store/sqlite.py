@@ -1,0 +1,680 @@
+"""The real store: one SQLite file in WAL mode, schema versioned by `PRAGMA user_version`.
+
+Every Store method is exactly one transaction: writes run inside `BEGIN IMMEDIATE ... COMMIT`
+(the connection is in autocommit mode, `isolation_level=None`, so nothing is implicit), reads
+are single statements. A write that meets "database is locked" (another process holds the write
+lock longer than the busy timeout) is retried a few times with a short backoff, then raised as
+StoreError like every other database error.
+
+The SQL text and the row <-> record conversions live in watcher/sqlite_rows.py; this module
+holds the connection, its transactions and retries, and the Store methods.
+
+The schema is versioned (watcher/store/migrations/sqlite): each missing migration is applied in
+its own transaction on open; a database newer than the code is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from watcher.errors import (
+    DeliveryNotFound,
+    StoreError,
+    TaskConflict,
+    TaskFinished,
+    TaskNotFound,
+)
+from watcher.models import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    StateChange,
+    Task,
+    TaskSource,
+    TaskSpec,
+    TaskState,
+    Transition,
+)
+from watcher.store.base import apply_transition_to
+from watcher.store.migrations import Migration, check_numbering, load_migrations
+from watcher.store.paging import MAX_LIMIT, clamp_limit, decode_cursor, encode_cursor
+from watcher.store.sqlite_rows import (
+    DELIVERY_BY_ID,
+    DELIVERY_EXISTS,
+    EVENT_BY_ID,
+    EVENTS_OF_TASK,
+    INSERT_ATTEMPT,
+    INSERT_DELIVERY,
+    INSERT_EVENT,
+    INSERT_STATE_CHANGE,
+    INSERT_TASK,
+    PURGE_CHILDREN,
+    SELECT_ATTEMPTS,
+    SELECT_DELIVERIES,
+    SELECT_STATE_CHANGES,
+    SELECT_TASKS,
+    STREAM_ACTIVE_TASKS,
+    STREAM_PENDING_DELIVERIES,
+    TASK_BY_ID,
+    UPDATE_DELIVERY_PROGRESS,
+    UPDATE_TASK_STATE,
+    attempt_from_row,
+    attempt_params,
+    delivery_from_row,
+    delivery_params,
+    delivery_progress_params,
+    event_from_row,
+    event_params,
+    metadata_json,
+    state_change_from_row,
+    task_from_row,
+    task_state_params,
+)
+
+# The pagination helpers and metadata_json lived here first; MemoryStore still imports them
+# from this module.
+__all__ = [
+    "MAX_LIMIT",
+    "SqliteStore",
+    "clamp_limit",
+    "decode_cursor",
+    "encode_cursor",
+    "metadata_json",
+]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Rows per query when streaming active tasks / pending deliveries: bounded memory, and no
+# statement stays open between batches (an open read would pin a WAL snapshot and could see
+# the caller's own writes made while it iterates).
+_BATCH: Final = 500
+_FIRST_RETRY_WAIT_S: Final = 0.05
+
+
+def _is_locked(exc: BaseException) -> bool:
+    # SQLITE_BUSY and its extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...) share the low byte.
+    return isinstance(exc, sqlite3.OperationalError) and (
+        (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)
+    )
+
+
+def _log_retry(state: RetryCallState) -> None:
+    log.warning("store_locked_retry", attempt=state.attempt_number + 1)
+
+
+class SqliteStore:
+    """The Store on one SQLite file. Opening creates the directory and file and migrates it."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 5.0,
+        migrations: Sequence[Migration] | None = None,
+    ) -> None:
+        self._path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        # Cheap on purpose: SQLite's busy handler already waited busy_timeout_s on each try.
+        # Tries 2 and 3 of a write that met a lock (the first is made directly in `_write`).
+        self._retrying = Retrying(
+            retry=retry_if_exception(_is_locked),
+            stop=stop_after_attempt(2),
+            wait=wait_exponential(multiplier=0.1, max=0.5),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, timeout=busy_timeout_s, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+        self._conn = conn
+        try:
+            self._configure(conn, busy_timeout_s)
+            self._migrate(conn, load_migrations() if migrations is None else list(migrations))
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+        log.debug("store_opened", path=str(self._path))
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _configure(self, conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # NORMAL in WAL mode: a commit survives the process crashing or being killed
+            # (kill -9), which is the contract; it may be lost on power loss or an OS crash,
+            # which would need synchronous = FULL (an fsync per commit).
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # A large import grows the WAL; cut it back after checkpoints rather than keep it.
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+        if mode != "wal":
+            log.warning("store_wal_unavailable", path=str(self._path), journal_mode=mode)
+
+    def _migrate(self, conn: sqlite3.Connection, migrations: list[Migration]) -> None:
+        check_numbering(migrations)
+        latest = len(migrations)
+        # Read without a lock first so an up-to-date (or read-only) database opens without a write.
+        self._check_not_newer(conn, latest)
+        if self._user_version(conn) == latest:
+            return
+        for migration in migrations:
+
+            def apply(conn: sqlite3.Connection, migration: Migration = migration) -> bool:
+                current = self._user_version(conn)  # again, under the write lock
+                if current >= migration.version:
+                    return False
+                for statement in migration.statements():
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+                return True
+
+            try:
+                applied = self._write(f"migration {migration.name}", apply)
+            except StoreError as exc:
+                raise StoreError(
+                    f"cannot migrate the store {self._path} to schema version "
+                    f"{migration.version} ({migration.name}): {exc}"
+                ) from exc
+            if applied:
+                log.info("store_migrated", path=str(self._path), version=migration.version)
+        self._check_not_newer(conn, latest)
+
+    def _user_version(self, conn: sqlite3.Connection) -> int:
+        try:
+            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store {self._path}: {exc}") from exc
+        return version
+
+    def _check_not_newer(self, conn: sqlite3.Connection, latest: int) -> None:
+        version = self._user_version(conn)
+        if version > latest:
+            raise StoreError(
+                f"the store {self._path} has schema version {version}, newer than this "
+                f"apixo-watcher understands ({latest}); upgrade apixo-watcher or point "
+                f"store.path at another file"
+            )
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is closed")
+        return self._conn
+
+    def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction, retried while the database is locked."""
+        conn = self._live()
+
+        def once() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.warning("store_rollback_failed", what=what)
+                raise
+            return result
+
+        try:
+            # The first try runs without tenacity: its bookkeeping cost more than a small
+            # commit, and a lock held elsewhere is rare.
+            try:
+                return once()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc):
+                    raise
+            log.warning("store_locked_retry", attempt=1)
+            time.sleep(_FIRST_RETRY_WAIT_S)
+            return self._retrying(once)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store write failed ({what}): {exc}") from exc
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._live().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    def _row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def _fetch_task(self, conn: sqlite3.Connection, task_id: str) -> Task:
+        row = conn.execute(TASK_BY_ID, (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return task_from_row(row)
+
+    def _require_task(self, task_id: str) -> None:
+        if self._row("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)) is None:
+            raise TaskNotFound(f"task {task_id} not found")
+
+    @staticmethod
+    def _require_delivery_in(conn: sqlite3.Connection, delivery_id: str) -> None:
+        if conn.execute(DELIVERY_EXISTS, (delivery_id,)).fetchone() is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+
+    def _require_delivery(self, delivery_id: str) -> None:
+        if self._row(DELIVERY_EXISTS, (delivery_id,)) is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def add_task(self, spec: TaskSpec, *, source: TaskSource, now: float) -> tuple[Task, bool]:
+        """Register a task; committed when this returns. See Store.add_task."""
+        return self.add_tasks([spec], source=source, now=now)[0]
+
+    def add_tasks(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[tuple[Task, bool]]:
+        """Register many tasks in one transaction; a conflict writes none of them."""
+        if not specs:
+            self._live()
+            return []
+        return self._write("add_tasks", lambda conn: self._insert_tasks(conn, specs, source, now))
+
+    def _insert_tasks(
+        self, conn: sqlite3.Connection, specs: list[TaskSpec], source: TaskSource, now: float
+    ) -> list[tuple[Task, bool]]:
+        # One lookup per chunk of ids and one executemany: a big tasks file imports quickly.
+        known: dict[str, Task] = {}
+        ids = list(dict.fromkeys(spec.task_id for spec in specs))
+        for i in range(0, len(ids), _BATCH):
+            chunk = ids[i : i + _BATCH]
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(f"{SELECT_TASKS} WHERE task_id IN ({marks})", chunk):
+                known[row[0]] = task_from_row(row)
+        results: list[tuple[Task, bool]] = []
+        rows: list[tuple[Any, ...]] = []
+        for spec in specs:
+            existing = known.get(spec.task_id)
+            if existing is not None:
+                if existing.model != spec.model:
+                    raise TaskConflict(
+                        f"task {spec.task_id} is already registered with model "
+                        f"{existing.model!r}, not {spec.model!r}"
+                    )
+                # A copy: the same id may appear again in this batch, or was just created in it.
+                clone = dataclasses.replace(existing, metadata=copy.deepcopy(existing.metadata))
+                results.append((clone, False))
+                continue
+            metadata = metadata_json(spec.metadata)
+            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
+            rows.append(
+                (spec.task_id, spec.model, endpoints, spec.callback_url, metadata, spec.deadline_s)
+            )
+            task = Task(
+                task_id=spec.task_id,
+                model=spec.model,
+                endpoints=spec.endpoints,
+                callback_url=spec.callback_url,
+                metadata=json.loads(metadata),
+                deadline_s=spec.deadline_s,
+                source=source,
+                state=TaskState.PENDING,
+                registered_at=now,
+                updated_at=now,
+            )
+            known[spec.task_id] = task
+            results.append((task, True))
+        conn.executemany(
+            INSERT_TASK,
+            [(*row, source.value, TaskState.PENDING.value, now, now) for row in rows],
+        )
+        return results
+
+    def get_task(self, task_id: str) -> Task:
+        """The task, or TaskNotFound."""
+        row = self._row(TASK_BY_ID, (task_id,))
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return task_from_row(row)
+
+    def list_tasks(
+        self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Task], str | None]:
+        """Tasks newest registration first (ties by task_id), optionally of one state."""
+        filters = {"state": state.value} if state is not None else {}
+        return self._page(
+            SELECT_TASKS,
+            ("registered_at", "task_id"),
+            filters,
+            limit,
+            cursor,
+            task_from_row,
+            lambda t: (t.registered_at, t.task_id),
+        )
+
+    def _page(
+        self,
+        select: str,
+        key: tuple[str, str],
+        filters: Mapping[str, Any],
+        limit: int,
+        cursor: str | None,
+        convert: Callable[[Sequence[Any]], T],
+        key_of: Callable[[T], tuple[float, str]],
+    ) -> tuple[list[T], str | None]:
+        """One page, newest first by the (time, id) `key`, keyset-paginated: rows added
+        between pages never shift a page. `filters` are column = value (constant names)."""
+        limit = clamp_limit(limit)
+        where = [f"{column} = ?" for column in filters]
+        params: list[Any] = list(filters.values())
+        if cursor is not None:
+            where.append(f"({key[0]}, {key[1]}) < (?, ?)")
+            params.extend(decode_cursor(cursor))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._rows(
+            f"{select} {clause}ORDER BY {key[0]} DESC, {key[1]} DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        items = [convert(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return items, None
+        return items, encode_cursor(*key_of(items[-1]))
+
+    def active_tasks(self) -> Iterator[Task]:
+        """Every PENDING or PROCESSING task, streamed in task_id order in bounded batches."""
+        self._live()
+        return self._stream(STREAM_ACTIVE_TASKS, task_from_row)
+
+    def _stream(self, sql: str, convert: Callable[[Sequence[Any]], T]) -> Iterator[T]:
+        # `sql` has "{op}" before its key parameter and the key is the first column; the
+        # first batch starts at (>=) "".
+        op, last = ">=", ""
+        while True:
+            rows = self._rows(sql.format(op=op), (last, _BATCH))
+            for row in rows:
+                yield convert(row)
+            if len(rows) < _BATCH:
+                return
+            op, last = ">", rows[-1][0]
+
+    def count_tasks(self) -> Mapping[TaskState, int]:
+        """How many tasks are in each state (states with none are absent)."""
+        rows = self._rows("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        return {TaskState(state): count for state, count in rows}
+
+    def apply_transition(self, transition: Transition) -> Task:
+        """Commit a state change with its event and deliveries in one transaction (outbox).
+
+        A transition without `upstream_state` keeps the last one seen; `polls`, when given,
+        replaces the stored count. A terminal state sets `finished_at` and clears `last_error`.
+        """
+        return self._write("apply_transition", lambda conn: self._apply(conn, transition))
+
+    def _apply(self, conn: sqlite3.Connection, t: Transition) -> Task:
+        task = self._fetch_task(conn, t.task_id)
+        from_state = apply_transition_to(task, t)
+        self._save_task_state(conn, task)
+        if t.to_state != from_state:
+            self._insert_change(
+                conn, t.task_id, from_state, t.to_state, t.at, t.reason, t.upstream_state
+            )
+        if t.event is not None:
+            conn.execute(INSERT_EVENT, event_params(t.event))
+        if t.deliveries:
+            conn.executemany(INSERT_DELIVERY, [delivery_params(d) for d in t.deliveries])
+        return task
+
+    def _save_task_state(self, conn: sqlite3.Connection, task: Task) -> None:
+        conn.execute(UPDATE_TASK_STATE, task_state_params(task))
+
+    def _insert_change(
+        self,
+        conn: sqlite3.Connection,
+        task_id: str,
+        from_state: TaskState,
+        to_state: TaskState,
+        at: float,
+        reason: str,
+        upstream_state: str | None,
+    ) -> None:
+        conn.execute(
+            INSERT_STATE_CHANGE,
+            (task_id, from_state.value, to_state.value, at, reason, upstream_state),
+        )
+
+    def cancel_task(self, task_id: str, *, now: float) -> Task:
+        """Move an active task to CANCELLED (no event). TaskFinished if it is terminal."""
+
+        def cancel(conn: sqlite3.Connection) -> Task:
+            task = self._fetch_task(conn, task_id)
+            if task.state.terminal:
+                raise TaskFinished(f"task {task_id} has already finished ({task.state.value})")
+            from_state = task.state
+            task.state = TaskState.CANCELLED
+            task.updated_at = now
+            task.finished_at = now
+            task.last_error = None
+            self._save_task_state(conn, task)
+            self._insert_change(conn, task_id, from_state, task.state, now, "cancelled", None)
+            return task
+
+        return self._write("cancel_task", cancel)
+
+    def record_polls(self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]) -> None:
+        """Persist live poll counts (any task) and last errors (active tasks only: a finished
+        task's error was cleared by its final transition) in one transaction."""
+        if not polls and not errors:
+            self._live()
+            return
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE tasks SET polls = ? WHERE task_id = ?",
+                [(count, task_id) for task_id, count in polls.items()],
+            )
+            conn.executemany(
+                "UPDATE tasks SET last_error = ? "
+                "WHERE task_id = ? AND state IN ('pending', 'processing')",
+                [(error, task_id) for task_id, error in errors.items()],
+            )
+
+        self._write("record_polls", record)
+
+    def state_changes(self, task_id: str) -> list[StateChange]:
+        """The task's state changes, oldest first."""
+        self._require_task(task_id)
+        return [state_change_from_row(r) for r in self._rows(SELECT_STATE_CHANGES, (task_id,))]
+
+    # -- events --------------------------------------------------------------------------------
+    def get_event(self, event_id: str) -> Event:
+        """The event; StoreError if it is missing."""
+        row = self._row(EVENT_BY_ID, (event_id,))
+        if row is None:
+            raise StoreError(f"event {event_id} not found")
+        return event_from_row(row)
+
+    def event_bodies(self, event_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of many events, read in chunks of `_BATCH` ids; unknown ids are absent."""
+        self._live()
+        bodies: dict[str, bytes] = {}
+        ids = list(dict.fromkeys(event_ids))
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._rows(
+                f"SELECT event_id, body FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            bodies.update((event_id, bytes(body)) for event_id, body in rows)
+        return bodies
+
+    def events_for_task(self, task_id: str) -> list[Event]:
+        """The task's events, oldest first."""
+        self._require_task(task_id)
+        return [event_from_row(r) for r in self._rows(EVENTS_OF_TASK, (task_id,))]
+
+    # -- deliveries ----------------------------------------------------------------------------
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery, or DeliveryNotFound."""
+        row = self._row(DELIVERY_BY_ID, (delivery_id,))
+        if row is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+        return delivery_from_row(row)
+
+    def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        """Deliveries newest first (by created_at, ties by delivery_id), optionally filtered.
+        An unknown task_id filter gives an empty page."""
+        filters: dict[str, Any] = {}
+        if status is not None:
+            filters["status"] = status.value
+        if task_id is not None:
+            filters["task_id"] = task_id
+        return self._page(
+            SELECT_DELIVERIES,
+            ("created_at", "delivery_id"),
+            filters,
+            limit,
+            cursor,
+            delivery_from_row,
+            lambda d: (d.created_at, d.delivery_id),
+        )
+
+    def pending_deliveries(self) -> Iterator[Delivery]:
+        """Every PENDING delivery, streamed in delivery_id order in bounded batches."""
+        self._live()
+        return self._stream(STREAM_PENDING_DELIVERIES, delivery_from_row)
+
+    def count_deliveries(self) -> Mapping[DeliveryStatus, int]:
+        """How many deliveries are in each status (statuses with none are absent)."""
+        rows = self._rows("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        return {DeliveryStatus(status): count for status, count in rows}
+
+    def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
+        """Insert the attempt and store `delivery`'s progress (status, times, attempt counts,
+        last result), in one transaction. DeliveryNotFound (nothing written) if the delivery
+        is unknown."""
+        self.record_attempts(((attempt, delivery),))
+
+    def record_attempts(self, batch: Sequence[tuple[Attempt, Delivery]]) -> None:
+        """`record_attempt` for every pair in one transaction: one COMMIT for many attempts.
+        DeliveryNotFound (nothing written) if any delivery is unknown."""
+        if not batch:
+            self._live()
+            return
+        for attempt, delivery in batch:
+            if attempt.delivery_id != delivery.delivery_id:
+                raise StoreError(
+                    f"attempt of delivery {attempt.delivery_id} recorded with "
+                    f"{delivery.delivery_id}"
+                )
+
+        def record(conn: sqlite3.Connection) -> None:
+            updated = conn.executemany(
+                UPDATE_DELIVERY_PROGRESS, [delivery_progress_params(d) for _, d in batch]
+            ).rowcount
+            if updated < len(batch):
+                for _, d in batch:
+                    self._require_delivery_in(conn, d.delivery_id)
+            conn.executemany(INSERT_ATTEMPT, [attempt_params(a) for a, _ in batch])
+
+        self._write("record_attempts", record)
+
+    def attempts(self, delivery_id: str) -> list[Attempt]:
+        """The delivery's attempts, oldest first."""
+        self._require_delivery(delivery_id)
+        return [attempt_from_row(r) for r in self._rows(SELECT_ATTEMPTS, (delivery_id,))]
+
+    def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery:
+        """Make the delivery PENDING again, due now, schedule_pos 0; `attempts` and the
+        webhook id are kept. Works from any status."""
+
+        def requeue(conn: sqlite3.Connection) -> Delivery:
+            # No UPDATE ... RETURNING: it needs SQLite 3.35, newer than some supported distros.
+            updated = conn.execute(
+                "UPDATE deliveries SET status = ?, next_attempt_at = ?, schedule_pos = 0, "
+                "updated_at = ? WHERE delivery_id = ?",
+                (DeliveryStatus.PENDING.value, now, now, delivery_id),
+            ).rowcount
+            if not updated:
+                raise DeliveryNotFound(f"delivery {delivery_id} not found")
+            row = conn.execute(DELIVERY_BY_ID, (delivery_id,)).fetchone()
+            return delivery_from_row(row)
+
+        return self._write("requeue_delivery", requeue)
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def purge_finished(self, *, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` tasks finished before `before` (oldest first) and everything
+        recorded about them, in one transaction; tasks with a pending delivery stay."""
+
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (task_id TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM purge_ids")
+            conn.execute(
+                "INSERT INTO purge_ids SELECT t.task_id FROM tasks AS t INDEXED BY tasks_finished"
+                " WHERE t.finished_at IS NOT NULL AND t.finished_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
+                "  WHERE d.task_id = t.task_id AND d.status = 'pending')"
+                " ORDER BY t.finished_at LIMIT ?",
+                (before, clamp_limit(limit)),
+            )
+            for statement in PURGE_CHILDREN:
+                conn.execute(statement)
+            deleted = conn.execute(
+                "DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM purge_ids)"
+            ).rowcount
+            conn.execute("DELETE FROM purge_ids")
+            return int(deleted)
+
+        return self._write("purge_finished", purge)
+
+    def check_writable(self) -> None:
+        """Commit a one-row heartbeat; StoreError if the write cannot be committed now."""
+        self._write(
+            "check_writable",
+            lambda conn: conn.execute(
+                "INSERT INTO heartbeat (id, beats) VALUES (1, 1) "
+                "ON CONFLICT (id) DO UPDATE SET beats = beats + 1"
+            ),
+        )
+
+    def close(self) -> None:
+        """Close the database (the last connection checkpoints the WAL); idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot close the store {self._path}: {exc}") from exc
+        log.debug("store_closed", path=str(self._path))

@@ -1,0 +1,166 @@
+"""Validation of task registrations, shared by the intake API and the tasks file.
+
+A registration is `{task_id, model, endpoints?, callback_url?, metadata?, deadline?}`. Every
+problem is collected, each naming its field, so a caller can fix them all at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from watcher.config.durations import parse_duration
+from watcher.errors import FieldProblem, InvalidTask
+from watcher.models import TaskSpec
+
+MAX_METADATA_BYTES = 4096
+MAX_ID_LENGTH = 256
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+_FIELDS = ("task_id", "model", "endpoints", "callback_url", "metadata", "deadline")
+
+
+def parse_task_spec(
+    raw: object,
+    *,
+    endpoint_names: Sequence[str],
+    allowed_callback_hosts: Sequence[str],
+) -> TaskSpec:
+    """Validate one registration; raise InvalidTask with every problem found."""
+    if not isinstance(raw, Mapping):
+        raise InvalidTask([FieldProblem("", "must be an object", "invalid_type")])
+    problems: list[FieldProblem] = []
+    for key in raw:
+        if key not in _FIELDS:
+            problems.append(FieldProblem(str(key), "unknown field", "unknown_field"))
+
+    task_id = _identifier(raw, "task_id", problems)
+    model = _identifier(raw, "model", problems)
+    endpoints = _endpoints(raw.get("endpoints"), endpoint_names, problems)
+    callback_url = _callback_url(raw.get("callback_url"), allowed_callback_hosts, problems)
+    metadata = _metadata(raw.get("metadata"), problems)
+    deadline_s = _deadline(raw.get("deadline"), problems)
+
+    if problems:
+        raise InvalidTask(problems)
+    assert task_id is not None
+    assert model is not None
+    return TaskSpec(
+        task_id=task_id,
+        model=model,
+        endpoints=endpoints,
+        callback_url=callback_url,
+        metadata=metadata,
+        deadline_s=deadline_s,
+    )
+
+
+def _identifier(raw: Mapping[Any, Any], key: str, problems: list[FieldProblem]) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        problems.append(FieldProblem(key, "is required", "missing"))
+        return None
+    if not isinstance(value, str):
+        problems.append(FieldProblem(key, "must be a string", "invalid_type"))
+        return None
+    if len(value) > MAX_ID_LENGTH or not _ID.fullmatch(value):
+        problems.append(
+            FieldProblem(
+                key,
+                f"must be 1-{MAX_ID_LENGTH} characters of letters, digits, '_', '.', ':' or '-'",
+                "invalid",
+            )
+        )
+        return None
+    return value
+
+
+def _endpoints(
+    value: object, known: Sequence[str], problems: list[FieldProblem]
+) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(
+            FieldProblem("endpoints", "must be a list of endpoint names", "invalid_type")
+        )
+        return None
+    if not value:
+        problems.append(
+            FieldProblem(
+                "endpoints", "must name at least one endpoint (omit it for every endpoint)"
+            )
+        )
+        return None
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        names = ", ".join(repr(v) for v in unknown)
+        problems.append(FieldProblem("endpoints", f"unknown endpoint {names}", "unknown_endpoint"))
+        return None
+    return tuple(dict.fromkeys(value))
+
+
+def _callback_url(
+    value: object, allowed_hosts: Sequence[str], problems: list[FieldProblem]
+) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(FieldProblem("callback_url", "must be a string", "invalid_type"))
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(FieldProblem("callback_url", "must be an http(s) URL", "invalid"))
+        return None
+    host = parts.hostname.lower()
+    hostport = f"{host}:{parts.port}" if parts.port else host
+    allowed = {h.lower() for h in allowed_hosts}
+    if host not in allowed and hostport not in allowed:
+        problems.append(
+            FieldProblem(
+                "callback_url",
+                f"host {host!r} is not in delivery.allowed_callback_hosts",
+                "callback_host_not_allowed",
+            )
+        )
+        return None
+    return value
+
+
+def _metadata(value: object, problems: list[FieldProblem]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(FieldProblem("metadata", "must be a JSON object", "invalid_type"))
+        return {}
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError):
+        problems.append(FieldProblem("metadata", "must be JSON-serialisable", "invalid"))
+        return {}
+    if size > MAX_METADATA_BYTES:
+        problems.append(
+            FieldProblem(
+                "metadata",
+                f"is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed",
+                "too_large",
+            )
+        )
+        return {}
+    return value
+
+
+def _deadline(value: object, problems: list[FieldProblem]) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        problems.append(FieldProblem("deadline", str(exc), "invalid"))
+        return None
+    if seconds <= 0:
+        problems.append(FieldProblem("deadline", "must be more than zero", "invalid"))
+        return None
+    return seconds
