@@ -17,8 +17,8 @@ from tests.helpers.daemon import API_KEY, write_config
 from tests.helpers.receiver import Receiver, start_receiver
 from watcher.config.settings import load_config
 from watcher.daemon import Daemon
-from watcher.delivery.signing import generate_secret
 from watcher.upstream.sandbox import SANDBOX, SandboxState, make_sandbox_app
+from watcher.webhook_secret import generate_secret
 
 
 @dataclass

@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestServer
 
 from tests.helpers.daemon import API_KEY, DaemonProcess, write_config
 from tests.helpers.receiver import start_receiver
-from watcher.delivery.signing import generate_secret
 from watcher.upstream.sandbox import (
     SANDBOX,
     SandboxState,
@@ -29,6 +28,7 @@ from watcher.upstream.sandbox import (
     processing,
     success,
 )
+from watcher.webhook_secret import generate_secret
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from tests.helpers.receiver import Receiver
 from tests.integration.conftest import Upstream
 from watcher.cli.main import build_parser
 from watcher.config.settings import load_config
-from watcher.delivery.signing import generate_secret
 from watcher.upstream.sandbox import success
+from watcher.webhook_secret import generate_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "apixo-watcher.service"

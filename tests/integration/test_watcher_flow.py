@@ -16,7 +16,6 @@ import yaml
 from tests.helpers.daemon import API_KEY
 from tests.helpers.receiver import Receiver, Reply, start_receiver
 from tests.integration.conftest import Upstream
-from watcher.delivery.signing import generate_secret
 from watcher.upstream.sandbox import (
     bad_result,
     error,
@@ -26,6 +25,7 @@ from watcher.upstream.sandbox import (
     processing,
     success,
 )
+from watcher.webhook_secret import generate_secret
 
 
 def endpoint(receiver: Receiver, secret: str, path: str = "/hook", **extra: Any) -> dict[str, Any]:

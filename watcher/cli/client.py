@@ -20,12 +20,10 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
+from watcher.cli.common import EXIT_CONFIG, EXIT_OK, default_config_path
 from watcher.config.settings import IntakeConfig, load_intake_config
 from watcher.errors import IntakeError
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 78
 TASK_STATES = (
     "pending",
     "processing",
@@ -112,8 +110,6 @@ def _check(answer: Answer, *ok: int) -> Any:
 
 
 def _client(args: argparse.Namespace) -> IntakeClient:
-    from watcher.cli.main import default_config_path
-
     path = Path(args.config or default_config_path())
     return IntakeClient(load_intake_config(path))
 
@@ -291,8 +287,6 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
 
 def reload_command(args: argparse.Namespace) -> int:
     """`apixo-watcher reload`: synchronous, for systemd's ExecReload."""
-    from watcher.cli.main import default_config_path
-
     path = Path(args.config or default_config_path())
     client = IntakeClient(load_intake_config(path), timeout_s=args.timeout)
     answer = client.request("POST", "/v1/reload")

@@ -10,22 +10,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from watcher import __version__
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 78
-DEFAULT_CONFIG = "/etc/apixo-watcher/config.yaml"
-
-
-def default_config_path() -> str:
-    return os.environ.get("APIXO_WATCHER_CONFIG") or DEFAULT_CONFIG
+from watcher.cli.common import (
+    DEFAULT_CONFIG,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    default_config_path,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,7 +157,7 @@ def error_line(message: str) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "gen-secret":
-        from watcher.delivery.signing import generate_secret
+        from watcher.webhook_secret import generate_secret
 
         print(generate_secret())
         return EXIT_OK

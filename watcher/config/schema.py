@@ -31,9 +31,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from watcher.config.durations import parse_duration
 from watcher.config.problems import Problems
 from watcher.config.yamlsrc import YamlPath
-from watcher.delivery.signing import SECRET_PREFIX, decode_secret
 from watcher.errors import InvalidSecret
 from watcher.models import EventType
+from watcher.webhook_secret import SECRET_PREFIX, decode_secret
 
 DEFAULT_BASE_URL = "https://api.apixo.ai/api/v1"
 DEFAULT_LISTEN = "127.0.0.1:8787"

@@ -15,7 +15,7 @@ from typing import Any
 
 from watcher.config.settings import PollingPolicy
 from watcher.models import EVENT_STATE, EventOutcome, EventType, Task, TaskState
-from watcher.upstream.client import PollOutcome, PollResult
+from watcher.upstream.classify import PollOutcome, PollResult
 
 # A success whose resultJson is unusable is asked again this many times in total before the
 # task is failed with BAD_RESULT_CODE: an upstream may write the result a moment late.

@@ -40,7 +40,7 @@ from watcher.polling.decide import (
     watch_for,
 )
 from watcher.polling.ratelimit import TokenBucket
-from watcher.upstream.client import PollOutcome, PollResult
+from watcher.upstream.classify import PollOutcome, PollResult
 
 log = structlog.get_logger(__name__)
 

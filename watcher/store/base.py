@@ -14,10 +14,11 @@ Conventions:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from watcher.errors import TaskFinished
+from watcher.errors import StoreError, TaskFinished
 from watcher.models import (
     Attempt,
     Delivery,
@@ -187,3 +188,11 @@ def apply_transition_to(task: Task, transition: Transition) -> TaskState:
         task.finished_at = t.at
         task.last_error = None
     return from_state
+
+
+def metadata_json(metadata: Mapping[str, Any]) -> str:
+    """The JSON text stored for a task's metadata; StoreError if it is not JSON-serialisable."""
+    try:
+        return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"task metadata is not JSON: {exc}") from exc

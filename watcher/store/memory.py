@@ -26,8 +26,8 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import apply_transition_to
-from watcher.store.sqlite import clamp_limit, decode_cursor, encode_cursor, metadata_json
+from watcher.store.base import apply_transition_to, metadata_json
+from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 
 R = TypeVar("R")
 

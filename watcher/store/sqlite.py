@@ -52,9 +52,9 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import apply_transition_to
+from watcher.store.base import apply_transition_to, metadata_json
 from watcher.store.migrations import Migration, check_numbering, load_migrations
-from watcher.store.paging import MAX_LIMIT, clamp_limit, decode_cursor, encode_cursor
+from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 from watcher.store.sqlite_rows import (
     DELIVERY_BY_ID,
     DELIVERY_EXISTS,
@@ -82,22 +82,10 @@ from watcher.store.sqlite_rows import (
     delivery_progress_params,
     event_from_row,
     event_params,
-    metadata_json,
     state_change_from_row,
     task_from_row,
     task_state_params,
 )
-
-# The pagination helpers and metadata_json lived here first; MemoryStore still imports them
-# from this module.
-__all__ = [
-    "MAX_LIMIT",
-    "SqliteStore",
-    "clamp_limit",
-    "decode_cursor",
-    "encode_cursor",
-    "metadata_json",
-]
 
 log = structlog.get_logger(__name__)
 

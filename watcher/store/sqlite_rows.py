@@ -8,10 +8,9 @@ only ever append constant fragments and bind values.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
-from watcher.errors import StoreError
 from watcher.models import (
     Attempt,
     AttemptOutcome,
@@ -106,14 +105,6 @@ PURGE_CHILDREN: Final = (
     "DELETE FROM events WHERE task_id IN (SELECT task_id FROM purge_ids)",
     "DELETE FROM state_changes WHERE task_id IN (SELECT task_id FROM purge_ids)",
 )
-
-
-def metadata_json(metadata: Mapping[str, Any]) -> str:
-    """The JSON text stored for a task's metadata; StoreError if it is not JSON-serialisable."""
-    try:
-        return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"task metadata is not JSON: {exc}") from exc
 
 
 def task_from_row(row: Sequence[Any]) -> Task:

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from tests.helpers.daemon import API_KEY, DaemonProcess, write_config
 from tests.helpers.receiver import Receiver, start_receiver
-from watcher.delivery.signing import decode_secret, generate_secret
 from watcher.upstream.sandbox import SANDBOX, SandboxState, make_sandbox_app, pending, success
+from watcher.webhook_secret import decode_secret, generate_secret
 
 pytestmark = pytest.mark.slow
 

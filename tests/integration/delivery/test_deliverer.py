@@ -17,7 +17,6 @@ from watcher.clock import Clock, ManualClock, SystemClock
 from watcher.config.settings import DeliveryConfig, EndpointConfig, Secret
 from watcher.delivery.deliverer import Deliverer, Target
 from watcher.delivery.events import build_event, plan_deliveries
-from watcher.delivery.signing import generate_secret
 from watcher.models import (
     CALLBACK_ENDPOINT,
     Attempt,
@@ -32,6 +31,7 @@ from watcher.models import (
     Transition,
 )
 from watcher.store.memory import MemoryStore
+from watcher.webhook_secret import generate_secret
 
 SECRET = generate_secret()
 FAST = (0.0, 0.02, 0.02)  # retry schedule for tests that use the real clock

@@ -23,7 +23,8 @@ from watcher.errors import StoreError
 from watcher.models import EventType, Task, TaskSource, TaskState
 from watcher.polling.decide import BAD_RESULT_CODE, Decision, Watch
 from watcher.polling.scheduler import Scheduler
-from watcher.upstream.client import PollOutcome, PollResult, UpstreamClient
+from watcher.upstream.classify import PollOutcome, PollResult
+from watcher.upstream.client import UpstreamClient
 from watcher.upstream.sandbox import (
     SANDBOX,
     SandboxState,

@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from watcher.config.settings import Secret, UpstreamConfig
-from watcher.upstream.client import PollOutcome, UpstreamClient
+from watcher.upstream.classify import PollOutcome
+from watcher.upstream.client import UpstreamClient
 from watcher.upstream.sandbox import (
     SANDBOX,
     SandboxResponse,

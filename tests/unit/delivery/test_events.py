@@ -10,7 +10,6 @@ import pytest
 
 from watcher.config.settings import EndpointConfig, Secret
 from watcher.delivery.events import build_event, iso_timestamp, plan_deliveries
-from watcher.delivery.signing import generate_secret
 from watcher.models import (
     CALLBACK_ENDPOINT,
     DEFAULT_EVENTS,
@@ -22,6 +21,7 @@ from watcher.models import (
     TaskSource,
     TaskState,
 )
+from watcher.webhook_secret import generate_secret
 
 NOW = 1_767_225_612.5  # 2026-01-01T00:00:12.500Z
 

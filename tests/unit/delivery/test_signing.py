@@ -9,8 +9,9 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from watcher.delivery.signing import decode_secret, generate_secret, sign, webhook_headers
+from watcher.delivery.signing import sign, webhook_headers
 from watcher.errors import InvalidSecret, WatcherError
+from watcher.webhook_secret import decode_secret, generate_secret
 
 # The example of the Standard Webhooks spec and its reference libraries.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -20,7 +20,7 @@ from watcher.polling.decide import (
     decide,
     watch_for,
 )
-from watcher.upstream.client import PollOutcome, PollResult
+from watcher.upstream.classify import PollOutcome, PollResult
 
 T0 = 1_700_000_000.0
 NOW = T0 + 10.0

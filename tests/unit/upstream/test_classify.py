@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from watcher.upstream.client import PollOutcome, classify, parse_retry_after, status_url
+from watcher.upstream.classify import PollOutcome, classify, parse_retry_after
+from watcher.upstream.client import status_url
 
 NOW = 1_700_000_000.0
 
