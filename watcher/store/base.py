@@ -1,9 +1,14 @@
-"""The store interface: everything the daemon keeps durably.
+"""The store interfaces: everything the daemon keeps durably.
 
-Two implementations pass one contract test suite (tests/unit/test_store_contract.py):
-`SqliteStore` (watcher/sqlite_store.py, the real one) and `MemoryStore`
-(watcher/memory_store.py, for unit tests). Methods are synchronous: SQLite calls are short and
-local, and keeping them on the event loop keeps ordering simple (one writer, no thread hops).
+`Store` is synchronous: `SqliteStore` (watcher/store/sqlite.py, the real one for one instance)
+and `MemoryStore` (watcher/store/memory.py, for unit tests). SQLite calls are short and local,
+and keeping them on the event loop keeps ordering simple (one writer, no thread hops).
+
+`AsyncStore` has the same operations with the same semantics as coroutines, for a store whose
+calls are network round trips that must not block the event loop: `PostgresStore`
+(watcher/store/postgres.py). `AsyncAdapter` (watcher/store/adapter.py) turns any `Store` into
+an `AsyncStore`, so one async contract suite (tests/unit/store/test_contract.py) runs on all
+three stores.
 
 Conventions:
 - every `now`/`at` is Unix seconds as a float, passed in by the caller (no clock reads here);
@@ -15,7 +20,7 @@ Conventions:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from watcher.errors import StoreError, TaskFinished
@@ -164,6 +169,83 @@ class Store(Protocol):
     def close(self) -> None:
         """Flush and close; idempotent."""
         ...
+
+
+class AsyncStore(Protocol):
+    """`Store`'s operations as coroutines, with the same semantics (see each `Store` method).
+
+    `active_tasks` and `pending_deliveries` are async iterators that read in bounded batches
+    and hold no connection between batches. Every write is one transaction, committed when the
+    coroutine returns; several processes may share one database, so an operation that races
+    with another process's gives the same outcome as if they ran one after the other.
+    """
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def add_task(
+        self, spec: TaskSpec, *, source: TaskSource, now: float
+    ) -> tuple[Task, bool]: ...
+
+    async def add_tasks(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[tuple[Task, bool]]: ...
+
+    async def get_task(self, task_id: str) -> Task: ...
+
+    async def list_tasks(
+        self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Task], str | None]: ...
+
+    def active_tasks(self) -> AsyncIterator[Task]: ...
+
+    async def count_tasks(self) -> Mapping[TaskState, int]: ...
+
+    async def apply_transition(self, transition: Transition) -> Task: ...
+
+    async def cancel_task(self, task_id: str, *, now: float) -> Task: ...
+
+    async def record_polls(
+        self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]
+    ) -> None: ...
+
+    async def state_changes(self, task_id: str) -> list[StateChange]: ...
+
+    # -- events --------------------------------------------------------------------------------
+    async def get_event(self, event_id: str) -> Event: ...
+
+    async def events_for_task(self, task_id: str) -> list[Event]: ...
+
+    async def event_bodies(self, event_ids: Sequence[str]) -> dict[str, bytes]: ...
+
+    # -- deliveries ----------------------------------------------------------------------------
+    async def get_delivery(self, delivery_id: str) -> Delivery: ...
+
+    async def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Delivery], str | None]: ...
+
+    def pending_deliveries(self) -> AsyncIterator[Delivery]: ...
+
+    async def count_deliveries(self) -> Mapping[DeliveryStatus, int]: ...
+
+    async def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None: ...
+
+    async def record_attempts(self, batch: Sequence[tuple[Attempt, Delivery]]) -> None: ...
+
+    async def attempts(self, delivery_id: str) -> list[Attempt]: ...
+
+    async def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery: ...
+
+    # -- housekeeping --------------------------------------------------------------------------
+    async def purge_finished(self, *, before: float, limit: int = 1000) -> int: ...
+
+    async def check_writable(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def apply_transition_to(task: Task, transition: Transition) -> TaskState:
