@@ -1,7 +1,9 @@
-"""The store's versioned schema: NNNN_name.sql files and the loader that orders them.
+"""The stores' versioned schemas: NNNN_name.sql files and the loader that orders them.
 
-File N moves the database's `PRAGMA user_version` from N-1 to N; SqliteStore applies each
-missing one in its own transaction. A released file is never edited: changes go in a new one.
+Each database has its own folder and numbering: sqlite/ (file N moves `PRAGMA user_version`
+from N-1 to N; SqliteStore applies each missing one in its own transaction) and postgres/
+(recorded in the `watcher_schema` table; see watcher/store/postgres_schema.py). A released
+file is never edited: changes go in a new one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ from typing import Final
 from watcher.errors import StoreError
 
 _MIGRATION_FILE: Final = re.compile(r"(\d{4})_(\w+)\.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    """What migrating a store did: its schema version before and after, and the files applied
+    (none when it was up to date). `where` names the store without any password."""
+
+    where: str
+    before: int
+    after: int
+    applied: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,615 @@
+"""The store on PostgreSQL: the `AsyncStore` operations on a pool of psycopg connections.
+
+Every call is a network round trip, so the store is async: nothing here blocks the event loop.
+Each method is one transaction (the connections are in autocommit mode; writes run inside
+`conn.transaction()`, reads are single statements) with the same semantics as SqliteStore,
+checked by the same contract suite. Several instances may share the database: a write that
+races with another instance's gives the outcome of the two one after the other (rows are
+locked in a fixed order so two batches cannot deadlock; a deadlock or serialization failure
+PostgreSQL reports anyway is retried a few times). Every driver error is raised as StoreError,
+and no message carries the URL's password.
+
+The SQL text lives in watcher/store/postgres_rows.py, the schema and its migrations in
+watcher/store/postgres_schema.py and watcher/store/migrations/postgres/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeAlias, TypeVar
+
+import psycopg
+import structlog
+from psycopg import AsyncConnection, errors
+from psycopg_pool import AsyncConnectionPool
+
+from watcher.config.dburl import redact_url, url_passwords
+from watcher.errors import (
+    DeliveryNotFound,
+    StoreError,
+    TaskConflict,
+    TaskFinished,
+    TaskNotFound,
+)
+from watcher.models import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    StateChange,
+    Task,
+    TaskSource,
+    TaskSpec,
+    TaskState,
+    Transition,
+)
+from watcher.store import postgres_rows as sql
+from watcher.store.base import apply_transition_to, metadata_json
+from watcher.store.migrations import Migration, MigrationResult, load_migrations
+from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
+from watcher.store.postgres_schema import migrate, schema_version
+from watcher.store.sqlite_rows import (
+    attempt_from_row,
+    attempt_params,
+    delivery_from_row,
+    delivery_params,
+    delivery_progress_params,
+    event_from_row,
+    event_params,
+    state_change_from_row,
+    task_from_row,
+    task_state_params,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Conn: TypeAlias = AsyncConnection[Any]
+Row: TypeAlias = Sequence[Any]
+
+_BATCH: Final = 500  # rows per query when streaming active tasks / pending deliveries
+_WRITE_TRIES: Final = 3
+_RETRY_WAIT_S: Final = 0.02
+# What PostgreSQL asks a client to retry: the transaction was rolled back as a whole.
+_RETRYABLE: Final = (errors.DeadlockDetected, errors.SerializationFailure)
+
+
+class _Secrets:
+    """The URL and its password(s), to scrub from driver messages before they go anywhere."""
+
+    def __init__(self, url: str) -> None:
+        self.where = redact_url(url)
+        self._values = sorted({url, *url_passwords(url)}, key=len, reverse=True)
+
+    def error(self, what: str, exc: BaseException) -> StoreError:
+        message = f"{what}: {exc}".strip()
+        for value in self._values:
+            message = message.replace(value, "***")
+        return StoreError(message)
+
+
+async def _connect(url: str, secrets: _Secrets, timeout_s: float) -> Conn:
+    try:
+        return await AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=max(2, round(timeout_s))
+        )
+    except psycopg.Error as exc:
+        raise secrets.error(f"cannot connect to the store {secrets.where}", exc) from exc
+
+
+async def migrate_database(
+    url: str, *, timeout_s: float = 10.0, migrations: Sequence[Migration] | None = None
+) -> MigrationResult:
+    """Bring the database at `url` to this version's schema (what `apixo-watcher migrate`
+    does). StoreError if it cannot be reached, a migration fails, or it is newer."""
+    secrets = _Secrets(url)
+    wanted = load_migrations("postgres") if migrations is None else list(migrations)
+    conn = await _connect(url, secrets, timeout_s)
+    try:
+        before = await schema_version(conn)
+        applied = await migrate(conn, wanted, where=secrets.where)
+        after = await schema_version(conn)  # another instance may have migrated meanwhile
+    except psycopg.Error as exc:
+        raise secrets.error(f"cannot migrate the store {secrets.where}", exc) from exc
+    finally:
+        await conn.close()
+    for migration in applied:
+        log.info("store_migrated", store=secrets.where, version=migration.version)
+    return MigrationResult(secrets.where, before, after, tuple(m.name for m in applied))
+
+
+class PostgresStore:
+    """The AsyncStore on one PostgreSQL database. Create it with `await PostgresStore.open(url)`."""
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], secrets: _Secrets) -> None:
+        self._pool: AsyncConnectionPool[Conn] | None = pool
+        self._secrets = secrets
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 4,
+        timeout_s: float = 10.0,
+        migrations: Sequence[Migration] | None = None,
+    ) -> PostgresStore:
+        """Connect, apply the missing migrations, and open a pool of up to `pool_size`
+        connections. `timeout_s` bounds connecting and waiting for a free connection."""
+        secrets = _Secrets(url)
+        await migrate_database(url, timeout_s=timeout_s, migrations=migrations)
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": max(2, round(timeout_s))},
+            timeout=timeout_s,
+            name="apixo-watcher",
+        )
+        try:
+            await pool.open(wait=True, timeout=timeout_s)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise secrets.error(f"cannot open the store {secrets.where}", exc) from exc
+        log.debug("store_opened", store=secrets.where)
+        return cls(pool, secrets)
+
+    @property
+    def location(self) -> str:
+        """The database, without its password."""
+        return self._secrets.where
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _live(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is None:
+            raise StoreError("the store is closed")
+        return self._pool
+
+    async def _write(self, what: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn` in one transaction; retried when PostgreSQL rolled it back for a deadlock
+        or a serialization failure. Our own errors (TaskConflict, ...) roll back and pass."""
+        pool = self._live()
+        attempt = 1
+        while True:
+            try:
+                async with pool.connection() as conn, conn.transaction():
+                    return await fn(conn)
+            except _RETRYABLE as exc:
+                if attempt >= _WRITE_TRIES:
+                    raise self._secrets.error(f"store write failed ({what})", exc) from exc
+                attempt += 1
+                log.warning("store_conflict_retry", what=what, attempt=attempt)
+                await asyncio.sleep(_RETRY_WAIT_S * attempt)
+            except psycopg.Error as exc:
+                raise self._secrets.error(f"store write failed ({what})", exc) from exc
+
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        pool = self._live()
+        try:
+            for attempt in (1, 2):
+                async with pool.connection() as conn:
+                    try:
+                        cur = await conn.execute(query, params)
+                        return await cur.fetchall()
+                    except psycopg.OperationalError:
+                        # A connection the server dropped while it sat in the pool (a restart,
+                        # a failover, an idle timeout): a read is safe to repeat on a new one.
+                        # The pool discards the broken connection when it comes back.
+                        if attempt == 2 or not conn.broken:
+                            raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        except psycopg.Error as exc:
+            raise self._secrets.error("store read failed", exc) from exc
+
+    async def _row(self, query: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self._rows(query, params)
+        return rows[0] if rows else None
+
+    async def _require_task(self, task_id: str) -> None:
+        if await self._row(sql.TASK_EXISTS, (task_id,)) is None:
+            raise TaskNotFound(f"task {task_id} not found")
+
+    async def _require_delivery(self, delivery_id: str) -> None:
+        if await self._row(sql.DELIVERY_EXISTS, (delivery_id,)) is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def add_task(
+        self, spec: TaskSpec, *, source: TaskSource, now: float
+    ) -> tuple[Task, bool]:
+        """Register a task; committed when this returns. See Store.add_task."""
+        return (await self.add_tasks([spec], source=source, now=now))[0]
+
+    async def add_tasks(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[tuple[Task, bool]]:
+        """Register many tasks in one transaction; a conflict writes none of them. Another
+        instance registering the same id at the same moment: one creates it, the other gets it
+        back as known (the INSERT waits for the other transaction, then skips the row)."""
+        self._live()
+        if not specs:
+            return []
+        firsts: dict[str, TaskSpec] = {}
+        for spec in specs:
+            firsts.setdefault(spec.task_id, spec)
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for spec in firsts.values():
+            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
+            values = (spec.task_id, spec.model, endpoints, spec.callback_url)
+            for column, value in zip(columns, values, strict=False):
+                column.append(value)
+            columns[4].append(metadata_json(spec.metadata))
+            columns[5].append(spec.deadline_s)
+
+        async def insert(conn: Conn) -> list[tuple[Task, bool]]:
+            params = (source.value, TaskState.PENDING.value, now, now, *columns)
+            cur = await conn.execute(sql.INSERT_TASKS, params)
+            created = {row[0] for row in await cur.fetchall()}
+            known: dict[str, Task] = {}
+            others = [task_id for task_id in firsts if task_id not in created]
+            if others:
+                cur = await conn.execute(sql.TASKS_BY_IDS, (others,))
+                known = {row[0]: task_from_row(row) for row in await cur.fetchall()}
+            return self._added(specs, firsts, created, known, source, now)
+
+        return await self._write("add_tasks", insert)
+
+    @staticmethod
+    def _added(
+        specs: list[TaskSpec],
+        firsts: Mapping[str, TaskSpec],
+        created: set[str],
+        known: dict[str, Task],
+        source: TaskSource,
+        now: float,
+    ) -> list[tuple[Task, bool]]:
+        """The results of add_tasks, in the order of `specs`; TaskConflict on a model clash."""
+        results: list[tuple[Task, bool]] = []
+        for spec in specs:
+            existing = known.get(spec.task_id)
+            if existing is None and spec.task_id in created:
+                first = firsts[spec.task_id]
+                task = Task(
+                    task_id=first.task_id,
+                    model=first.model,
+                    endpoints=first.endpoints,
+                    callback_url=first.callback_url,
+                    metadata=json.loads(metadata_json(first.metadata)),
+                    deadline_s=first.deadline_s,
+                    source=source,
+                    state=TaskState.PENDING,
+                    registered_at=now,
+                    updated_at=now,
+                )
+                known[spec.task_id] = task
+                results.append((task, True))
+                continue
+            if existing is None:  # skipped as existing, then purged before we read it
+                raise StoreError(f"task {spec.task_id} changed while it was registered; retry")
+            if existing.model != spec.model:
+                raise TaskConflict(
+                    f"task {spec.task_id} is already registered with model "
+                    f"{existing.model!r}, not {spec.model!r}"
+                )
+            # A copy: the same id may appear again in this batch, or was just created in it.
+            clone = dataclasses.replace(existing, metadata=copy.deepcopy(existing.metadata))
+            results.append((clone, False))
+        return results
+
+    async def get_task(self, task_id: str) -> Task:
+        """The task, or TaskNotFound."""
+        row = await self._row(sql.TASK_BY_ID, (task_id,))
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return task_from_row(row)
+
+    async def list_tasks(
+        self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Task], str | None]:
+        """Tasks newest registration first (ties by task_id), optionally of one state."""
+        filters = {"state": state.value} if state is not None else {}
+        return await self._page(
+            sql.SELECT_TASKS,
+            ("registered_at", "task_id"),
+            filters,
+            limit,
+            cursor,
+            task_from_row,
+            lambda t: (t.registered_at, t.task_id),
+        )
+
+    async def _page(
+        self,
+        select: str,
+        key: tuple[str, str],
+        filters: Mapping[str, Any],
+        limit: int,
+        cursor: str | None,
+        convert: Callable[[Row], T],
+        key_of: Callable[[T], tuple[float, str]],
+    ) -> tuple[list[T], str | None]:
+        """One keyset page, newest first by the (time, id) `key`; `filters` are column = value
+        (constant names), as in SqliteStore._page."""
+        limit = clamp_limit(limit)
+        where = [f"{column} = %s" for column in filters]
+        params: list[Any] = list(filters.values())
+        if cursor is not None:
+            where.append(f"({key[0]}, {key[1]}) < (%s, %s)")
+            params.extend(decode_cursor(cursor))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = await self._rows(
+            f"{select} {clause}ORDER BY {key[0]} DESC, {key[1]} DESC LIMIT %s",
+            (*params, limit + 1),
+        )
+        items = [convert(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return items, None
+        return items, encode_cursor(*key_of(items[-1]))
+
+    async def active_tasks(self) -> AsyncIterator[Task]:
+        """Every PENDING or PROCESSING task, in task_id order, read in bounded batches."""
+        async for row in self._stream(sql.STREAM_ACTIVE_TASKS):
+            yield task_from_row(row)
+
+    async def _stream(self, query: str) -> AsyncIterator[Row]:
+        # Each batch is its own query: no connection is held while the caller works on rows.
+        last = ""
+        while True:
+            rows = await self._rows(query, (last, _BATCH))
+            for row in rows:
+                yield row
+            if len(rows) < _BATCH:
+                return
+            last = rows[-1][0]
+
+    async def count_tasks(self) -> Mapping[TaskState, int]:
+        """How many tasks are in each state (states with none are absent)."""
+        return {TaskState(state): count for state, count in await self._rows(sql.COUNT_TASKS)}
+
+    async def apply_transition(self, transition: Transition) -> Task:
+        """Commit a state change with its event and deliveries in one transaction (outbox).
+        The task row is locked first, so a cancel racing with it waits, then sees its result."""
+        return await self._write("apply_transition", lambda conn: self._apply(conn, transition))
+
+    async def _apply(self, conn: Conn, t: Transition) -> Task:
+        task = await self._locked_task(conn, t.task_id)
+        from_state = apply_transition_to(task, t)
+        async with conn.pipeline():  # the writes go in one round trip
+            await conn.execute(sql.UPDATE_TASK_STATE, _nul_free(task_state_params(task)))
+            if t.to_state != from_state:
+                change = (t.task_id, from_state.value, t.to_state.value, t.at, t.reason)
+                await conn.execute(sql.INSERT_STATE_CHANGE, _nul_free((*change, t.upstream_state)))
+            if t.event is not None:
+                await conn.execute(sql.INSERT_EVENT, event_params(t.event))
+            if t.deliveries:
+                await conn.cursor().executemany(
+                    sql.INSERT_DELIVERY, [_nul_free(delivery_params(d)) for d in t.deliveries]
+                )
+        return task
+
+    @staticmethod
+    async def _locked_task(conn: Conn, task_id: str) -> Task:
+        cur = await conn.execute(sql.TASK_BY_ID_FOR_UPDATE, (task_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return task_from_row(row)
+
+    async def cancel_task(self, task_id: str, *, now: float) -> Task:
+        """Move an active task to CANCELLED (no event). TaskFinished if it is terminal."""
+
+        async def cancel(conn: Conn) -> Task:
+            task = await self._locked_task(conn, task_id)
+            if task.state.terminal:
+                raise TaskFinished(f"task {task_id} has already finished ({task.state.value})")
+            from_state = task.state
+            task.state = TaskState.CANCELLED
+            task.updated_at = now
+            task.finished_at = now
+            task.last_error = None
+            change = (task_id, from_state.value, task.state.value, now, "cancelled", None)
+            async with conn.pipeline():
+                await conn.execute(sql.UPDATE_TASK_STATE, task_state_params(task))
+                await conn.execute(sql.INSERT_STATE_CHANGE, change)
+            return task
+
+        return await self._write("cancel_task", cancel)
+
+    async def record_polls(
+        self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]
+    ) -> None:
+        """Persist live poll counts (any task) and last errors (active tasks only) in one
+        transaction: one UPDATE per task, in task_id order (a fixed lock order)."""
+        self._live()
+        if not polls and not errors:
+            return
+        rows = [
+            (polls.get(task_id), task_id in errors, errors.get(task_id), task_id)
+            for task_id in sorted(polls.keys() | errors.keys())
+        ]
+
+        async def record(conn: Conn) -> None:
+            await conn.cursor().executemany(
+                "UPDATE tasks SET polls = coalesce(%s, polls), last_error = CASE WHEN %s "
+                "AND state IN ('pending', 'processing') THEN %s ELSE last_error END "
+                "WHERE task_id = %s",
+                [_nul_free(row) for row in rows],
+            )
+
+        await self._write("record_polls", record)
+
+    async def state_changes(self, task_id: str) -> list[StateChange]:
+        """The task's state changes, oldest first."""
+        await self._require_task(task_id)
+        rows = await self._rows(sql.SELECT_STATE_CHANGES, (task_id,))
+        return [state_change_from_row(row) for row in rows]
+
+    # -- events --------------------------------------------------------------------------------
+    async def get_event(self, event_id: str) -> Event:
+        """The event; StoreError if it is missing."""
+        row = await self._row(sql.EVENT_BY_ID, (event_id,))
+        if row is None:
+            raise StoreError(f"event {event_id} not found")
+        return event_from_row(row)
+
+    async def events_for_task(self, task_id: str) -> list[Event]:
+        """The task's events, oldest first."""
+        await self._require_task(task_id)
+        return [event_from_row(row) for row in await self._rows(sql.EVENTS_OF_TASK, (task_id,))]
+
+    async def event_bodies(self, event_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of many events in one query; unknown ids are absent."""
+        self._live()
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return {}
+        rows = await self._rows(sql.EVENT_BODIES, (ids,))
+        return {event_id: bytes(body) for event_id, body in rows}
+
+    # -- deliveries ----------------------------------------------------------------------------
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        """The delivery, or DeliveryNotFound."""
+        row = await self._row(sql.DELIVERY_BY_ID, (delivery_id,))
+        if row is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+        return delivery_from_row(row)
+
+    async def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        """Deliveries newest first (by created_at, ties by delivery_id), optionally filtered."""
+        filters: dict[str, Any] = {}
+        if status is not None:
+            filters["status"] = status.value
+        if task_id is not None:
+            filters["task_id"] = task_id
+        return await self._page(
+            sql.SELECT_DELIVERIES,
+            ("created_at", "delivery_id"),
+            filters,
+            limit,
+            cursor,
+            delivery_from_row,
+            lambda d: (d.created_at, d.delivery_id),
+        )
+
+    async def pending_deliveries(self) -> AsyncIterator[Delivery]:
+        """Every PENDING delivery, in delivery_id order, read in bounded batches."""
+        async for row in self._stream(sql.STREAM_PENDING_DELIVERIES):
+            yield delivery_from_row(row)
+
+    async def count_deliveries(self) -> Mapping[DeliveryStatus, int]:
+        """How many deliveries are in each status (statuses with none are absent)."""
+        rows = await self._rows(sql.COUNT_DELIVERIES)
+        return {DeliveryStatus(status): count for status, count in rows}
+
+    async def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
+        """Insert the attempt and store the delivery's progress in one transaction."""
+        await self.record_attempts(((attempt, delivery),))
+
+    async def record_attempts(self, batch: Sequence[tuple[Attempt, Delivery]]) -> None:
+        """`record_attempt` for every pair in one transaction (one round trip for the
+        statements). DeliveryNotFound (nothing written) if any delivery is unknown."""
+        self._live()
+        if not batch:
+            return
+        for attempt, delivery in batch:
+            if attempt.delivery_id != delivery.delivery_id:
+                raise StoreError(
+                    f"attempt of delivery {attempt.delivery_id} recorded with "
+                    f"{delivery.delivery_id}"
+                )
+        # delivery_id order is a fixed lock order; the sort is stable, so two attempts of one
+        # delivery in a batch still apply in the order given.
+        ordered = sorted(batch, key=lambda pair: pair[1].delivery_id)
+
+        async def record(conn: Conn) -> None:
+            cur = conn.cursor()
+            await cur.executemany(
+                sql.UPDATE_DELIVERY_PROGRESS,
+                [_nul_free(delivery_progress_params(d)) for _, d in ordered],
+            )
+            if cur.rowcount < len(ordered):
+                ids = list({d.delivery_id for _, d in ordered})
+                found = await conn.execute(sql.DELIVERIES_EXISTING, (ids,))
+                known = {row[0] for row in await found.fetchall()}
+                missing = min(set(ids) - known)
+                raise DeliveryNotFound(f"delivery {missing} not found")
+            await cur.executemany(
+                sql.INSERT_ATTEMPT, [_nul_free(attempt_params(a)) for a, _ in batch]
+            )
+
+        await self._write("record_attempts", record)
+
+    async def attempts(self, delivery_id: str) -> list[Attempt]:
+        """The delivery's attempts, oldest first."""
+        await self._require_delivery(delivery_id)
+        rows = await self._rows(sql.SELECT_ATTEMPTS, (delivery_id,))
+        return [attempt_from_row(row) for row in rows]
+
+    async def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery:
+        """Make the delivery PENDING again, due now, schedule_pos 0; `attempts` and the
+        webhook id are kept. Works from any status."""
+
+        async def requeue(conn: Conn) -> Delivery:
+            cur = await conn.execute(sql.REQUEUE_DELIVERY, (now, now, delivery_id))
+            row = await cur.fetchone()
+            if row is None:
+                raise DeliveryNotFound(f"delivery {delivery_id} not found")
+            return delivery_from_row(row)
+
+        return await self._write("requeue_delivery", requeue)
+
+    # -- housekeeping --------------------------------------------------------------------------
+    async def purge_finished(self, *, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` tasks finished before `before` (oldest first) and everything
+        recorded about them, in one transaction; tasks with a pending delivery stay."""
+
+        async def purge(conn: Conn) -> int:
+            cur = await conn.execute(sql.PURGE_PICK, (before, clamp_limit(limit)))
+            ids = [row[0] for row in await cur.fetchall()]
+            if not ids:
+                return 0
+            deleted = 0
+            for statement in sql.PURGE:
+                deleted = (await conn.execute(statement, (ids,))).rowcount
+            return deleted  # the last statement deletes the tasks themselves
+
+        return await self._write("purge_finished", purge)
+
+    async def check_writable(self) -> None:
+        """Commit a one-row heartbeat; StoreError if the write cannot be committed now."""
+
+        async def beat(conn: Conn) -> None:
+            await conn.execute(sql.HEARTBEAT)
+
+        await self._write("check_writable", beat)
+
+    async def close(self) -> None:
+        """Close the pool's connections; idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await pool.close()
+        except psycopg.Error as exc:
+            raise self._secrets.error(f"cannot close the store {self.location}", exc) from exc
+        log.debug("store_closed", store=self.location)
+
+
+def _nul_free(params: Sequence[Any]) -> tuple[Any, ...]:
+    """`params` with NUL characters in strings replaced: PostgreSQL text cannot hold them, and
+    free text from outside (an upstream error, a state name) must not fail a whole write."""
+    return tuple(
+        p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p for p in params
+    )

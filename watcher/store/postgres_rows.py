@@ -1,0 +1,133 @@
+"""The PostgreSQL store's SQL text (psycopg `%s` placeholders).
+
+Every SELECT returns the columns in the order of the SQLite store's queries, so the row <->
+record converters of watcher/store/sqlite_rows.py serve both stores (one place decides how a
+row becomes a Task). `json` columns are read back `::text`, exactly as written. The SQL is
+constant text: queries only ever append constant fragments and bind values.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- tasks -----------------------------------------------------------------------------------------
+SELECT_TASKS: Final = (
+    "SELECT "
+    "task_id, model, endpoints::text, callback_url, metadata::text, deadline_s, source, state, "
+    "registered_at, updated_at, upstream_state, polls, finished_at, last_error"
+    " FROM tasks"
+)
+TASK_BY_ID: Final = SELECT_TASKS + " WHERE task_id = %s"
+TASK_BY_ID_FOR_UPDATE: Final = TASK_BY_ID + " FOR UPDATE"
+TASKS_BY_IDS: Final = SELECT_TASKS + " WHERE task_id = ANY(%s)"
+TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE task_id = %s"
+# One statement for a whole batch (arrays of columns), in task_id order so that two batches
+# racing on the same ids lock them in the same order and cannot deadlock. A task_id that exists
+# (or is being inserted by a concurrent transaction, which this one then waits for) is skipped;
+# RETURNING names the ones this transaction created.
+INSERT_TASKS: Final = (
+    "INSERT INTO tasks (task_id, model, endpoints, callback_url, metadata, deadline_s, source, "
+    "state, registered_at, updated_at) "
+    "SELECT t.task_id, t.model, t.endpoints::json, t.callback_url, t.metadata::json, "
+    "t.deadline_s, %s, %s, %s, %s "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::float8[]) AS t (task_id, model, endpoints, callback_url, metadata, deadline_s) "
+    'ORDER BY t.task_id COLLATE "C" '
+    "ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
+)
+UPDATE_TASK_STATE: Final = (
+    "UPDATE tasks SET state = %s, upstream_state = %s, updated_at = %s, polls = %s, "
+    "finished_at = %s, last_error = %s WHERE task_id = %s"
+)
+UPDATE_POLLS: Final = "UPDATE tasks SET polls = %s WHERE task_id = %s"
+UPDATE_LAST_ERROR: Final = (
+    "UPDATE tasks SET last_error = %s WHERE task_id = %s AND state IN ('pending', 'processing')"
+)
+COUNT_TASKS: Final = "SELECT state, count(*) FROM tasks GROUP BY state"
+SELECT_STATE_CHANGES: Final = (
+    "SELECT task_id, from_state, to_state, at, reason, upstream_state FROM state_changes "
+    "WHERE task_id = %s ORDER BY id"
+)
+INSERT_STATE_CHANGE: Final = (
+    "INSERT INTO state_changes (task_id, from_state, to_state, at, reason, upstream_state) "
+    "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+# -- events ----------------------------------------------------------------------------------------
+SELECT_EVENTS: Final = "SELECT event_id, task_id, type, created_at, body FROM events"
+EVENT_BY_ID: Final = SELECT_EVENTS + " WHERE event_id = %s"
+EVENTS_OF_TASK: Final = SELECT_EVENTS + " WHERE task_id = %s ORDER BY created_at, seq"
+EVENT_BODIES: Final = "SELECT event_id, body FROM events WHERE event_id = ANY(%s)"
+INSERT_EVENT: Final = (
+    "INSERT INTO events (event_id, task_id, type, created_at, body) VALUES (%s, %s, %s, %s, %s)"
+)
+
+# -- deliveries and attempts -----------------------------------------------------------------------
+SELECT_DELIVERIES: Final = (
+    "SELECT "
+    "delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, created_at, "
+    "updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, last_error"
+    " FROM deliveries"
+)
+DELIVERY_BY_ID: Final = SELECT_DELIVERIES + " WHERE delivery_id = %s"
+DELIVERY_EXISTS: Final = "SELECT 1 FROM deliveries WHERE delivery_id = %s"
+DELIVERIES_EXISTING: Final = "SELECT delivery_id FROM deliveries WHERE delivery_id = ANY(%s)"
+# Parameters in the order of sqlite_rows.delivery_params (delivery_id last).
+INSERT_DELIVERY: Final = (
+    "INSERT INTO deliveries (event_id, task_id, event_type, endpoint, webhook_id, status, "
+    "created_at, updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, "
+    "last_error, delivery_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+# What an attempt changes; a delivery's identity columns never do. Parameters in the order of
+# sqlite_rows.delivery_progress_params.
+UPDATE_DELIVERY_PROGRESS: Final = (
+    "UPDATE deliveries SET status = %s, updated_at = %s, next_attempt_at = %s, attempts = %s, "
+    "schedule_pos = %s, last_status_code = %s, last_error = %s WHERE delivery_id = %s"
+)
+REQUEUE_DELIVERY: Final = (
+    "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, schedule_pos = 0, "
+    "updated_at = %s WHERE delivery_id = %s RETURNING "
+    "delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, created_at, "
+    "updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, last_error"
+)
+COUNT_DELIVERIES: Final = "SELECT status, count(*) FROM deliveries GROUP BY status"
+SELECT_ATTEMPTS: Final = (
+    "SELECT delivery_id, number, started_at, duration_ms, outcome, status_code, error, "
+    "webhook_timestamp FROM attempts WHERE delivery_id = %s ORDER BY id"
+)
+INSERT_ATTEMPT: Final = (
+    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, "
+    "status_code, error, webhook_timestamp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+# -- streaming and housekeeping --------------------------------------------------------------------
+# Keyset batches over the partial indexes, after the last key of the previous batch.
+STREAM_ACTIVE_TASKS: Final = (
+    SELECT_TASKS + " WHERE state IN ('pending', 'processing') AND task_id > %s "
+    "ORDER BY task_id LIMIT %s"
+)
+STREAM_PENDING_DELIVERIES: Final = (
+    SELECT_DELIVERIES + " WHERE status = 'pending' AND delivery_id > %s "
+    "ORDER BY delivery_id LIMIT %s"
+)
+# Finished tasks to purge, oldest first; rows another instance is purging are skipped, not
+# waited for (SKIP LOCKED), so instances purging at once neither block nor delete twice.
+PURGE_PICK: Final = (
+    "SELECT t.task_id FROM tasks AS t WHERE t.finished_at IS NOT NULL AND t.finished_at < %s "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries AS d "
+    "WHERE d.task_id = t.task_id AND d.status = 'pending') "
+    "ORDER BY t.finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+# Everything recorded about the tasks in the array parameter, children first.
+PURGE: Final = (
+    "DELETE FROM attempts WHERE delivery_id IN "
+    "(SELECT delivery_id FROM deliveries WHERE task_id = ANY(%s))",
+    "DELETE FROM deliveries WHERE task_id = ANY(%s)",
+    "DELETE FROM events WHERE task_id = ANY(%s)",
+    "DELETE FROM state_changes WHERE task_id = ANY(%s)",
+    "DELETE FROM tasks WHERE task_id = ANY(%s)",
+)
+HEARTBEAT: Final = (
+    "INSERT INTO heartbeat (id, beats) VALUES (1, 1) "
+    "ON CONFLICT (id) DO UPDATE SET beats = heartbeat.beats + 1"
+)
