@@ -26,7 +26,8 @@ from watcher import __version__
 from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
 from watcher.clock import Clock, SystemClock
-from watcher.config.settings import Config, load_config
+from watcher.config.dburl import url_passwords
+from watcher.config.settings import Config, load_config, postgres_not_runnable_yet
 from watcher.delivery.deliverer import Deliverer
 from watcher.errors import ConfigError, ConfigProblem, StoreError, WatcherError
 from watcher.logs import configure_logging, scrubber
@@ -58,6 +59,8 @@ def config_secrets(config: Config) -> list[str]:
         values.append(config.delivery.callback_secret.reveal())
     for endpoint in config.endpoints:
         values.extend(s.reveal() for s in endpoint.secrets)
+    if config.store.url is not None:
+        values += [config.store.url.reveal(), *url_passwords(config.store.url.reveal())]
     return values
 
 
@@ -141,6 +144,8 @@ class Daemon:
             pid=os.getpid(),
             event_loop=f"{loop.__module__}.{loop.__qualname__}",
         )
+        if config.store.path is None:  # store.url: the daemon runs on PostgreSQL in a later version
+            raise postgres_not_runnable_yet(config)
         self.store = SqliteStore(config.store.path)
         self.service = WatchService(
             store=self.store, config=config, clock=self._clock, metrics=self.metrics
@@ -181,7 +186,7 @@ class Daemon:
         log.info(
             "daemon_ready",
             intake=self.intake.address,
-            store=str(config.store.path),
+            store=config.store.location,
             resumed_tasks=resumed,
             endpoints=len(config.endpoints),
         )

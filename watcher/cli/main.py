@@ -75,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(p)
 
     p = sub.add_parser(
+        "migrate",
+        help="apply the store's schema (SQLite store.path or PostgreSQL store.url)",
+        description="Bring the configured store to this version's schema and print what was "
+        "done (`run` does the same when it starts on SQLite). Safe to run while other "
+        "instances start or migrate: they take turns. Exit 0 when the schema is current; "
+        "1 when the store cannot be reached, a migration fails, or the store is newer than "
+        "this version; 78 for a config error.",
+    )
+    _add_config_option(p)
+
+    p = sub.add_parser(
         "reload",
         help="ask the running daemon to reload and wait for the outcome (systemd ExecReload)",
         description="Ask the running daemon (found through the config's intake section) to "
@@ -165,6 +176,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check_config(args)
     if command == "run":
         return _run(args)
+    if command == "migrate":
+        return _migrate(args)
     if command == "reload":
         from watcher.cli.client import reload_command
 
@@ -190,16 +203,37 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from watcher.config.settings import load_config
+    from watcher.config.settings import load_config, postgres_not_runnable_yet
     from watcher.daemon import Daemon
     from watcher.logs import configure_logging
 
     path = _config_path(args)
     config = load_config(path)
+    if config.store.url is not None:
+        raise postgres_not_runnable_yet(config)
     configure_logging(level=config.logging.level, fmt=config.logging.format)
     daemon = Daemon(config, config_path=path, grace_s=args.grace)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(daemon.run())
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from watcher.config.settings import load_config
+    from watcher.logs import configure_logging
+    from watcher.store.migrate import migrate_store
+
+    config = load_config(_config_path(args))
+    # What was done goes to stdout; only the store's warnings go to stderr, as log lines.
+    configure_logging(level="warning", fmt=config.logging.format, stream=sys.stderr)
+    result = asyncio.run(migrate_store(config.store))
+    if result.applied:
+        print(
+            f"store {result.where}: schema version {result.before} -> {result.after} "
+            f"(applied {', '.join(result.applied)})"
+        )
+    else:
+        print(f"store {result.where}: schema version {result.after}, up to date")
+    return EXIT_OK
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

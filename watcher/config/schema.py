@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from watcher.config.dburl import check_postgres_url
 from watcher.config.durations import parse_duration
 from watcher.config.problems import Problems
 from watcher.config.yamlsrc import YamlPath
@@ -193,6 +194,13 @@ def parse_listen(value: str) -> tuple[str | None, int | None, str | None]:
     return host, int(port_text), None
 
 
+def _postgres_url(value: SecretStr | None) -> SecretStr | None:
+    problem = None if value is None else check_postgres_url(value.get_secret_value())
+    if problem is not None:
+        raise _custom("postgres_url", problem)
+    return value
+
+
 def _listen(value: str) -> str:
     try:
         parse_listen(value)
@@ -215,6 +223,8 @@ def is_loopback(host: str) -> bool:
 
 # Finished tasks (with their events and delivery log) are kept this long; 0 keeps them forever.
 DEFAULT_RETENTION_S = 30 * 86400.0
+# How long an instance's claims on tasks and deliveries last without renewal (PostgreSQL).
+DEFAULT_LEASE_S = 30.0
 _Duration = Annotated[float, BeforeValidator(_duration)]
 _PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 _Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=1)]
@@ -289,9 +299,14 @@ POLLING_FIELDS = {
 
 
 class StoreSection(Section):
-    """`store`: where the SQLite file lives, and how long finished tasks are kept."""
+    """`store`: the SQLite file (`path`) or a PostgreSQL database (`url`), how long finished
+    tasks are kept, and how long an instance's claims last (`lease`, PostgreSQL)."""
+
+    file_keys = ("url",)
 
     path: Annotated[str, AfterValidator(_not_empty)] | None = None
+    url: Annotated[_OptionalSecret, AfterValidator(_postgres_url)] = None
+    lease: _PositiveDuration = DEFAULT_LEASE_S
     retention: _Duration = DEFAULT_RETENTION_S
 
 

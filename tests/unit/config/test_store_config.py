@@ -1,0 +1,146 @@
+"""The `store` section: SQLite `path` or PostgreSQL `url` (or `url_file`), `lease`, and the
+URL's password kept out of every message, summary and repr."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from watcher.config.dburl import redact_url, url_passwords
+from watcher.config.settings import (
+    DEFAULT_LEASE_S,
+    Config,
+    load_config,
+    parse_config,
+    postgres_not_runnable_yet,
+    summary,
+)
+from watcher.errors import ConfigError, ConfigProblem
+
+URL = "postgresql://watcher:pw-Hunter2-secret@db.example.com:5433/watcher?sslmode=require"
+PASSWORD = "pw-Hunter2-secret"
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> Config:
+    return parse_config(
+        "upstream:\n  api_key: the-key\n" + textwrap.dedent(text),
+        source="c.yaml",
+        base_dir=Path("/etc/w"),
+        environ=env or {},
+    )
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[ConfigProblem]:
+    with pytest.raises(ConfigError) as info:
+        parse(text, env)
+    assert PASSWORD not in str(info.value)
+    return info.value.problems
+
+
+def test_url_and_lease() -> None:
+    config = parse(f"store:\n  url: {URL}\n  lease: 45s\n")
+
+    assert config.store.path is None
+    assert config.store.url is not None
+    assert config.store.url.reveal() == URL
+    assert config.store.lease_s == 45.0
+    assert PASSWORD not in repr(config)
+    assert PASSWORD not in summary(config)
+    assert "store postgresql://watcher:***@db.example.com:5433/watcher" in summary(config)
+
+
+def test_sqlite_stays_the_default_and_lease_has_one() -> None:
+    config = parse("store: {}\n")
+
+    assert config.store.url is None
+    assert config.store.path == Path("/etc/w/var/watcher.db")
+    assert config.store.lease_s == DEFAULT_LEASE_S == 30.0
+
+
+def test_url_from_an_environment_variable_or_empty_means_sqlite() -> None:
+    config = parse("store:\n  url: ${DATABASE_URL:-}\n", {"DATABASE_URL": URL})
+    assert config.store.url is not None
+    assert config.store.url.reveal() == URL
+    assert parse("store:\n  url: ${DATABASE_URL:-}\n").store.path is not None
+
+
+def test_url_file_is_read_from_the_credentials_directory(tmp_path: Path) -> None:
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "db-url").write_text(URL + "\n")
+
+    config = parse("store:\n  url_file: db-url\n", {"CREDENTIALS_DIRECTORY": str(credentials)})
+
+    assert config.store.url is not None
+    assert config.store.url.reveal() == URL
+
+
+def test_path_and_url_together_are_refused_at_the_url() -> None:
+    (problem,) = problems_of(f"store:\n  path: /var/w.db\n  url: {URL}\n")
+
+    assert (problem.path, problem.line) == ("store.url", 5)
+    assert "either path (SQLite) or url (PostgreSQL)" in problem.message
+
+
+def test_path_and_url_file_together_are_refused_at_the_url_file(tmp_path: Path) -> None:
+    (tmp_path / "db-url").write_text(URL)
+    text = f"store:\n  path: /var/w.db\n  url_file: {tmp_path / 'db-url'}\n"
+
+    (problem,) = problems_of(text)
+
+    assert (problem.path, problem.line) == ("store.url_file", 5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://watcher:pw-Hunter2-secret@db/watcher",
+        "postgresql://watcher:pw-Hunter2-secret@db.example.com",
+        "db.example.com/watcher?password=pw-Hunter2-secret",
+    ],
+)
+def test_a_bad_url_is_located_and_not_echoed(url: str) -> None:
+    (problem,) = problems_of(f"store:\n  url: {url}\n")
+
+    assert (problem.path, problem.line) == ("store.url", 4)
+    assert "postgresql://" in problem.message
+
+
+def test_a_bad_lease_is_located() -> None:
+    (problem,) = problems_of("store:\n  lease: 0s\n")
+    assert problem.path == "store.lease"
+
+
+def test_run_refuses_a_postgres_config_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"upstream:\n  api_key: k\nstore:\n  lease: 30s\n  url: {URL}\n")
+
+    error = postgres_not_runnable_yet(load_config(path, environ={}))
+
+    (problem,) = error.problems
+    assert (problem.path, problem.line) == ("store.url", 5)
+    assert "later version" in problem.message
+    assert "apixo-watcher migrate" in problem.message
+    assert PASSWORD not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (URL, "postgresql://watcher:***@db.example.com:5433/watcher?sslmode=require"),
+        ("postgres://w@h/db?password=p%40ss&x=1", "postgres://w@h/db?password=***&x=1"),
+        ("postgresql://w:p%40ss@h1:5432,h2:5432/db", "postgresql://w:***@h1:5432,h2:5432/db"),
+        ("postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    for password in url_passwords(url):
+        assert password not in redact_url(url)
+
+
+def test_url_passwords_lists_written_and_decoded_forms() -> None:
+    assert url_passwords("postgresql://w:p%40ss@h/db?password=q") == ["p%40ss", "p@ss", "q"]
+    assert url_passwords("postgresql://w@h/db") == []
