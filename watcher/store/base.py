@@ -1,8 +1,8 @@
 """The store interface: everything the daemon keeps durably.
 
-Two implementations pass one contract test suite (tests/unit/test_store_contract.py):
-`SqliteStore` (watcher/sqlite_store.py, the real one) and `MemoryStore`
-(watcher/memory_store.py, for unit tests). Methods are synchronous: SQLite calls are short and
+Two implementations pass one contract test suite (tests/unit/store/test_contract.py):
+`SqliteStore` (watcher/store/sqlite.py, the real one) and `MemoryStore`
+(watcher/store/memory.py, for unit tests). Methods are synchronous: SQLite calls are short and
 local, and keeping them on the event loop keeps ordering simple (one writer, no thread hops).
 
 Conventions:
@@ -85,6 +85,19 @@ class Store(Protocol):
     def record_polls(self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]) -> None:
         """Persist live poll counts and last errors of many tasks at once (batched, no state
         change). Unknown task ids are ignored."""
+        ...
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """Persist a credential pause from `since` to `until`: every active task registered
+        before `until` gains `until - max(since, registered_at)` seconds of
+        `deadline_extension_s`. One statement over the active tasks, however many; nothing
+        happens if `until <= since`."""
+        ...
+
+    def shift_future_times(self, step_s: float) -> None:
+        """The wall clock was stepped by `step_s` (negative: back): every active task's
+        `deadline_extension_s` and every pending delivery's `next_attempt_at` move by it, in
+        one transaction, so that they keep meaning the same moment after a restart."""
         ...
 
     def state_changes(self, task_id: str) -> list[StateChange]:

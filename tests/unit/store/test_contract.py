@@ -559,6 +559,57 @@ def test_record_polls_persists_counts_and_errors(store: Store) -> None:
     store.record_polls({}, errors={})
 
 
+def test_a_new_task_has_no_deadline_extension(store: Store) -> None:
+    assert add(store, "t").deadline_extension_s == 0.0
+    assert store.get_task("t").deadline_extension_s == 0.0
+
+
+def test_extend_deadlines_adds_the_part_of_a_pause_after_each_registration(store: Store) -> None:
+    add(store, "before", at=T0)  # registered before the pause: all of it
+    add(store, "during", at=T0 + 40)  # registered during it: the part after its registration
+    add(store, "after", at=T0 + 200)  # registered after it: nothing
+    add(store, "done", at=T0)
+    finish(store, "done", T0 + 1)  # finished: no deadline to move
+    cancelled = add(store, "cancelled", at=T0)
+    store.cancel_task(cancelled.task_id, now=T0 + 1)
+
+    store.extend_deadlines(since=T0 + 10, until=T0 + 100)
+    store.extend_deadlines(since=T0 + 100, until=T0 + 160)  # a pause saved in two parts
+    store.extend_deadlines(since=T0 + 160, until=T0 + 160)  # nothing
+
+    extension = {t.task_id: t.deadline_extension_s for t in all_tasks(store)}
+    assert extension == {
+        "before": pytest.approx(150.0),
+        "during": pytest.approx(120.0),
+        "after": 0.0,
+        "done": 0.0,
+        "cancelled": 0.0,
+    }
+    # Only the extension changes: nothing else of the tasks, and no state change is recorded.
+    assert store.get_task("before").updated_at == T0
+    assert store.state_changes("before") == []
+
+
+def test_shift_future_times_moves_active_deadlines_and_pending_deliveries(store: Store) -> None:
+    add(store, "active")
+    add(store, "t")
+    _, _, (pending, succeeded) = finish(store, "t", T0, endpoints=("one", "two"))
+    pending = attempt_on(store, pending, at=T0 + 1, ok=False)  # due again at T0 + 6
+    attempt_on(store, succeeded, at=T0 + 1, ok=True)
+    store.extend_deadlines(since=T0, until=T0 + 30)
+
+    store.shift_future_times(-3600.0)  # the wall clock was stepped an hour back
+    store.shift_future_times(1800.0)  # and half of that forward again
+
+    assert store.get_task("active").deadline_extension_s == pytest.approx(30.0 - 1800.0)
+    assert store.get_task("t").deadline_extension_s == 0.0  # finished: nothing to come
+    assert store.get_delivery(pending.delivery_id).next_attempt_at == pytest.approx(T0 + 6 - 1800.0)
+    assert store.get_delivery(succeeded.delivery_id).next_attempt_at is None
+    # The records' own history is kept as it was written.
+    assert store.get_delivery(pending.delivery_id).updated_at == T0 + 1
+    assert store.get_task("active").registered_at == T0
+
+
 def test_state_changes_are_oldest_first(store: Store) -> None:
     add(store, "t")
     store.apply_transition(
