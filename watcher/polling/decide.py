@@ -4,6 +4,9 @@ Pure functions, no I/O and no clock reads; the scheduler acts on what they retur
 follows the contract: the first poll comes `initial_delay` after registration; after each
 non-terminal answer the task waits its current interval (with jitter) and the interval grows by
 `backoff`, capped at `max_interval`; no poll is ever scheduled past the task's deadline.
+
+Every time here is on the scheduler's monotonic clock (watcher.clock.Timeline), never a wall
+time: a step of the wall clock moves no poll and ends no task.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ class Watch:
     """The scheduler's compact in-memory record of one watched task.
 
     Kept small (slots, no task metadata) so that 100k of them fit comfortably in memory;
-    everything else about the task stays in the store.
+    everything else about the task stays in the store. Its times (`registered_at`,
+    `deadline_at`, `next_poll_at`) are monotonic seconds, not Unix time.
     """
 
     task_id: str
     model: str
     registered_at: float
-    deadline_at: float
+    deadline_at: float  # includes the task's stored deadline extension
     deadline_override_s: float | None  # the task's own deadline; None: the model policy's
     state: TaskState  # PENDING or PROCESSING while watched
     upstream_state: str | None  # the last `data.state` seen, verbatim
@@ -88,18 +92,20 @@ def deadline_for(registered_at: float, override_s: float | None, policy: Polling
     return registered_at + (override_s if override_s is not None else policy.deadline_s)
 
 
-def watch_for(task: Task, policy: PollingPolicy, now: float) -> Watch:
+def watch_for(task: Task, policy: PollingPolicy, now: float, *, registered_at: float) -> Watch:
     """A new watch for an active task: first poll `initial_delay` after registration, but not
     before `now` (after a restart an overdue task is due at once), never past the deadline.
 
-    A task resumed after a restart keeps its backoff: the interval continues from its polls.
+    `now` and `registered_at` (the task's registration) are on the scheduler's clock. The
+    deadline counts from the registration, moved by the task's stored deadline extension. A
+    task resumed after a restart keeps its backoff: the interval continues from its polls.
     """
-    deadline_at = deadline_for(task.registered_at, task.deadline_s, policy)
-    first = max(task.registered_at + policy.initial_delay_s, now)
+    deadline_at = deadline_for(registered_at, task.deadline_s, policy) + task.deadline_extension_s
+    first = max(registered_at + policy.initial_delay_s, now)
     return Watch(
         task_id=task.task_id,
         model=task.model,
-        registered_at=task.registered_at,
+        registered_at=registered_at,
         deadline_at=deadline_at,
         deadline_override_s=task.deadline_s,
         state=task.state,

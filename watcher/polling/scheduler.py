@@ -11,6 +11,10 @@ Effects on the whole upstream: a 429 pauses the token bucket until its Retry-Aft
 until an answer shows the key works again or `resume_credentials()` is called after a reload.
 Deadlines are not enforced while polling is paused for credentials: a task must not time out
 because of our own key.
+
+Time: the heap, the deadlines, the request budget and the credential probes all run on the
+clock's monotonic time, so a step of the wall clock changes no schedule. Wall times (a task's
+registration, the times shown in `show`) are converted at the edges through the `Timeline`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Protocol
 
 import structlog
 
-from watcher.clock import Clock
+from watcher.clock import Clock, Timeline
 from watcher.config.settings import PollingConfig, UpstreamConfig
 from watcher.logs import enabled_for
 from watcher.models import Task
@@ -91,8 +95,8 @@ class SchedulerStats:
     in_flight: int
     credentials_paused: bool
     pause_reason: str | None
-    rate_limited_until: float | None
-    last_progress_at: float | None
+    rate_limited_until: float | None  # Unix seconds
+    last_progress_at: float | None  # monotonic seconds (the clock's), for the watchdog
 
 
 def _burst(rate_per_s: float) -> int:
@@ -110,6 +114,7 @@ class Scheduler:
         upstream: UpstreamConfig,
         sink: TransitionSink,
         clock: Clock,
+        timeline: Timeline | None = None,
         rand: Callable[[], float] = random.random,
         observer: PollObserver | None = None,
         probe_first_s: float = CREDENTIALS_FIRST_PROBE_S,
@@ -121,6 +126,7 @@ class Scheduler:
         self._upstream = upstream
         self._sink = sink
         self._clock = clock
+        self._timeline = timeline if timeline is not None else Timeline(clock)
         self._rand = rand
         self._observer = observer
         self._probe_first_s = probe_first_s
@@ -161,7 +167,11 @@ class Scheduler:
         if task.state.terminal or task.task_id in self._watches:
             return
         policy = self._polling.for_model(task.model)
-        watch = watch_for(task, policy, self._clock.now())
+        now = self._clock.monotonic()
+        # Never after now: a registration stored before the wall clock was stepped back must
+        # not delay the first poll.
+        registered_at = min(self._timeline.to_mono(task.registered_at), now)
+        watch = watch_for(task, policy, now, registered_at=registered_at)
         self._watches[task.task_id] = watch
         self._push(watch)
 
@@ -170,8 +180,13 @@ class Scheduler:
         return self._watches.pop(task_id, None) is not None
 
     def get(self, task_id: str) -> Watch | None:
-        """The live record of a watched task (poll count, next poll time, last error)."""
+        """The live record of a watched task (poll count, next poll time, last error); its
+        times are monotonic (`wall_time` converts them)."""
         return self._watches.get(task_id)
+
+    def wall_time(self, mono: float) -> float:
+        """A time of a Watch as Unix seconds, for people."""
+        return self._timeline.to_wall(mono)
 
     def poll_counts(self) -> tuple[dict[str, int], dict[str, str | None]]:
         """Poll counts and last errors changed since the last call, for `Store.record_polls`."""
@@ -212,14 +227,14 @@ class Scheduler:
     # -- state ----------------------------------------------------------------------------------
     @property
     def stats(self) -> SchedulerStats:
-        now = self._clock.now()
+        now = self._clock.monotonic()
         limited = self._bucket.paused_until
         return SchedulerStats(
             watched=len(self._watches),
             in_flight=len(self._in_flight),
             credentials_paused=self._paused,
             pause_reason=self._pause_reason,
-            rate_limited_until=limited if limited > now else None,
+            rate_limited_until=self._timeline.to_wall(limited) if limited > now else None,
             last_progress_at=self._last_progress_at,
         )
 
@@ -249,7 +264,7 @@ class Scheduler:
             started = 0
             while not self._stop.is_set():
                 self._raise_failure()
-                now = self._clock.now()
+                now = self._clock.monotonic()
                 self._last_progress_at = now
                 delay = await self._step(now)
                 if delay > 0:
@@ -366,13 +381,13 @@ class Scheduler:
         except asyncio.CancelledError:
             # Cancelled by drain(): keep the task due, in case the loop is not stopping.
             if self._watches.get(watch.task_id) is watch and watch.next_poll_at is None:
-                watch.next_poll_at = self._clock.now()
+                watch.next_poll_at = self._clock.monotonic()
                 self._push(watch)
             raise
         finally:
             if probe:
                 self._probe_in_flight = False
-        now = self._clock.now()
+        now = self._clock.monotonic()
         if self._observer is not None:
             self._observer.upstream_request(watch.model, _metric_outcome(result), result.duration_s)
         if self._watches.get(watch.task_id) is not watch:
@@ -522,7 +537,7 @@ class Scheduler:
     def _resume(self, reason: str) -> None:
         # The pause was our credentials' fault, not the tasks': each deadline moves by the
         # time the task spent paused, so a long outage does not end every task in timed_out.
-        now = self._clock.now()
+        now = self._clock.monotonic()
         for watch in self._watches.values():
             paused_for = now - max(self._paused_since, watch.registered_at)
             if paused_for > 0:

@@ -358,7 +358,7 @@ def make_task(**changes: Any) -> Task:
 
 def test_first_poll_after_the_initial_delay() -> None:
     policy = replace(POLICY, initial_delay_s=5.0)
-    watch = watch_for(make_task(), policy, T0)
+    watch = watch_for(make_task(), policy, T0, registered_at=T0)
     assert watch.next_poll_at == T0 + 5.0
     assert watch.deadline_at == T0 + 3600.0
     assert watch.interval_s == 2.0
@@ -366,18 +366,20 @@ def test_first_poll_after_the_initial_delay() -> None:
 
 
 def test_overdue_first_poll_is_due_now() -> None:
-    watch = watch_for(make_task(), replace(POLICY, initial_delay_s=5.0), T0 + 100)
+    watch = watch_for(make_task(), replace(POLICY, initial_delay_s=5.0), T0 + 100, registered_at=T0)
     assert watch.next_poll_at == T0 + 100
 
 
 def test_task_deadline_overrides_the_policy() -> None:
-    watch = watch_for(make_task(deadline_s=60.0), POLICY, T0)
+    watch = watch_for(make_task(deadline_s=60.0), POLICY, T0, registered_at=T0)
     assert watch.deadline_at == T0 + 60.0
     assert watch.deadline_override_s == 60.0
 
 
 def test_first_poll_never_after_the_deadline() -> None:
-    watch = watch_for(make_task(deadline_s=3.0), replace(POLICY, initial_delay_s=5.0), T0)
+    watch = watch_for(
+        make_task(deadline_s=3.0), replace(POLICY, initial_delay_s=5.0), T0, registered_at=T0
+    )
     assert watch.next_poll_at == T0 + 3.0
 
 
@@ -385,7 +387,7 @@ def test_resumed_task_keeps_its_backoff_and_state() -> None:
     task = make_task(
         polls=4, state=TaskState.PROCESSING, upstream_state="processing", last_error="HTTP 500"
     )
-    watch = watch_for(task, POLICY, T0 + 500)
+    watch = watch_for(task, POLICY, T0 + 500, registered_at=T0)
     assert watch.interval_s == pytest.approx(2.0 * 1.5**4)
     assert (watch.state, watch.upstream_state, watch.polls) == (
         TaskState.PROCESSING,
@@ -393,8 +395,19 @@ def test_resumed_task_keeps_its_backoff_and_state() -> None:
         4,
     )
     assert watch.last_error == "HTTP 500"
-    many = watch_for(make_task(polls=10**6), POLICY, T0)
+    many = watch_for(make_task(polls=10**6), POLICY, T0, registered_at=T0)
     assert many.interval_s == 30.0
+
+
+def test_the_deadline_extension_moves_the_deadline() -> None:
+    watch = watch_for(make_task(deadline_extension_s=90.0), POLICY, T0, registered_at=T0)
+    assert watch.deadline_at == T0 + 3600.0 + 90.0
+
+
+def test_times_are_on_the_callers_clock() -> None:
+    # The scheduler passes monotonic times: the task's stored (wall) registration is not used.
+    watch = watch_for(make_task(deadline_s=60.0), POLICY, 500.0, registered_at=480.0)
+    assert (watch.registered_at, watch.next_poll_at, watch.deadline_at) == (480.0, 500.0, 540.0)
 
 
 def test_apply_moves_the_watch() -> None:
