@@ -96,7 +96,7 @@ class Daemon:
         self.config = config
         self._config_path = config_path
         self._clock = clock or SystemClock()
-        self._timeline = Timeline(self._clock)
+        self._timeline = Timeline(self._clock)  # anchored again when the daemon starts
         self._notifier = notifier or Notifier()
         self._grace_s = grace_s
         self._reconfigure_logging = reconfigure_logging

@@ -302,3 +302,7 @@ class WatchService:
             polls=watch.polls,
         )
         return True
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """Persist a credential pause (see Store.extend_deadlines)."""
+        self._store.extend_deadlines(since=since, until=until)

@@ -95,11 +95,18 @@ class Running:
                 raise AssertionError(f"task never matched: {task}")
             await asyncio.sleep(0.02)
 
+    async def stop(self) -> int:
+        """Stop the daemon as SIGTERM would (graceful); its exit code."""
+        self.daemon.stop()
+        code = await asyncio.wait_for(self.task, 10)
+        await self.http.close()
+        return code
+
 
 @pytest.fixture
 async def start_daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Callable[..., Any]]:
-    """`await start_daemon(endpoints=[...], polling={...}, ...)` -> Running; `clock=` injects
-    a clock."""
+    """`await start_daemon(endpoints=[...], polling={...}, ...)` -> Running. Starting it
+    again (after `Running.stop()`) restarts it on the same store; `clock=` injects a clock."""
     running: list[Running] = []
 
     async def start(*, clock: Clock | None = None, **kwargs: Any) -> Running:

@@ -1,8 +1,9 @@
-"""Time and the whole daemon: wall-clock steps.
+"""Time and the whole daemon: wall-clock steps, and deadlines across restarts.
 
 The daemon runs in this process against the fake upstream and a verifying receiver. Clock steps
 are made with an injected clock whose wall time the test steps (stepping the machine's clock
-needs root, and libfaketime is not available).
+needs root, and libfaketime is not available); restarts stop the daemon as SIGTERM would and
+start a new one on the same SQLite file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.helpers.clock import SteppedClock
+from tests.helpers.daemon import API_KEY
 from tests.helpers.receiver import Receiver
 from tests.integration.conftest import Running, Upstream
 from watcher import daemon as daemon_module
@@ -99,3 +101,45 @@ async def test_wall_clock_steps_end_no_task_and_delay_no_webhook(
     hooks = await receiver.wait_for(4)
     assert hooks[3].body["type"] == "task.succeeded"
     assert hooks[3].body["data"]["task_id"] == "slow"
+
+
+async def test_a_credential_pause_survives_a_restart(
+    start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    upstream.state.api_key = "sk-someone-else"  # our key is refused: 401, polling pauses
+    upstream.state.script("t", processing(), processing(), processing(), success())
+    running = await start_daemon(endpoints=[endpoint(receiver, secret)])
+    await running.add("t", deadline="1s")
+    registered = time.monotonic()
+    await until(lambda: running.daemon.readiness() != [])
+    assert any("API key" in reason for reason in running.daemon.readiness())
+    # Paused for longer than the task's deadline, then restarted (e.g. to pick up a new key).
+    await asyncio.sleep(registered + 1.5 - time.monotonic())
+    assert await running.stop() == 0
+    upstream.state.api_key = API_KEY
+
+    running = await start_daemon(endpoints=[endpoint(receiver, secret)])
+    (hook,) = await receiver.wait_for(1)
+    # The pause still counts after the restart: the task is polled through "processing" until
+    # it succeeds, rather than timed out on its first answer (or without one).
+    assert hook.body["type"] == "task.succeeded"
+    assert upstream.state.polls("t") >= 4
+    assert await state_of(running, "t") == "succeeded"
+
+
+async def test_a_deadline_that_passed_while_the_daemon_was_down_ends_nothing_unasked(
+    start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    upstream.state.script("t", processing())
+    running = await start_daemon(endpoints=[endpoint(receiver, secret)])
+    await running.add("t", deadline="400ms")
+    registered = time.monotonic()
+    await until(lambda: upstream.state.polls("t") >= 1)
+    assert await running.stop() == 0
+    await asyncio.sleep(registered + 0.5 - time.monotonic())  # down past the deadline
+    upstream.state.script("t", success())  # it finished meanwhile
+
+    running = await start_daemon(endpoints=[endpoint(receiver, secret)])
+    (hook,) = await receiver.wait_for(1)
+    assert hook.body["type"] == "task.succeeded"
+    assert await state_of(running, "t") == "succeeded"

@@ -6,7 +6,10 @@ non-terminal answer the task waits its current interval (with jitter) and the in
 `backoff`, capped at `max_interval`; no poll is ever scheduled past the task's deadline.
 
 Every time here is on the scheduler's monotonic clock (watcher.clock.Timeline), never a wall
-time: a step of the wall clock moves no poll and ends no task.
+time: a step of the wall clock moves no poll and ends no task. A task times out only once a
+poll of it has been answered since its watch began, so a restart (after which the stored wall
+times are the only reference, and a deadline may have passed while the daemon was down) never
+ends a task without asking the upstream first.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class Watch:
     task_id: str
     model: str
     registered_at: float
-    deadline_at: float  # includes the task's stored deadline extension
+    deadline_at: float  # includes the task's stored extension (credential pauses, clock steps)
     deadline_override_s: float | None  # the task's own deadline; None: the model policy's
     state: TaskState  # PENDING or PROCESSING while watched
     upstream_state: str | None  # the last `data.state` seen, verbatim
@@ -51,6 +54,10 @@ class Watch:
     bad_result_polls: int = 0  # consecutive successes with an unusable resultJson
     last_error: str | None = None  # the last non-terminal problem, for `show`
     unknown_state_logged: bool = False
+    # A poll of this task has been answered since the watch began: only then may the deadline
+    # end it. A credential error does not count (it pauses all polling and says nothing about
+    # the task); any other answer does, so a task whose polls always fail still ends.
+    answered: bool = False
     heap_seq: int = 0  # the scheduler's token for this watch's live heap entry
 
 
@@ -142,8 +149,9 @@ def _backoff(
 
 
 def deadline_decision(watch: Watch, now: float) -> Decision | None:
-    """TIMED_OUT when the task's deadline has been reached, else None."""
-    if now < watch.deadline_at:
+    """TIMED_OUT when the task's deadline has been reached and a poll of it has been answered
+    since its watch began, else None (it is polled first)."""
+    if now < watch.deadline_at or not watch.answered:
         return None
     return Decision(
         next_poll_at=None,
@@ -363,5 +371,7 @@ def apply(watch: Watch, decision: Decision) -> None:
     watch.upstream_state = decision.upstream_state
     watch.bad_result_polls = decision.bad_result_polls
     watch.last_error = decision.error
+    if not decision.credentials_bad:
+        watch.answered = True
     if decision.new_state is not None:
         watch.state = decision.new_state

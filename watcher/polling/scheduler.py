@@ -10,7 +10,9 @@ Effects on the whole upstream: a 429 pauses the token bucket until its Retry-Aft
 401/402/403 pauses all polling (every task is kept), then single probe polls ask again slowly
 until an answer shows the key works again or `resume_credentials()` is called after a reload.
 Deadlines are not enforced while polling is paused for credentials: a task must not time out
-because of our own key.
+because of our own key. When the pause ends every deadline moves by the time it lasted, and the
+sink persists that (when it ends, every minute while it lasts, and at shutdown), so a restart
+keeps the extension.
 
 Time: the heap, the deadlines, the request budget and the credential probes all run on the
 clock's monotonic time, so a step of the wall clock changes no schedule. Wall times (a task's
@@ -50,6 +52,9 @@ log = structlog.get_logger(__name__)
 
 CREDENTIALS_FIRST_PROBE_S = 30.0
 CREDENTIALS_MAX_PROBE_S = 300.0
+# While polling is paused for credentials, the time paused so far is persisted this often: a
+# kill -9 during a long pause loses at most this much of the tasks' deadline extension.
+PAUSE_SAVE_INTERVAL_S = 60.0
 # The loop wakes at least this often, so `last_progress_at` proves it is alive.
 TICK_S = 1.0
 # At most this many polls are started (or tasks timed out) before the loop yields.
@@ -74,6 +79,12 @@ class TransitionSink(Protocol):
         """Persist the decision's state change and outcome. `watch` is as before the decision
         (its state is the from-state; `polls` includes this poll). False when the task was
         cancelled or finished meanwhile: the scheduler then forgets it."""
+        ...
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """Persist that polling was paused for credentials from `since` to `until` (Unix
+        seconds): every active task's deadline moves by the part of that after its
+        registration (Store.extend_deadlines)."""
         ...
 
 
@@ -152,6 +163,7 @@ class Scheduler:
         self._paused = False
         self._pause_reason: str | None = None
         self._paused_since = 0.0
+        self._pause_saved_at = 0.0  # the pause is persisted up to here
         self._paused_at_seq = 0
         self._resumed_at_seq = 0
         self._probe_at = 0.0
@@ -246,7 +258,8 @@ class Scheduler:
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (clock-based)
         """Wait up to `timeout` seconds for the polls in flight, then cancel the rest (their
-        tasks stay active in the store and are polled again after a restart)."""
+        tasks stay active in the store and are polled again after a restart). A credential
+        pause still going on is persisted up to now."""
         pending = set(self._in_flight)
         if pending:
             await self._race(asyncio.wait(pending), timeout)
@@ -256,6 +269,8 @@ class Scheduler:
         if left:
             await asyncio.gather(*left, return_exceptions=True)
             log.warning("polls_cancelled_at_shutdown", count=len(left))
+        if self._paused:
+            self._save_pause(self._clock.monotonic())
 
     async def run(self) -> None:
         """The loop. Returns after `stop()` once the polls in flight are done; an unexpected
@@ -266,6 +281,8 @@ class Scheduler:
                 self._raise_failure()
                 now = self._clock.monotonic()
                 self._last_progress_at = now
+                if self._paused and now - self._pause_saved_at >= PAUSE_SAVE_INTERVAL_S:
+                    self._save_pause(now)
                 delay = await self._step(now)
                 if delay > 0:
                     started = 0
@@ -507,6 +524,7 @@ class Scheduler:
         if not self._paused:
             self._paused = True
             self._paused_since = now
+            self._pause_saved_at = now
             self._paused_at_seq = self._poll_seq
             self._pause_reason = f"upstream rejected the API key: {result.detail}"
             self._probe_delay_s = self._probe_first_s
@@ -538,6 +556,7 @@ class Scheduler:
         # The pause was our credentials' fault, not the tasks': each deadline moves by the
         # time the task spent paused, so a long outage does not end every task in timed_out.
         now = self._clock.monotonic()
+        self._save_pause(now)
         for watch in self._watches.values():
             paused_for = now - max(self._paused_since, watch.registered_at)
             if paused_for > 0:
@@ -550,6 +569,22 @@ class Scheduler:
         if self._observer is not None:
             self._observer.credentials_paused(False)
         self._wakeup.set()
+
+    def _save_pause(self, now: float) -> None:
+        """Persist the credential pause from where it was last saved up to `now`."""
+        since = self._pause_saved_at
+        if now <= since:
+            return
+        try:
+            self._sink.extend_deadlines(
+                since=self._timeline.to_wall(since), until=self._timeline.to_wall(now)
+            )
+        except Exception:
+            # Only a restart needs it, and a restart polls a task before timing it out: keep
+            # polling (or resuming) and try again at the next save.
+            log.error("pause_not_saved", paused_s=round(now - since, 3), exc_info=True)
+            return
+        self._pause_saved_at = now
 
     def _note_problem(self, result: PollResult, now: float) -> None:
         # One warning a minute, not one per poll: an upstream outage must not flood the log.

@@ -1,4 +1,4 @@
-"""The Scheduler on a ManualClock: wall-clock steps, without the network.
+"""The Scheduler on a ManualClock: wall-clock steps and credential pauses, without the network.
 
 The client is a fake that answers at once; time moves only when the test advances it, so every
 schedule is checked exactly, on the monotonic clock.
@@ -17,7 +17,7 @@ from watcher.clock import ManualClock
 from watcher.config.settings import PollingConfig, PollingPolicy, Secret, UpstreamConfig
 from watcher.models import Task, TaskSource, TaskState
 from watcher.polling.decide import Decision, Watch
-from watcher.polling.scheduler import Scheduler
+from watcher.polling.scheduler import PAUSE_SAVE_INTERVAL_S, Scheduler
 from watcher.upstream.classify import PollOutcome, PollResult
 
 YEAR_S = 365 * 86_400.0
@@ -32,6 +32,7 @@ POLICY = PollingPolicy(
     not_found_grace_s=0.0,
 )
 PENDING = PollResult(PollOutcome.OK, 200, 200, {"state": "pending"}, None, "HTTP 200")
+REJECTED = PollResult(PollOutcome.CREDENTIALS, 401, 401, None, None, "HTTP 401: bad key")
 
 
 class FakeClient:
@@ -53,10 +54,14 @@ class FakeClient:
 @dataclass
 class Sink:
     commits: list[tuple[str, Decision]] = field(default_factory=list)
+    pauses: list[tuple[float, float]] = field(default_factory=list)
 
     async def commit(self, watch: Watch, decision: Decision) -> bool:
         self.commits.append((watch.task_id, decision))
         return True
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        self.pauses.append((since, until))
 
 
 @dataclass
@@ -171,3 +176,47 @@ async def test_a_step_forward_during_a_rate_limit_ends_no_pause_early(rig: Rig) 
     assert limited == pytest.approx(WALL0 + 5.0)  # shown as a wall time (on the anchor)
     await rig.run_for(0.5)
     assert rig.client.times("a") == [0.0, 5.0]
+
+
+async def test_a_credential_pause_is_persisted_while_it_lasts_and_when_it_ends(rig: Rig) -> None:
+    rig.client.answer = REJECTED
+    rig.add("a")
+    await settle()
+    assert rig.scheduler.stats.credentials_paused
+    await rig.run_for(PAUSE_SAVE_INTERVAL_S + 1.0)
+    # Saved once a minute while it lasts (wall times: the tasks' registrations are wall times).
+    assert rig.sink.pauses == [(WALL0, WALL0 + PAUSE_SAVE_INTERVAL_S)]
+    rig.client.answer = PENDING  # the next probe (30 s, then 60 s later) passes
+    await rig.run_for(90.0 - rig.clock.monotonic())
+    assert not rig.scheduler.stats.credentials_paused
+    assert rig.sink.pauses == [
+        (WALL0, WALL0 + PAUSE_SAVE_INTERVAL_S),
+        (WALL0 + PAUSE_SAVE_INTERVAL_S, WALL0 + 90.0),
+    ]
+    watch = rig.scheduler.get("a")
+    assert watch is not None
+    assert watch.deadline_at == 60.0 + 90.0  # in memory too
+    assert rig.timed_out() == []
+
+
+async def test_a_pause_still_going_at_shutdown_is_persisted(rig: Rig) -> None:
+    rig.client.answer = REJECTED
+    rig.add("a")
+    await settle()
+    await rig.run_for(45.0)
+    rig.scheduler.stop()
+    await rig.scheduler.drain(1.0)
+    assert rig.sink.pauses == [(WALL0, WALL0 + 45.0)]
+
+
+async def test_a_task_never_answered_is_polled_before_its_deadline_ends_it(rig: Rig) -> None:
+    # Registered long ago (the daemon was down past its deadline): asked once, then ended.
+    long_ago = rig.clock.time() - 3600.0
+    rig.scheduler.watch(
+        Task(
+            "old", "m", None, None, {}, None, TaskSource.API, TaskState.PENDING, long_ago, long_ago
+        )
+    )
+    await settle()
+    assert rig.client.times("old") == [0.0]
+    assert rig.timed_out() == ["old"]
