@@ -6,6 +6,10 @@ housekeeping loops; if any of them dies, the daemon stops loudly (exit 1) so sys
 it. stop (SIGTERM/SIGINT): the intake refuses new tasks, no new polls or attempts start,
 in-flight ones get a grace period, poll counts are flushed, the store is closed, exit 0. A second
 signal exits at once. SIGHUP reloads, like `apixo-watcher reload`.
+
+Time: the daemon anchors one `Timeline` at start and shares it; every second it checks the wall
+clock for a step, and on one logs `clock_step_detected` and moves the stored times still to come
+(deadlines, delivery due times) by the step, so they keep their meaning across a restart.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import structlog
 from watcher import __version__
 from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
-from watcher.clock import Clock, SystemClock
+from watcher.clock import Clock, SystemClock, Timeline
 from watcher.config.dburl import url_passwords
 from watcher.config.settings import Config, load_config, postgres_not_runnable_yet
 from watcher.delivery.deliverer import Deliverer
@@ -48,6 +52,7 @@ PURGE_INTERVAL_S = 3600.0  # how often finished tasks past store.retention are d
 PURGE_BATCH = 1000  # tasks per transaction, so a large purge never holds the store for long
 # A loop that has not reported progress for this long is considered wedged.
 STALL_AFTER_S = 30.0
+CLOCK_CHECK_INTERVAL_S = 1.0  # how often the wall clock is checked for a step
 
 
 def config_secrets(config: Config) -> list[str]:
@@ -94,6 +99,7 @@ class Daemon:
         self.config = config
         self._config_path = config_path
         self._clock = clock or SystemClock()
+        self._timeline = Timeline(self._clock)  # anchored again when the daemon starts
         self._notifier = notifier or Notifier()
         self._grace_s = grace_s
         self._reconfigure_logging = reconfigure_logging
@@ -147,8 +153,14 @@ class Daemon:
         if config.store.path is None:  # store.url: the daemon runs on PostgreSQL in a later version
             raise postgres_not_runnable_yet(config)
         self.store = SqliteStore(config.store.path)
+        # Anchored now: the stored wall times are read against the wall clock of this start.
+        self._timeline = Timeline(self._clock)
         self.service = WatchService(
-            store=self.store, config=config, clock=self._clock, metrics=self.metrics
+            store=self.store,
+            config=config,
+            clock=self._clock,
+            timeline=self._timeline,
+            metrics=self.metrics,
         )
         self._client = UpstreamClient(config.upstream)
         self.scheduler = Scheduler(
@@ -157,6 +169,7 @@ class Daemon:
             upstream=config.upstream,
             sink=self.service,
             clock=self._clock,
+            timeline=self._timeline,
             observer=self.metrics,
         )
         self.deliverer = Deliverer(
@@ -164,6 +177,7 @@ class Daemon:
             delivery=config.delivery,
             endpoints=config.endpoints,
             clock=self._clock,
+            timeline=self._timeline,
             user_agent=USER_AGENT,
             observer=self.metrics,
         )
@@ -203,6 +217,7 @@ class Daemon:
         self._spawn("status", self._every(STATUS_INTERVAL_S, self._report_status))
         self._spawn("tasks_file", self._importer.watch())
         self._spawn("purge", self._every(PURGE_INTERVAL_S, self._purge))
+        self._spawn("clock", self._every(CLOCK_CHECK_INTERVAL_S, self._check_clock))
         if self._notifier.watchdog_interval_s:
             self._spawn("watchdog", self._every(self._notifier.watchdog_interval_s, self._watchdog))
         stop_waiter = asyncio.ensure_future(self._stop.wait())
@@ -355,7 +370,8 @@ class Daemon:
             if task.done() and not self._stopping:
                 reasons.append(f"{name} loop stopped")
         if not self._stopping:
-            for name, idle in stalled_loops(self._progress(), self._clock.now(), STALL_AFTER_S):
+            now = self._clock.monotonic()
+            for name, idle in stalled_loops(self._progress(), now, STALL_AFTER_S):
                 reasons.append(f"{name} loop made no progress for {idle:.0f}s")
         return reasons
 
@@ -386,7 +402,7 @@ class Daemon:
         retention_s = self.config.store.retention_s
         if self.store is None or retention_s <= 0:
             return
-        before = self._clock.now() - retention_s
+        before = self._timeline.wall() - retention_s
         total = 0
         while True:
             deleted = self.store.purge_finished(before=before, limit=PURGE_BATCH)
@@ -396,6 +412,21 @@ class Daemon:
             await asyncio.sleep(0)  # let polls and deliveries run between batches
         if total:
             log.info("store_purged", tasks=total, retention_s=retention_s)
+
+    def _check_clock(self) -> None:
+        """Re-anchor the timeline; on a step of the wall clock, move the stored times still to
+        come with it (one transaction), so a restart reads them as meaning the same moment."""
+        step = self._timeline.check()
+        if step is None:
+            return
+        log.warning(
+            "clock_step_detected",
+            step_s=round(step, 3),
+            direction="forward" if step > 0 else "back",
+            wall_now=round(self._clock.time(), 3),
+        )
+        if self.store is not None:
+            self.store.shift_future_times(step)
 
     def _status_text(self) -> str:
         watched = self.scheduler.stats.watched if self.scheduler is not None else 0
@@ -413,7 +444,7 @@ class Daemon:
         # restart us rather than be papered over by a timer that still runs.
         limit = max(2.0, self._notifier.watchdog_interval_s or 0.0)
         progress = self._progress()
-        stalled = stalled_loops(progress, self._clock.now(), limit)
+        stalled = stalled_loops(progress, self._clock.monotonic(), limit)
         missing = [name for name, last in progress.items() if last is None]
         if stalled or missing:
             log.error("watchdog_withheld", loops=[n for n, _ in stalled] + missing)

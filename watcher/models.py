@@ -95,6 +95,9 @@ class Task:
     polls: int = 0  # may lag the scheduler's live count by a flush interval
     finished_at: float | None = None
     last_error: str | None = None  # the last non-terminal upstream problem, for `show`
+    # Seconds added to the deadline: time spent in credential pauses, and wall-clock steps (so
+    # that registered_at + deadline + this stays the deadline in today's wall time).
+    deadline_extension_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

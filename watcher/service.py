@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from watcher.clock import Clock
+from watcher.clock import Clock, Timeline
 from watcher.config.settings import Config
 from watcher.delivery.events import build_event, plan_deliveries
 from watcher.errors import TaskConflict, TaskFinished
@@ -47,6 +47,8 @@ class Watching(Protocol):
     def unwatch(self, task_id: str) -> bool: ...
 
     def get(self, task_id: str) -> Watch | None: ...
+
+    def wall_time(self, mono: float) -> float: ...
 
 
 class Delivering(Protocol):
@@ -87,6 +89,7 @@ class WatchService:
         store: Store,
         config: Config,
         clock: Clock,
+        timeline: Timeline | None = None,
         scheduler: Watching | None = None,
         deliverer: Delivering | None = None,
         metrics: FinishObserver | None = None,
@@ -94,7 +97,9 @@ class WatchService:
         self._store = store
         self._metrics = metrics
         self._config = config
-        self._clock = clock
+        # Every time the service stores is a wall time read through the timeline the
+        # scheduler and the deliverer convert with (see watcher.clock.Timeline.wall).
+        self._timeline = timeline if timeline is not None else Timeline(clock)
         self._scheduler = scheduler
         self._deliverer = deliverer
 
@@ -120,7 +125,7 @@ class WatchService:
     # -- registration -----------------------------------------------------------------------------
     def register(self, spec: TaskSpec, *, source: TaskSource) -> tuple[Task, bool]:
         """Persist (committed on return) and start watching. Idempotent per task_id."""
-        task, created = self._store.add_task(spec, source=source, now=self._clock.now())
+        task, created = self._store.add_task(spec, source=source, now=self._timeline.wall())
         if created:
             self._watch(task)
             log.info("task_registered", task_id=task.task_id, model=task.model, source=source.value)
@@ -133,7 +138,7 @@ class WatchService:
 
         A conflicting spec is reported and skipped; the rest are committed together.
         """
-        now = self._clock.now()
+        now = self._timeline.wall()
         try:
             results = self._store.add_tasks(list(specs), source=source, now=now)
         except TaskConflict:
@@ -163,7 +168,7 @@ class WatchService:
         it unchanged (a retried DELETE must not fail). TaskNotFound; TaskFinished if it
         finished on its own."""
         try:
-            task = self._store.cancel_task(task_id, now=self._clock.now())
+            task = self._store.cancel_task(task_id, now=self._timeline.wall())
         except TaskFinished:
             task = self._store.get_task(task_id)
             if task.state is TaskState.CANCELLED:
@@ -190,11 +195,15 @@ class WatchService:
 
     def view(self, task_id: str) -> TaskView:
         task = self.get_task(task_id)
-        watch = self._scheduler.get(task_id) if self._scheduler is not None else None
+        next_poll_at = None
+        if self._scheduler is not None:
+            watch = self._scheduler.get(task_id)
+            if watch is not None and watch.next_poll_at is not None:
+                next_poll_at = self._scheduler.wall_time(watch.next_poll_at)
         deliveries, _ = self._store.list_deliveries(task_id=task_id, limit=1000)
         return TaskView(
             task=task,
-            next_poll_at=watch.next_poll_at if watch is not None else None,
+            next_poll_at=next_poll_at,
             state_changes=self._store.state_changes(task_id),
             events=self._store.events_for_task(task_id),
             deliveries=[
@@ -229,7 +238,7 @@ class WatchService:
 
     def redeliver(self, delivery_id: str) -> Delivery:
         """Send a delivery again now: a new attempt, the same webhook-id, a fresh retry round."""
-        delivery = self._store.requeue_delivery(delivery_id, now=self._clock.now())
+        delivery = self._store.requeue_delivery(delivery_id, now=self._timeline.wall())
         if self._deliverer is not None:
             self._deliverer.enqueue([delivery])
         log.info("delivery_requeued", delivery_id=delivery_id, task_id=delivery.task_id)
@@ -239,7 +248,7 @@ class WatchService:
     async def commit(self, watch: Watch, decision: Decision) -> bool:
         """Persist a decision's state change, event and deliveries (one transaction), then hand
         the deliveries to the deliverer. False when the task is no longer active."""
-        now = self._clock.now()
+        now = self._timeline.wall()
         outcome = decision.outcome
         to_state = decision.new_state
         if outcome is not None:
@@ -293,3 +302,7 @@ class WatchService:
             polls=watch.polls,
         )
         return True
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """Persist a credential pause (see Store.extend_deadlines)."""
+        self._store.extend_deadlines(since=since, until=until)

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from tests.helpers.daemon import API_KEY, write_config
 from tests.helpers.postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
 from tests.helpers.receiver import Receiver, start_receiver
+from watcher.clock import Clock
 from watcher.config.settings import load_config
 from watcher.daemon import Daemon
 from watcher.upstream.sandbox import SANDBOX, SandboxState, make_sandbox_app
@@ -95,16 +96,30 @@ class Running:
                 raise AssertionError(f"task never matched: {task}")
             await asyncio.sleep(0.02)
 
+    async def stop(self) -> int:
+        """Stop the daemon as SIGTERM would (graceful); its exit code."""
+        self.daemon.stop()
+        code = await asyncio.wait_for(self.task, 10)
+        await self.http.close()
+        return code
+
 
 @pytest.fixture
 async def start_daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Callable[..., Any]]:
-    """`await start_daemon(endpoints=[...], polling={...}, ...)` -> Running."""
+    """`await start_daemon(endpoints=[...], polling={...}, ...)` -> Running. Starting it
+    again (after `Running.stop()`) restarts it on the same store; `clock=` injects a clock."""
     running: list[Running] = []
 
-    async def start(**kwargs: Any) -> Running:
+    async def start(*, clock: Clock | None = None, **kwargs: Any) -> Running:
         kwargs.setdefault("upstream_url", upstream.url)
         path = write_config(tmp_path, **kwargs)
-        daemon = Daemon(load_config(path), config_path=path, grace_s=2.0, reconfigure_logging=False)
+        daemon = Daemon(
+            load_config(path),
+            config_path=path,
+            clock=clock,
+            grace_s=2.0,
+            reconfigure_logging=False,
+        )
         task = asyncio.create_task(daemon.run())
         ready = asyncio.ensure_future(daemon.ready.wait())
         done, _ = await asyncio.wait({ready, task}, timeout=10, return_when="FIRST_COMPLETED")

@@ -438,7 +438,7 @@ async def test_watchdog_is_withheld_while_a_loop_is_wedged(
     daemon.scheduler = _FakeLoop(scheduler)  # type: ignore[assignment]
     daemon.deliverer = _FakeLoop(deliverer)  # type: ignore[assignment]
     try:
-        now = clock.now()
+        now = clock.monotonic()
         cases = [
             # (scheduler's last progress, deliverer's last progress, ping expected)
             (None, None, False),  # neither loop has turned yet

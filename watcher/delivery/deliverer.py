@@ -19,7 +19,12 @@ endpoint ties up only its own workers and never blocks another endpoint.
 Targets are resolved at attempt time from the current config, so a reload that changes an
 endpoint's URL, secrets or headers applies to pending retries too. A delivery whose endpoint is
 no longer configured fails with a recorded (unsent) attempt saying so. The HTTP side of an
-attempt (its target, signed headers, the POST and its result) is in watcher/webhook_http.py.
+attempt (its target, signed headers, the POST and its result) is in watcher/delivery/sender.py.
+
+Time: the heap is keyed on the clock's monotonic time, so a step of the wall clock neither
+delays nor hurries any attempt. A delivery's stored `next_attempt_at` is a wall time, converted
+through the `Timeline` when it is loaded; the `webhook-timestamp` of an attempt is the real wall
+time at that moment (the contract), whatever the clock did before.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
-from watcher.clock import Clock
+from watcher.clock import Clock, Timeline
 from watcher.delivery import retry
 from watcher.delivery.sender import (
     Target,
@@ -80,6 +85,9 @@ BODY_PREFETCH: Final = 128
 # Finished attempts are committed together within this window (or as soon as every attempt in
 # flight has finished): one transaction for many instead of one each.
 COMMIT_WINDOW_S: Final = 0.01
+# Due times converted from stored Unix times (near 1.7e9) carry ~0.2 us of float error: an
+# attempt due within this much is due.
+DUE_SLACK_S: Final = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +105,7 @@ class DeliveryStats:
 
     pending: int  # scheduled, waiting for their time or for a free slot
     in_flight: int
-    last_progress_at: float  # Unix seconds of the loop's last turn
+    last_progress_at: float  # the loop's last turn, in the clock's monotonic seconds
 
 
 class DeliveryObserver(Protocol):
@@ -118,6 +126,7 @@ class Deliverer:
         delivery: DeliveryConfig,
         endpoints: Sequence[EndpointConfig],
         clock: Clock,
+        timeline: Timeline | None = None,
         session: aiohttp.ClientSession | None = None,
         user_agent: str,
         observer: DeliveryObserver | None = None,
@@ -125,13 +134,15 @@ class Deliverer:
         self._store = store
         self._observer = observer
         self._clock = clock
+        self._timeline = timeline if timeline is not None else Timeline(clock)
         self._user_agent = user_agent
         self._config = delivery
         self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
         self._targets: dict[str, Target] = {}  # resolved per configured endpoint, per config
         self._http = WebhookClient(session)
         # Scheduled deliveries by id, with the sequence number of their valid heap entry;
-        # heap entries whose sequence differs are stale (the delivery was rescheduled).
+        # heap entries whose sequence differs are stale (the delivery was rescheduled). The
+        # heap's due times are monotonic.
         self._scheduled: dict[str, tuple[int, Delivery]] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
@@ -155,7 +166,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._failure: BaseException | None = None
-        self._last_progress_at = clock.now()
+        self._last_progress_at = clock.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -196,7 +207,7 @@ class Deliverer:
         failed) is raised here, so the daemon goes down loudly instead of hanging."""
         while not self._stopping:
             self._raise_failure()
-            now = self._clock.now()
+            now = self._clock.monotonic()
             self._start_due(now)
             self._last_progress_at = now
             delay = IDLE_TICK_S
@@ -250,13 +261,17 @@ class Deliverer:
             if not self._ready[key]:
                 del self._ready[key]
         self._seq += 1
-        due = delivery.next_attempt_at if delivery.next_attempt_at is not None else 0.0
+        due = (
+            self._timeline.to_mono(delivery.next_attempt_at)
+            if delivery.next_attempt_at is not None
+            else self._clock.monotonic()
+        )
         self._scheduled[delivery_id] = (self._seq, delivery)
         heapq.heappush(self._heap, (due, self._seq, delivery_id))
 
     def _start_due(self, now: float) -> None:
         ready = self._ready
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now + DUE_SLACK_S:
             _, seq, delivery_id = heapq.heappop(self._heap)
             entry = self._scheduled.get(delivery_id)
             if entry is None or entry[0] != seq:
@@ -333,7 +348,7 @@ class Deliverer:
     # -- one attempt ---------------------------------------------------------------------------
     async def _try(self, delivery: Delivery) -> tuple[Attempt, retry.Decision]:
         """Send one attempt (unless its target is unusable) and decide what follows."""
-        started_at = self._clock.now()
+        started_at = self._timeline.wall()
         target = self._resolve(delivery)
         webhook_timestamp: int | None = None
         duration_ms = 0.0
@@ -342,7 +357,9 @@ class Deliverer:
             result = retry.HttpResult(error=target)
         else:
             body = self._body(delivery)
-            webhook_timestamp = int(started_at)
+            # The real wall time, as the contract says, even in the moment before a step of the
+            # clock has been noticed (started_at, which is stored, is on the stored times' anchor).
+            webhook_timestamp = int(self._clock.time())
             try:
                 headers = request_headers(
                     delivery.webhook_id, target, body, webhook_timestamp, self._user_agent
@@ -356,7 +373,7 @@ class Deliverer:
                 result = await self._http.post(target, body, headers)
                 duration_ms = round((time.perf_counter() - clock_start) * 1000, 3)
                 decision = retry.decide(
-                    delivery, result, self._config.retry_schedule_s, now=self._clock.now()
+                    delivery, result, self._config.retry_schedule_s, now=self._timeline.wall()
                 )
         updated = decision.delivery
         attempt = Attempt(
@@ -380,7 +397,7 @@ class Deliverer:
         if delivery.delivery_id in self._requeued:
             self._requeued.discard(delivery.delivery_id)
             self._schedule(
-                self._store.requeue_delivery(delivery.delivery_id, now=self._clock.now())
+                self._store.requeue_delivery(delivery.delivery_id, now=self._timeline.wall())
             )
         elif decision.outcome is AttemptOutcome.RETRY:
             self._schedule(updated)
@@ -471,7 +488,7 @@ class Deliverer:
         endpoint = delivery.endpoint
         self._observer.webhook_attempt(endpoint, attempt.outcome.value, attempt.duration_ms / 1000)
         if attempt.outcome is AttemptOutcome.SUCCEEDED:
-            latency = max(0.0, self._clock.now() - delivery.created_at)
+            latency = max(0.0, self._timeline.wall() - delivery.created_at)
             self._observer.delivery_latency(endpoint, latency)
 
     def _log(self, decision: retry.Decision, attempt: Attempt) -> None:

@@ -4,6 +4,12 @@ Pure functions, no I/O and no clock reads; the scheduler acts on what they retur
 follows the contract: the first poll comes `initial_delay` after registration; after each
 non-terminal answer the task waits its current interval (with jitter) and the interval grows by
 `backoff`, capped at `max_interval`; no poll is ever scheduled past the task's deadline.
+
+Every time here is on the scheduler's monotonic clock (watcher.clock.Timeline), never a wall
+time: a step of the wall clock moves no poll and ends no task. A task times out only once a
+poll of it has been answered since its watch began, so a restart (after which the stored wall
+times are the only reference, and a deadline may have passed while the daemon was down) never
+ends a task without asking the upstream first.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ class Watch:
     """The scheduler's compact in-memory record of one watched task.
 
     Kept small (slots, no task metadata) so that 100k of them fit comfortably in memory;
-    everything else about the task stays in the store.
+    everything else about the task stays in the store. Its times (`registered_at`,
+    `deadline_at`, `next_poll_at`) are monotonic seconds, not Unix time.
     """
 
     task_id: str
     model: str
     registered_at: float
-    deadline_at: float
+    deadline_at: float  # includes the task's stored extension (credential pauses, clock steps)
     deadline_override_s: float | None  # the task's own deadline; None: the model policy's
     state: TaskState  # PENDING or PROCESSING while watched
     upstream_state: str | None  # the last `data.state` seen, verbatim
@@ -47,6 +54,10 @@ class Watch:
     bad_result_polls: int = 0  # consecutive successes with an unusable resultJson
     last_error: str | None = None  # the last non-terminal problem, for `show`
     unknown_state_logged: bool = False
+    # A poll of this task has been answered since the watch began: only then may the deadline
+    # end it. A credential error does not count (it pauses all polling and says nothing about
+    # the task); any other answer does, so a task whose polls always fail still ends.
+    answered: bool = False
     heap_seq: int = 0  # the scheduler's token for this watch's live heap entry
 
 
@@ -88,18 +99,20 @@ def deadline_for(registered_at: float, override_s: float | None, policy: Polling
     return registered_at + (override_s if override_s is not None else policy.deadline_s)
 
 
-def watch_for(task: Task, policy: PollingPolicy, now: float) -> Watch:
+def watch_for(task: Task, policy: PollingPolicy, now: float, *, registered_at: float) -> Watch:
     """A new watch for an active task: first poll `initial_delay` after registration, but not
     before `now` (after a restart an overdue task is due at once), never past the deadline.
 
-    A task resumed after a restart keeps its backoff: the interval continues from its polls.
+    `now` and `registered_at` (the task's registration) are on the scheduler's clock. The
+    deadline counts from the registration, moved by the task's stored deadline extension. A
+    task resumed after a restart keeps its backoff: the interval continues from its polls.
     """
-    deadline_at = deadline_for(task.registered_at, task.deadline_s, policy)
-    first = max(task.registered_at + policy.initial_delay_s, now)
+    deadline_at = deadline_for(registered_at, task.deadline_s, policy) + task.deadline_extension_s
+    first = max(registered_at + policy.initial_delay_s, now)
     return Watch(
         task_id=task.task_id,
         model=task.model,
-        registered_at=task.registered_at,
+        registered_at=registered_at,
         deadline_at=deadline_at,
         deadline_override_s=task.deadline_s,
         state=task.state,
@@ -136,8 +149,9 @@ def _backoff(
 
 
 def deadline_decision(watch: Watch, now: float) -> Decision | None:
-    """TIMED_OUT when the task's deadline has been reached, else None."""
-    if now < watch.deadline_at:
+    """TIMED_OUT when the task's deadline has been reached and a poll of it has been answered
+    since its watch began, else None (it is polled first)."""
+    if now < watch.deadline_at or not watch.answered:
         return None
     return Decision(
         next_poll_at=None,
@@ -357,5 +371,7 @@ def apply(watch: Watch, decision: Decision) -> None:
     watch.upstream_state = decision.upstream_state
     watch.bad_result_polls = decision.bad_result_polls
     watch.last_error = decision.error
+    if not decision.credentials_bad:
+        watch.answered = True
     if decision.new_state is not None:
         watch.state = decision.new_state

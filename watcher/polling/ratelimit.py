@@ -1,4 +1,5 @@
-"""The global request budget: a token bucket on the injected clock, with a pause for 429s."""
+"""The global request budget: a token bucket on the injected monotonic clock, with a pause for
+429s."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class TokenBucket:
         self._rate = rate_per_s
         self._burst = max(1, burst)
         self._tokens = float(self._burst)
-        self._updated = clock.now()
+        self._updated = clock.monotonic()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
@@ -29,19 +30,17 @@ class TokenBucket:
 
     def update(self, rate_per_s: float, burst: int) -> None:
         """Apply a reloaded budget; tokens saved up so far are kept, up to the new burst."""
-        self._refill(self._clock.now())
+        self._refill(self._clock.monotonic())
         self._rate = rate_per_s
         self._burst = max(1, burst)
         self._tokens = min(self._tokens, float(self._burst))
 
     def pause_until(self, t: float) -> None:
-        """Hold every request back until `t` (Unix seconds); an earlier `t` than the current
-        pause changes nothing."""
+        """Hold every request back until `t` (on the clock's monotonic time); an earlier `t`
+        than the current pause changes nothing."""
         self._paused_until = max(self._paused_until, t)
 
     def _refill(self, now: float) -> None:
-        # A wall clock may step back: count from the new time on, neither stalling nor
-        # crediting the step.
         elapsed = max(0.0, now - self._updated)
         self._updated = now
         if self._rate > 0:
@@ -49,14 +48,14 @@ class TokenBucket:
 
     def wait_time(self) -> float:
         """Seconds until `try_acquire` can succeed (0.0: now)."""
-        now = self._clock.now()
+        now = self._clock.monotonic()
         if now < self._paused_until:
             return self._paused_until - now
         if self._rate <= 0:
             return 0.0
         self._refill(now)
         wait = (1.0 - self._tokens) / self._rate
-        # Unix times near 1.7e9 carry ~0.2 us of float error; a token due within 1 us is due.
+        # Float error in the refill arithmetic: a token due within 1 us is due.
         return wait if wait > 1e-6 else 0.0
 
     def try_acquire(self) -> bool:

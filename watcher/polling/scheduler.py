@@ -10,7 +10,13 @@ Effects on the whole upstream: a 429 pauses the token bucket until its Retry-Aft
 401/402/403 pauses all polling (every task is kept), then single probe polls ask again slowly
 until an answer shows the key works again or `resume_credentials()` is called after a reload.
 Deadlines are not enforced while polling is paused for credentials: a task must not time out
-because of our own key.
+because of our own key. When the pause ends every deadline moves by the time it lasted, and the
+sink persists that (when it ends, every minute while it lasts, and at shutdown), so a restart
+keeps the extension.
+
+Time: the heap, the deadlines, the request budget and the credential probes all run on the
+clock's monotonic time, so a step of the wall clock changes no schedule. Wall times (a task's
+registration, the times shown in `show`) are converted at the edges through the `Timeline`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Protocol
 
 import structlog
 
-from watcher.clock import Clock
+from watcher.clock import Clock, Timeline
 from watcher.config.settings import PollingConfig, UpstreamConfig
 from watcher.logs import enabled_for
 from watcher.models import Task
@@ -46,6 +52,9 @@ log = structlog.get_logger(__name__)
 
 CREDENTIALS_FIRST_PROBE_S = 30.0
 CREDENTIALS_MAX_PROBE_S = 300.0
+# While polling is paused for credentials, the time paused so far is persisted this often: a
+# kill -9 during a long pause loses at most this much of the tasks' deadline extension.
+PAUSE_SAVE_INTERVAL_S = 60.0
 # The loop wakes at least this often, so `last_progress_at` proves it is alive.
 TICK_S = 1.0
 # At most this many polls are started (or tasks timed out) before the loop yields.
@@ -72,6 +81,12 @@ class TransitionSink(Protocol):
         cancelled or finished meanwhile: the scheduler then forgets it."""
         ...
 
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """Persist that polling was paused for credentials from `since` to `until` (Unix
+        seconds): every active task's deadline moves by the part of that after its
+        registration (Store.extend_deadlines)."""
+        ...
+
 
 class PollObserver(Protocol):
     """Optional metrics hooks (watcher.api.metrics.Metrics has these)."""
@@ -91,8 +106,8 @@ class SchedulerStats:
     in_flight: int
     credentials_paused: bool
     pause_reason: str | None
-    rate_limited_until: float | None
-    last_progress_at: float | None
+    rate_limited_until: float | None  # Unix seconds
+    last_progress_at: float | None  # monotonic seconds (the clock's), for the watchdog
 
 
 def _burst(rate_per_s: float) -> int:
@@ -110,6 +125,7 @@ class Scheduler:
         upstream: UpstreamConfig,
         sink: TransitionSink,
         clock: Clock,
+        timeline: Timeline | None = None,
         rand: Callable[[], float] = random.random,
         observer: PollObserver | None = None,
         probe_first_s: float = CREDENTIALS_FIRST_PROBE_S,
@@ -121,6 +137,7 @@ class Scheduler:
         self._upstream = upstream
         self._sink = sink
         self._clock = clock
+        self._timeline = timeline if timeline is not None else Timeline(clock)
         self._rand = rand
         self._observer = observer
         self._probe_first_s = probe_first_s
@@ -146,6 +163,7 @@ class Scheduler:
         self._paused = False
         self._pause_reason: str | None = None
         self._paused_since = 0.0
+        self._pause_saved_at = 0.0  # the pause is persisted up to here
         self._paused_at_seq = 0
         self._resumed_at_seq = 0
         self._probe_at = 0.0
@@ -161,7 +179,11 @@ class Scheduler:
         if task.state.terminal or task.task_id in self._watches:
             return
         policy = self._polling.for_model(task.model)
-        watch = watch_for(task, policy, self._clock.now())
+        now = self._clock.monotonic()
+        # Never after now: a registration stored before the wall clock was stepped back must
+        # not delay the first poll.
+        registered_at = min(self._timeline.to_mono(task.registered_at), now)
+        watch = watch_for(task, policy, now, registered_at=registered_at)
         self._watches[task.task_id] = watch
         self._push(watch)
 
@@ -170,8 +192,13 @@ class Scheduler:
         return self._watches.pop(task_id, None) is not None
 
     def get(self, task_id: str) -> Watch | None:
-        """The live record of a watched task (poll count, next poll time, last error)."""
+        """The live record of a watched task (poll count, next poll time, last error); its
+        times are monotonic (`wall_time` converts them)."""
         return self._watches.get(task_id)
+
+    def wall_time(self, mono: float) -> float:
+        """A time of a Watch as Unix seconds, for people."""
+        return self._timeline.to_wall(mono)
 
     def poll_counts(self) -> tuple[dict[str, int], dict[str, str | None]]:
         """Poll counts and last errors changed since the last call, for `Store.record_polls`."""
@@ -212,14 +239,14 @@ class Scheduler:
     # -- state ----------------------------------------------------------------------------------
     @property
     def stats(self) -> SchedulerStats:
-        now = self._clock.now()
+        now = self._clock.monotonic()
         limited = self._bucket.paused_until
         return SchedulerStats(
             watched=len(self._watches),
             in_flight=len(self._in_flight),
             credentials_paused=self._paused,
             pause_reason=self._pause_reason,
-            rate_limited_until=limited if limited > now else None,
+            rate_limited_until=self._timeline.to_wall(limited) if limited > now else None,
             last_progress_at=self._last_progress_at,
         )
 
@@ -231,7 +258,8 @@ class Scheduler:
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (clock-based)
         """Wait up to `timeout` seconds for the polls in flight, then cancel the rest (their
-        tasks stay active in the store and are polled again after a restart)."""
+        tasks stay active in the store and are polled again after a restart). A credential
+        pause still going on is persisted up to now."""
         pending = set(self._in_flight)
         if pending:
             await self._race(asyncio.wait(pending), timeout)
@@ -241,6 +269,8 @@ class Scheduler:
         if left:
             await asyncio.gather(*left, return_exceptions=True)
             log.warning("polls_cancelled_at_shutdown", count=len(left))
+        if self._paused:
+            self._save_pause(self._clock.monotonic())
 
     async def run(self) -> None:
         """The loop. Returns after `stop()` once the polls in flight are done; an unexpected
@@ -249,8 +279,10 @@ class Scheduler:
             started = 0
             while not self._stop.is_set():
                 self._raise_failure()
-                now = self._clock.now()
+                now = self._clock.monotonic()
                 self._last_progress_at = now
+                if self._paused and now - self._pause_saved_at >= PAUSE_SAVE_INTERVAL_S:
+                    self._save_pause(now)
                 delay = await self._step(now)
                 if delay > 0:
                     started = 0
@@ -366,13 +398,13 @@ class Scheduler:
         except asyncio.CancelledError:
             # Cancelled by drain(): keep the task due, in case the loop is not stopping.
             if self._watches.get(watch.task_id) is watch and watch.next_poll_at is None:
-                watch.next_poll_at = self._clock.now()
+                watch.next_poll_at = self._clock.monotonic()
                 self._push(watch)
             raise
         finally:
             if probe:
                 self._probe_in_flight = False
-        now = self._clock.now()
+        now = self._clock.monotonic()
         if self._observer is not None:
             self._observer.upstream_request(watch.model, _metric_outcome(result), result.duration_s)
         if self._watches.get(watch.task_id) is not watch:
@@ -492,6 +524,7 @@ class Scheduler:
         if not self._paused:
             self._paused = True
             self._paused_since = now
+            self._pause_saved_at = now
             self._paused_at_seq = self._poll_seq
             self._pause_reason = f"upstream rejected the API key: {result.detail}"
             self._probe_delay_s = self._probe_first_s
@@ -522,7 +555,8 @@ class Scheduler:
     def _resume(self, reason: str) -> None:
         # The pause was our credentials' fault, not the tasks': each deadline moves by the
         # time the task spent paused, so a long outage does not end every task in timed_out.
-        now = self._clock.now()
+        now = self._clock.monotonic()
+        self._save_pause(now)
         for watch in self._watches.values():
             paused_for = now - max(self._paused_since, watch.registered_at)
             if paused_for > 0:
@@ -535,6 +569,22 @@ class Scheduler:
         if self._observer is not None:
             self._observer.credentials_paused(False)
         self._wakeup.set()
+
+    def _save_pause(self, now: float) -> None:
+        """Persist the credential pause from where it was last saved up to `now`."""
+        since = self._pause_saved_at
+        if now <= since:
+            return
+        try:
+            self._sink.extend_deadlines(
+                since=self._timeline.to_wall(since), until=self._timeline.to_wall(now)
+            )
+        except Exception:
+            # Only a restart needs it, and a restart polls a task before timing it out: keep
+            # polling (or resuming) and try again at the next save.
+            log.error("pause_not_saved", paused_s=round(now - since, 3), exc_info=True)
+            return
+        self._pause_saved_at = now
 
     def _note_problem(self, result: PollResult, now: float) -> None:
         # One warning a minute, not one per poll: an upstream outage must not flood the log.

@@ -68,6 +68,12 @@ class AsyncAdapter:
     ) -> None:
         self.store.record_polls(polls, errors=errors)
 
+    async def extend_deadlines(self, *, since: float, until: float) -> None:
+        self.store.extend_deadlines(since=since, until=until)
+
+    async def shift_future_times(self, step_s: float) -> None:
+        self.store.shift_future_times(step_s)
+
     async def state_changes(self, task_id: str) -> list[StateChange]:
         return self.store.state_changes(task_id)
 

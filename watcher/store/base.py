@@ -92,6 +92,19 @@ class Store(Protocol):
         change). Unknown task ids are ignored."""
         ...
 
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """Persist a credential pause from `since` to `until`: every active task registered
+        before `until` gains `until - max(since, registered_at)` seconds of
+        `deadline_extension_s`. One statement over the active tasks, however many; nothing
+        happens if `until <= since`."""
+        ...
+
+    def shift_future_times(self, step_s: float) -> None:
+        """The wall clock was stepped by `step_s` (negative: back): every active task's
+        `deadline_extension_s` and every pending delivery's `next_attempt_at` move by it, in
+        one transaction, so that they keep meaning the same moment after a restart."""
+        ...
+
     def state_changes(self, task_id: str) -> list[StateChange]:
         """The task's state changes, oldest first."""
         ...
@@ -206,6 +219,10 @@ class AsyncStore(Protocol):
     async def record_polls(
         self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]
     ) -> None: ...
+
+    async def extend_deadlines(self, *, since: float, until: float) -> None: ...
+
+    async def shift_future_times(self, step_s: float) -> None: ...
 
     async def state_changes(self, task_id: str) -> list[StateChange]: ...
 

@@ -211,6 +211,23 @@ class MemoryStore:
             if task is not None and not task.state.terminal:
                 task.last_error = error
 
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """See SqliteStore.extend_deadlines."""
+        self._live()
+        for task in self._tasks.values():
+            if not task.state.terminal and task.registered_at < until:
+                task.deadline_extension_s += max(0.0, until - max(since, task.registered_at))
+
+    def shift_future_times(self, step_s: float) -> None:
+        """See SqliteStore.shift_future_times."""
+        self._live()
+        for task in self._tasks.values():
+            if not task.state.terminal:
+                task.deadline_extension_s += step_s
+        for delivery in self._deliveries.values():
+            if delivery.status is DeliveryStatus.PENDING and delivery.next_attempt_at is not None:
+                delivery.next_attempt_at += step_s
+
     def state_changes(self, task_id: str) -> list[StateChange]:
         """The task's state changes, oldest first."""
         self._task(task_id)

@@ -443,6 +443,28 @@ class PostgresStore:
 
         await self._write("record_polls", record)
 
+    async def extend_deadlines(self, *, since: float, until: float) -> None:
+        """A credential pause from `since` to `until`: each active task registered before
+        `until` gains `until - max(since, registered_at)` of deadline extension. One UPDATE."""
+        self._live()
+        if until <= since:
+            return
+
+        async def extend(conn: Conn) -> None:
+            await conn.execute(sql.EXTEND_DEADLINES, (until, since, until))
+
+        await self._write("extend_deadlines", extend)
+
+    async def shift_future_times(self, step_s: float) -> None:
+        """The wall clock was stepped by `step_s`: the deadline extensions of active tasks and
+        the next attempts of pending deliveries move by it, in one transaction."""
+
+        async def shift(conn: Conn) -> None:
+            await conn.execute(sql.SHIFT_DEADLINES, (step_s,))
+            await conn.execute(sql.SHIFT_NEXT_ATTEMPTS, (step_s,))
+
+        await self._write("shift_future_times", shift)
+
     async def state_changes(self, task_id: str) -> list[StateChange]:
         """The task's state changes, oldest first."""
         await self._require_task(task_id)

@@ -14,8 +14,8 @@ from typing import Final
 SELECT_TASKS: Final = (
     "SELECT "
     "task_id, model, endpoints::text, callback_url, metadata::text, deadline_s, source, state, "
-    "registered_at, updated_at, upstream_state, polls, finished_at, last_error"
-    " FROM tasks"
+    "registered_at, updated_at, upstream_state, polls, finished_at, last_error, "
+    "deadline_extension_s FROM tasks"
 )
 TASK_BY_ID: Final = SELECT_TASKS + " WHERE task_id = %s"
 TASK_BY_ID_FOR_UPDATE: Final = TASK_BY_ID + " FOR UPDATE"
@@ -42,6 +42,22 @@ UPDATE_TASK_STATE: Final = (
 UPDATE_POLLS: Final = "UPDATE tasks SET polls = %s WHERE task_id = %s"
 UPDATE_LAST_ERROR: Final = (
     "UPDATE tasks SET last_error = %s WHERE task_id = %s AND state IN ('pending', 'processing')"
+)
+# A credential pause from %s (since) to %s (until), for the tasks active through it: each gains
+# the part of the pause after its registration. One statement for every active task.
+EXTEND_DEADLINES: Final = (
+    "UPDATE tasks SET deadline_extension_s = deadline_extension_s + "
+    "(%s - greatest(%s, registered_at)) "
+    "WHERE state IN ('pending', 'processing') AND registered_at < %s"
+)
+# A step of the wall clock: the deadlines and the attempts still to come move with it.
+SHIFT_DEADLINES: Final = (
+    "UPDATE tasks SET deadline_extension_s = deadline_extension_s + %s "
+    "WHERE state IN ('pending', 'processing')"
+)
+SHIFT_NEXT_ATTEMPTS: Final = (
+    "UPDATE deliveries SET next_attempt_at = next_attempt_at + %s "
+    "WHERE status = 'pending' AND next_attempt_at IS NOT NULL"
 )
 COUNT_TASKS: Final = "SELECT state, count(*) FROM tasks GROUP BY state"
 SELECT_STATE_CHANGES: Final = (

@@ -60,6 +60,7 @@ from watcher.store.sqlite_rows import (
     DELIVERY_EXISTS,
     EVENT_BY_ID,
     EVENTS_OF_TASK,
+    EXTEND_DEADLINES,
     INSERT_ATTEMPT,
     INSERT_DELIVERY,
     INSERT_EVENT,
@@ -70,6 +71,8 @@ from watcher.store.sqlite_rows import (
     SELECT_DELIVERIES,
     SELECT_STATE_CHANGES,
     SELECT_TASKS,
+    SHIFT_DEADLINES,
+    SHIFT_NEXT_ATTEMPTS,
     STREAM_ACTIVE_TASKS,
     STREAM_PENDING_DELIVERIES,
     TASK_BY_ID,
@@ -490,6 +493,26 @@ class SqliteStore:
             )
 
         self._write("record_polls", record)
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        """A credential pause from `since` to `until`: each active task registered before
+        `until` gains `until - max(since, registered_at)` of deadline extension. One UPDATE."""
+        if until <= since:
+            self._live()
+            return
+        self._write(
+            "extend_deadlines", lambda conn: conn.execute(EXTEND_DEADLINES, (until, since, until))
+        )
+
+    def shift_future_times(self, step_s: float) -> None:
+        """The wall clock was stepped by `step_s`: the deadline extensions of active tasks and
+        the next attempts of pending deliveries move by it, in one transaction."""
+
+        def shift(conn: sqlite3.Connection) -> None:
+            conn.execute(SHIFT_DEADLINES, (step_s,))
+            conn.execute(SHIFT_NEXT_ATTEMPTS, (step_s,))
+
+        self._write("shift_future_times", shift)
 
     def state_changes(self, task_id: str) -> list[StateChange]:
         """The task's state changes, oldest first."""

@@ -27,7 +27,8 @@ from watcher.models import (
 # -- tasks -----------------------------------------------------------------------------------------
 SELECT_TASKS: Final = (
     "SELECT task_id, model, endpoints, callback_url, metadata, deadline_s, source, state, "
-    "registered_at, updated_at, upstream_state, polls, finished_at, last_error FROM tasks"
+    "registered_at, updated_at, upstream_state, polls, finished_at, last_error, "
+    "deadline_extension_s FROM tasks"
 )
 TASK_BY_ID: Final = SELECT_TASKS + " WHERE task_id = ?"
 INSERT_TASK: Final = (
@@ -41,6 +42,17 @@ UPDATE_TASK_STATE: Final = (
 SELECT_STATE_CHANGES: Final = (
     "SELECT task_id, from_state, to_state, at, reason, upstream_state FROM state_changes "
     "WHERE task_id = ? ORDER BY id"
+)
+# A credential pause from ? (since) to ? (until), for the tasks active through it: each gains
+# the part of the pause after its registration. One statement for every active task.
+EXTEND_DEADLINES: Final = (
+    "UPDATE tasks SET deadline_extension_s = deadline_extension_s + (? - MAX(?, registered_at)) "
+    "WHERE state IN ('pending', 'processing') AND registered_at < ?"
+)
+# A step of the wall clock: the deadlines still to come move with it.
+SHIFT_DEADLINES: Final = (
+    "UPDATE tasks SET deadline_extension_s = deadline_extension_s + ? "
+    "WHERE state IN ('pending', 'processing')"
 )
 INSERT_STATE_CHANGE: Final = (
     "INSERT INTO state_changes "
@@ -76,6 +88,11 @@ UPDATE_DELIVERY_PROGRESS: Final = (
     "UPDATE deliveries SET status = ?, updated_at = ?, next_attempt_at = ?, attempts = ?, "
     "schedule_pos = ?, last_status_code = ?, last_error = ? WHERE delivery_id = ?"
 )
+# A step of the wall clock: the due times of pending deliveries move with it.
+SHIFT_NEXT_ATTEMPTS: Final = (
+    "UPDATE deliveries SET next_attempt_at = next_attempt_at + ? "
+    "WHERE status = 'pending' AND next_attempt_at IS NOT NULL"
+)
 SELECT_ATTEMPTS: Final = (
     "SELECT delivery_id, number, started_at, duration_ms, outcome, status_code, error, "
     "webhook_timestamp FROM attempts WHERE delivery_id = ? ORDER BY id"
@@ -110,7 +127,7 @@ PURGE_CHILDREN: Final = (
 def task_from_row(row: Sequence[Any]) -> Task:
     """A Task from a row of SELECT_TASKS."""
     (task_id, model, endpoints, callback_url, metadata, deadline_s, source, state) = row[:8]
-    (registered_at, updated_at, upstream_state, polls, finished_at, last_error) = row[8:]
+    (registered_at, updated_at, upstream_state, polls, finished_at, last_error) = row[8:14]
     return Task(
         task_id=task_id,
         model=model,
@@ -126,6 +143,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         polls=polls,
         finished_at=finished_at,
         last_error=last_error,
+        deadline_extension_s=row[14],
     )
 
 

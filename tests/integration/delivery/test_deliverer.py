@@ -262,7 +262,7 @@ async def test_retry_after_is_honoured() -> None:
             # The schedule alone would retry after 5 s; Retry-After asks for 20.
             clock.advance(19.0)
             # Once the loop has looked at the new time, a due attempt would have started.
-            await eventually(lambda: deliverer.stats.last_progress_at == clock.now())
+            await eventually(lambda: deliverer.stats.last_progress_at == clock.monotonic())
             assert deliverer.stats.in_flight == 0
             assert len(store.attempts(delivery.delivery_id)) == 1
             clock.advance(1.0)
@@ -472,7 +472,7 @@ async def test_future_deliveries_wait_for_their_time() -> None:
         async with running(store, endpoints, clock=clock) as deliverer:
             await eventually(lambda: deliverer.stats.pending == 1)
             clock.advance(59.0)
-            await eventually(lambda: deliverer.stats.last_progress_at == clock.now())
+            await eventually(lambda: deliverer.stats.last_progress_at == clock.monotonic())
             assert deliverer.stats.in_flight == 0
             assert receiver.received == []
             clock.advance(1.0)
@@ -709,3 +709,50 @@ async def test_secrets_never_logged_nor_stored() -> None:
 def test_target_repr_hides_secrets() -> None:
     target = Target(url="http://x", secrets=(SECRET,), timeout_s=1.0, headers={})
     assert SECRET not in repr(target)
+
+
+async def test_wall_clock_steps_move_no_attempt() -> None:
+    """Due times are elapsed time: a step ahead neither sends early nor stores a retry years
+    ahead, a step back delays nothing; each attempt still carries the real wall time."""
+    year_s = 365 * 86_400.0
+    start = float(int(time.time()))
+    clock = ManualClock(start=start)
+    store = MemoryStore()
+    async with start_receiver([SECRET]) as receiver:
+        receiver.script("/hook", 500, 500, 200)
+        endpoints = [endpoint("app", receiver.url("/hook"))]
+        async with running(store, endpoints, settings((0.0, 30.0, 30.0)), clock=clock) as deliverer:
+            (delivery,) = submit(store, endpoints, clock)
+            deliverer.enqueue([delivery])
+
+            def attempts() -> int:
+                return len(store.attempts(delivery.delivery_id))
+
+            await eventually(lambda: attempts() == 1)
+            assert store.get_delivery(delivery.delivery_id).next_attempt_at == start + 30.0
+            clock.step_wall(10 * year_s)
+            clock.advance(29.0)
+            await eventually(lambda: deliverer.stats.last_progress_at == clock.monotonic())
+            assert attempts() == 1  # the step sent nothing early
+            clock.advance(1.0)
+            await eventually(lambda: attempts() == 2)
+            # Stored on the anchor the store's times use, 30 s on: not ten years ahead.
+            assert store.get_delivery(delivery.delivery_id).next_attempt_at == start + 60.0
+            clock.step_wall(-10 * year_s - 17.0)
+            clock.advance(29.0)
+            await eventually(lambda: deliverer.stats.last_progress_at == clock.monotonic())
+            assert attempts() == 2
+            clock.advance(1.0)
+            first, second, third = await receiver.wait_for(3)
+            done = await settled(store, deliverer, delivery)
+
+    assert done.status is DeliveryStatus.SUCCEEDED
+    assert first.webhook_id == second.webhook_id == third.webhook_id
+    # webhook-timestamp: the real wall time at each attempt, as the contract says.
+    assert (first.timestamp, second.timestamp, third.timestamp) == (
+        int(start),
+        int(start + 10 * year_s + 30.0),
+        int(start + 60.0 - 17.0),
+    )
+    assert first.verified
+    assert third.verified

@@ -74,6 +74,7 @@ class RecordingSink:
         self.commits: list[Commit] = []
         self.refuse: set[str] = set()
         self.failures = 0
+        self.pauses: list[tuple[float, float]] = []  # extend_deadlines(since, until) calls
 
     async def commit(self, watch: Watch, decision: Decision) -> bool:
         if self.failures:
@@ -89,6 +90,9 @@ class RecordingSink:
             )
         )
         return watch.task_id not in self.refuse
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        self.pauses.append((since, until))
 
     def terminal(self, task_id: str | None = None) -> list[Commit]:
         return [
@@ -520,6 +524,9 @@ class ExplodingClient:
 class NullSink:
     async def commit(self, watch: Watch, decision: Decision) -> bool:
         return True
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        pass
 
 
 def offline_scheduler(client: Any, clock: Any) -> Scheduler:

@@ -48,6 +48,7 @@ def make_watch(**changes: Any) -> Watch:
         interval_s=2.0,
         next_poll_at=None,
         polls=3,
+        answered=True,
     )
     for key, value in changes.items():
         setattr(watch, key, value)
@@ -337,6 +338,28 @@ def test_timed_out_at_the_deadline(late: float) -> None:
     assert decision.outcome.watched_seconds == pytest.approx(NOW + late - T0)
 
 
+def test_no_timeout_before_the_upstream_has_answered_since_the_watch_began() -> None:
+    # E.g. the deadline passed while the daemon was down: the task is asked once first.
+    assert deadline_decision(make_watch(deadline_at=NOW - 60, answered=False), NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("result", "answered"),
+    [
+        (ok(state="pending"), True),
+        (answer(PollOutcome.TRANSIENT, 500, "HTTP 500"), True),  # a task whose polls always
+        (answer(PollOutcome.TRANSIENT, None, "timeout"), True),  # fail must still end
+        (answer(PollOutcome.RATE_LIMITED, 429, "HTTP 429"), True),
+        (answer(PollOutcome.NOT_FOUND, 404, "HTTP 404"), True),
+        (answer(PollOutcome.CREDENTIALS, 401, "HTTP 401"), False),  # says nothing of the task
+    ],
+)
+def test_which_answers_let_the_deadline_apply(result: PollResult, answered: bool) -> None:
+    watch = make_watch(answered=False)
+    apply(watch, decide(watch, result, POLICY, NOW, 0.5))
+    assert watch.answered is answered
+
+
 # -- new watches --------------------------------------------------------------------------------
 def make_task(**changes: Any) -> Task:
     task = Task(
@@ -358,7 +381,7 @@ def make_task(**changes: Any) -> Task:
 
 def test_first_poll_after_the_initial_delay() -> None:
     policy = replace(POLICY, initial_delay_s=5.0)
-    watch = watch_for(make_task(), policy, T0)
+    watch = watch_for(make_task(), policy, T0, registered_at=T0)
     assert watch.next_poll_at == T0 + 5.0
     assert watch.deadline_at == T0 + 3600.0
     assert watch.interval_s == 2.0
@@ -366,18 +389,20 @@ def test_first_poll_after_the_initial_delay() -> None:
 
 
 def test_overdue_first_poll_is_due_now() -> None:
-    watch = watch_for(make_task(), replace(POLICY, initial_delay_s=5.0), T0 + 100)
+    watch = watch_for(make_task(), replace(POLICY, initial_delay_s=5.0), T0 + 100, registered_at=T0)
     assert watch.next_poll_at == T0 + 100
 
 
 def test_task_deadline_overrides_the_policy() -> None:
-    watch = watch_for(make_task(deadline_s=60.0), POLICY, T0)
+    watch = watch_for(make_task(deadline_s=60.0), POLICY, T0, registered_at=T0)
     assert watch.deadline_at == T0 + 60.0
     assert watch.deadline_override_s == 60.0
 
 
 def test_first_poll_never_after_the_deadline() -> None:
-    watch = watch_for(make_task(deadline_s=3.0), replace(POLICY, initial_delay_s=5.0), T0)
+    watch = watch_for(
+        make_task(deadline_s=3.0), replace(POLICY, initial_delay_s=5.0), T0, registered_at=T0
+    )
     assert watch.next_poll_at == T0 + 3.0
 
 
@@ -385,7 +410,7 @@ def test_resumed_task_keeps_its_backoff_and_state() -> None:
     task = make_task(
         polls=4, state=TaskState.PROCESSING, upstream_state="processing", last_error="HTTP 500"
     )
-    watch = watch_for(task, POLICY, T0 + 500)
+    watch = watch_for(task, POLICY, T0 + 500, registered_at=T0)
     assert watch.interval_s == pytest.approx(2.0 * 1.5**4)
     assert (watch.state, watch.upstream_state, watch.polls) == (
         TaskState.PROCESSING,
@@ -393,8 +418,33 @@ def test_resumed_task_keeps_its_backoff_and_state() -> None:
         4,
     )
     assert watch.last_error == "HTTP 500"
-    many = watch_for(make_task(polls=10**6), POLICY, T0)
+    many = watch_for(make_task(polls=10**6), POLICY, T0, registered_at=T0)
     assert many.interval_s == 30.0
+
+
+def test_the_deadline_extension_moves_the_deadline() -> None:
+    watch = watch_for(make_task(deadline_extension_s=90.0), POLICY, T0, registered_at=T0)
+    assert watch.deadline_at == T0 + 3600.0 + 90.0
+
+
+def test_times_are_on_the_callers_clock() -> None:
+    # The scheduler passes monotonic times: the task's stored (wall) registration is not used.
+    watch = watch_for(make_task(deadline_s=60.0), POLICY, 500.0, registered_at=480.0)
+    assert (watch.registered_at, watch.next_poll_at, watch.deadline_at) == (480.0, 500.0, 540.0)
+
+
+def test_a_task_resumed_past_its_deadline_is_polled_once_then_timed_out() -> None:
+    task = make_task(deadline_s=60.0, state=TaskState.PROCESSING, upstream_state="processing")
+    watch = watch_for(task, POLICY, T0 + 500, registered_at=T0)
+    assert watch.next_poll_at is not None
+    assert watch.next_poll_at <= T0 + 500  # due at once
+    assert deadline_decision(watch, T0 + 500) is None  # not timed out unasked
+    decision = decide(watch, ok(state="processing"), POLICY, T0 + 500, 0.5)
+    assert decision.new_state is None
+    apply(watch, decision)
+    timed_out = deadline_decision(watch, T0 + 500)
+    assert timed_out is not None
+    assert timed_out.new_state is TaskState.TIMED_OUT
 
 
 def test_apply_moves_the_watch() -> None:

@@ -585,6 +585,63 @@ async def test_record_polls_persists_counts_and_errors(store: AsyncStore) -> Non
     await store.record_polls({}, errors={})
 
 
+async def test_a_new_task_has_no_deadline_extension(store: AsyncStore) -> None:
+    assert (await add(store, "t")).deadline_extension_s == 0.0
+    assert (await store.get_task("t")).deadline_extension_s == 0.0
+
+
+async def test_extend_deadlines_adds_the_part_of_a_pause_after_each_registration(
+    store: AsyncStore,
+) -> None:
+    await add(store, "before", at=T0)  # registered before the pause: all of it
+    await add(store, "during", at=T0 + 40)  # registered during it: the part after its registration
+    await add(store, "after", at=T0 + 200)  # registered after it: nothing
+    await add(store, "done", at=T0)
+    await finish(store, "done", T0 + 1)  # finished: no deadline to move
+    cancelled = await add(store, "cancelled", at=T0)
+    await store.cancel_task(cancelled.task_id, now=T0 + 1)
+
+    await store.extend_deadlines(since=T0 + 10, until=T0 + 100)
+    await store.extend_deadlines(since=T0 + 100, until=T0 + 160)  # a pause saved in two parts
+    await store.extend_deadlines(since=T0 + 160, until=T0 + 160)  # nothing
+
+    extension = {t.task_id: t.deadline_extension_s for t in await all_tasks(store)}
+    assert extension == {
+        "before": pytest.approx(150.0),
+        "during": pytest.approx(120.0),
+        "after": 0.0,
+        "done": 0.0,
+        "cancelled": 0.0,
+    }
+    # Only the extension changes: nothing else of the tasks, and no state change is recorded.
+    assert (await store.get_task("before")).updated_at == T0
+    assert await store.state_changes("before") == []
+
+
+async def test_shift_future_times_moves_active_deadlines_and_pending_deliveries(
+    store: AsyncStore,
+) -> None:
+    await add(store, "active")
+    await add(store, "t")
+    _, _, (pending, succeeded) = await finish(store, "t", T0, endpoints=("one", "two"))
+    pending = await attempt_on(store, pending, at=T0 + 1, ok=False)  # due again at T0 + 6
+    await attempt_on(store, succeeded, at=T0 + 1, ok=True)
+    await store.extend_deadlines(since=T0, until=T0 + 30)
+
+    await store.shift_future_times(-3600.0)  # the wall clock was stepped an hour back
+    await store.shift_future_times(1800.0)  # and half of that forward again
+
+    assert (await store.get_task("active")).deadline_extension_s == pytest.approx(30.0 - 1800.0)
+    assert (await store.get_task("t")).deadline_extension_s == 0.0  # finished: nothing to come
+    assert (await store.get_delivery(pending.delivery_id)).next_attempt_at == pytest.approx(
+        T0 + 6 - 1800.0
+    )
+    assert (await store.get_delivery(succeeded.delivery_id)).next_attempt_at is None
+    # The records' own history is kept as it was written.
+    assert (await store.get_delivery(pending.delivery_id)).updated_at == T0 + 1
+    assert (await store.get_task("active")).registered_at == T0
+
+
 async def test_state_changes_are_oldest_first(store: AsyncStore) -> None:
     await add(store, "t")
     await store.apply_transition(

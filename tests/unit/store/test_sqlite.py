@@ -189,6 +189,27 @@ def test_a_new_migration_is_applied_once_on_an_older_database(db: Path) -> None:
     assert user_version(db) == len(SCHEMA_FILES) + 1
 
 
+def test_tasks_stored_before_deadline_extensions_get_none(db: Path) -> None:
+    [extensions] = [m for m in load_migrations() if m.name == "0003_deadline_extension.sql"]
+    SqliteStore(db, migrations=load_migrations()[: extensions.version - 1]).close()
+    conn = raw(db)
+    try:
+        conn.execute(
+            "INSERT INTO tasks (task_id, model, metadata, source, state, registered_at, "
+            "updated_at) VALUES ('t', 'm', '{}', 'api', 'pending', ?, ?)",
+            (T0, T0),
+        )
+    finally:
+        conn.close()
+    store = SqliteStore(db)
+    try:
+        assert store.get_task("t").deadline_extension_s == 0.0
+        store.extend_deadlines(since=T0, until=T0 + 5)
+        assert store.get_task("t").deadline_extension_s == 5.0
+    finally:
+        store.close()
+
+
 def test_a_failing_migration_is_rolled_back_entirely(db: Path) -> None:
     SqliteStore(db).close()
     broken = Migration(

@@ -1,0 +1,222 @@
+"""The Scheduler on a ManualClock: wall-clock steps and credential pauses, without the network.
+
+The client is a fake that answers at once; time moves only when the test advances it, so every
+schedule is checked exactly, on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from watcher.clock import ManualClock
+from watcher.config.settings import PollingConfig, PollingPolicy, Secret, UpstreamConfig
+from watcher.models import Task, TaskSource, TaskState
+from watcher.polling.decide import Decision, Watch
+from watcher.polling.scheduler import PAUSE_SAVE_INTERVAL_S, Scheduler
+from watcher.upstream.classify import PollOutcome, PollResult
+
+YEAR_S = 365 * 86_400.0
+WALL0 = 1_700_000_000.0
+POLICY = PollingPolicy(
+    initial_delay_s=0.0,
+    initial_interval_s=1.0,
+    max_interval_s=4.0,
+    backoff=2.0,
+    jitter=0.0,
+    deadline_s=60.0,
+    not_found_grace_s=0.0,
+)
+PENDING = PollResult(PollOutcome.OK, 200, 200, {"state": "pending"}, None, "HTTP 200")
+REJECTED = PollResult(PollOutcome.CREDENTIALS, 401, 401, None, None, "HTTP 401: bad key")
+
+
+class FakeClient:
+    """Answers every poll with `answer`; records (task_id, monotonic time) of each."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.answer = PENDING
+        self.calls: list[tuple[str, float]] = []
+
+    async def fetch_status(self, model: str, task_id: str) -> PollResult:
+        self.calls.append((task_id, self.clock.monotonic()))
+        return self.answer
+
+    def times(self, task_id: str) -> list[float]:
+        return [at for tid, at in self.calls if tid == task_id]
+
+
+@dataclass
+class Sink:
+    commits: list[tuple[str, Decision]] = field(default_factory=list)
+    pauses: list[tuple[float, float]] = field(default_factory=list)
+
+    async def commit(self, watch: Watch, decision: Decision) -> bool:
+        self.commits.append((watch.task_id, decision))
+        return True
+
+    def extend_deadlines(self, *, since: float, until: float) -> None:
+        self.pauses.append((since, until))
+
+
+@dataclass
+class Rig:
+    clock: ManualClock
+    client: FakeClient
+    sink: Sink
+    scheduler: Scheduler
+
+    def add(self, task_id: str, *, deadline_s: float | None = None) -> None:
+        now = self.clock.time()
+        self.scheduler.watch(
+            Task(
+                task_id,
+                "m",
+                None,
+                None,
+                {},
+                deadline_s,
+                TaskSource.API,
+                TaskState.PENDING,
+                now,
+                now,
+            )
+        )
+
+    async def run_for(self, seconds: float, step_s: float = 0.25) -> None:
+        """Let `seconds` pass in small steps, the loop running between them."""
+        for _ in range(round(seconds / step_s)):
+            self.clock.advance(step_s)
+            await settle()
+
+    def timed_out(self) -> list[str]:
+        return [t for t, d in self.sink.commits if d.new_state is TaskState.TIMED_OUT]
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    clock = ManualClock(start=WALL0)
+    client = FakeClient(clock)
+    sink = Sink()
+    upstream = UpstreamConfig(
+        base_url="http://127.0.0.1:9",
+        api_key=Secret("sk-test"),
+        max_concurrency=4,
+        max_requests_per_second=100.0,
+    )
+    scheduler = Scheduler(
+        client=client,
+        polling=PollingConfig(default=POLICY),
+        upstream=upstream,
+        sink=sink,
+        clock=clock,
+    )
+    run = asyncio.create_task(scheduler.run())
+    yield Rig(clock, client, sink, scheduler)
+    scheduler.stop()
+    await scheduler.drain(1.0)
+    await asyncio.wait_for(run, 5)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        (YEAR_S * 10, -YEAR_S * 10),  # ahead for a while, then back: the reported fault
+        (17.0, -17.0),
+        (-YEAR_S * 30, YEAR_S * 30),  # booted in 1994, then NTP
+        (3600.0,),
+        (-3600.0,),
+    ],
+)
+async def test_wall_clock_steps_move_no_poll_and_end_no_task(
+    rig: Rig, steps: tuple[float, ...]
+) -> None:
+    rig.add("a")
+    await settle()
+    assert rig.client.times("a") == [0.0]
+    for step in steps:
+        rig.clock.step_wall(step)
+        await rig.run_for(10.0)
+    await rig.run_for(20.0 - rig.clock.monotonic())
+    assert rig.timed_out() == []
+    times = rig.client.times("a")
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[:4] == [1.0, 2.0, 4.0, 4.0]  # the backoff, in elapsed time, steps or not
+    assert all(gap == 4.0 for gap in gaps[2:])
+    # The deadline is 60 s of elapsed time, whatever the wall clock says.
+    await rig.run_for(60.0 - rig.clock.monotonic() - 0.25)
+    assert rig.timed_out() == []
+    await rig.run_for(0.5)
+    assert rig.timed_out() == ["a"]
+    [(_, decision)] = [c for c in rig.sink.commits if c[1].new_state is TaskState.TIMED_OUT]
+    assert decision.outcome is not None
+    assert decision.outcome.watched_seconds == pytest.approx(60.0)
+
+
+async def test_a_step_forward_during_a_rate_limit_ends_no_pause_early(rig: Rig) -> None:
+    rig.client.answer = PollResult(PollOutcome.RATE_LIMITED, 429, 429, None, 5.0, "HTTP 429")
+    rig.add("a")
+    await settle()
+    rig.client.answer = PENDING
+    rig.clock.step_wall(YEAR_S)
+    await rig.run_for(4.5)
+    assert rig.client.times("a") == [0.0]  # still waiting for the Retry-After
+    limited = rig.scheduler.stats.rate_limited_until
+    assert limited is not None
+    assert limited == pytest.approx(WALL0 + 5.0)  # shown as a wall time (on the anchor)
+    await rig.run_for(0.5)
+    assert rig.client.times("a") == [0.0, 5.0]
+
+
+async def test_a_credential_pause_is_persisted_while_it_lasts_and_when_it_ends(rig: Rig) -> None:
+    rig.client.answer = REJECTED
+    rig.add("a")
+    await settle()
+    assert rig.scheduler.stats.credentials_paused
+    await rig.run_for(PAUSE_SAVE_INTERVAL_S + 1.0)
+    # Saved once a minute while it lasts (wall times: the tasks' registrations are wall times).
+    assert rig.sink.pauses == [(WALL0, WALL0 + PAUSE_SAVE_INTERVAL_S)]
+    rig.client.answer = PENDING  # the next probe (30 s, then 60 s later) passes
+    await rig.run_for(90.0 - rig.clock.monotonic())
+    assert not rig.scheduler.stats.credentials_paused
+    assert rig.sink.pauses == [
+        (WALL0, WALL0 + PAUSE_SAVE_INTERVAL_S),
+        (WALL0 + PAUSE_SAVE_INTERVAL_S, WALL0 + 90.0),
+    ]
+    watch = rig.scheduler.get("a")
+    assert watch is not None
+    assert watch.deadline_at == 60.0 + 90.0  # in memory too
+    assert rig.timed_out() == []
+
+
+async def test_a_pause_still_going_at_shutdown_is_persisted(rig: Rig) -> None:
+    rig.client.answer = REJECTED
+    rig.add("a")
+    await settle()
+    await rig.run_for(45.0)
+    rig.scheduler.stop()
+    await rig.scheduler.drain(1.0)
+    assert rig.sink.pauses == [(WALL0, WALL0 + 45.0)]
+
+
+async def test_a_task_never_answered_is_polled_before_its_deadline_ends_it(rig: Rig) -> None:
+    # Registered long ago (the daemon was down past its deadline): asked once, then ended.
+    long_ago = rig.clock.time() - 3600.0
+    rig.scheduler.watch(
+        Task(
+            "old", "m", None, None, {}, None, TaskSource.API, TaskState.PENDING, long_ago, long_ago
+        )
+    )
+    await settle()
+    assert rig.client.times("old") == [0.0]
+    assert rig.timed_out() == ["old"]
