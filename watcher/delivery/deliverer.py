@@ -47,6 +47,7 @@ from watcher.delivery.sender import (
     request_headers,
 )
 from watcher.errors import InvalidSecret
+from watcher.logs import log_time
 from watcher.models import (
     CALLBACK_ENDPOINT,
     Attempt,
@@ -494,7 +495,7 @@ class Deliverer:
             log.warning(
                 "webhook_attempt_failed",
                 error=attempt.error,
-                next_attempt_at=delivery.next_attempt_at,
+                next_attempt_at=log_time(delivery.next_attempt_at),
                 **context,
             )
         else:
