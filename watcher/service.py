@@ -24,6 +24,7 @@ from watcher.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    PublicDeliveryStatus,
     StateChange,
     Task,
     TaskSource,
@@ -214,13 +215,18 @@ class WatchService:
     def list_deliveries(
         self,
         *,
-        status: DeliveryStatus | None = None,
+        status: PublicDeliveryStatus | None = None,
         task_id: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
+        """The delivery log, newest first; `status` is the public one (`retrying` included)."""
+        stored: DeliveryStatus | None = None
+        retrying: bool | None = None
+        if status is not None:
+            stored, retrying = status.store_filter()
         return self._store.list_deliveries(
-            status=status, task_id=task_id, limit=limit, cursor=cursor
+            status=stored, task_id=task_id, retrying=retrying, limit=limit, cursor=cursor
         )
 
     def delivery_view(self, delivery_id: str) -> DeliveryView:

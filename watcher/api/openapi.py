@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from watcher import __version__
-from watcher.models import DeliveryStatus, EventType, TaskState
+from watcher.models import EventType, PublicDeliveryStatus, TaskState
 from watcher.tasks.spec import MAX_ID_LENGTH
 
 _JSON = "application/json"
@@ -68,6 +68,12 @@ _CURSOR = {
     "description": "The `next_cursor` of the previous page.",
     "schema": {"type": "string"},
 }
+_DELIVERY_STATUS_TEXT = (
+    "`pending`: waiting for its first attempt (of a round: a redeliver starts a new one); "
+    "`retrying`: its last attempt failed and the next is due at `next_attempt_at` "
+    "(`last_error` says why); `succeeded`; `failed`: given up (retry schedule used up, "
+    "410 Gone, or its endpoint was removed), kept for redeliver."
+)
 _BAD_PARAMETER = _error("A query parameter is invalid (`invalid_parameter`, `field` names it).")
 
 
@@ -292,13 +298,28 @@ def _schemas() -> dict[str, Any]:
                     {"type": "string", "description": "Only for `@callback` deliveries."}
                 ),
                 "webhook_id": {"type": "string", "example": "msg_01HV..."},
-                "status": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+                "status": {
+                    "type": "string",
+                    "enum": [s.value for s in PublicDeliveryStatus],
+                    "description": _DELIVERY_STATUS_TEXT,
+                },
                 "attempts": {"type": "integer", "minimum": 0, "description": "Attempts made."},
-                "next_attempt_at": _nullable(_TIMESTAMP),
+                "next_attempt_at": _nullable(
+                    {
+                        **_TIMESTAMP,
+                        "description": "When the next attempt is due (`pending`, `retrying`).",
+                    }
+                ),
                 "created_at": _TIMESTAMP,
                 "updated_at": _TIMESTAMP,
                 "last_status_code": _nullable({"type": "integer"}),
-                "last_error": _nullable({"type": "string"}),
+                "last_error": _nullable(
+                    {
+                        "type": "string",
+                        "description": "Why the last attempt failed: `HTTP 500`, `timeout`, ...",
+                        "example": "HTTP 500",
+                    }
+                ),
             },
         },
         "DeliveryDetail": {
@@ -460,7 +481,11 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "status",
                         "in": "query",
-                        "schema": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+                        "description": _DELIVERY_STATUS_TEXT,
+                        "schema": {
+                            "type": "string",
+                            "enum": [s.value for s in PublicDeliveryStatus],
+                        },
                     },
                     {"name": "task_id", "in": "query", "schema": {"type": "string"}},
                     _LIMIT,

@@ -40,7 +40,7 @@ from watcher.errors import (
     TaskNotFound,
     WatcherError,
 )
-from watcher.models import DeliveryStatus, TaskSource, TaskState
+from watcher.models import PublicDeliveryStatus, TaskSource, TaskState
 from watcher.service import WatchService
 from watcher.tasks.spec import parse_task_spec
 
@@ -337,7 +337,7 @@ class IntakeServer:
 
     # -- deliveries -----------------------------------------------------------------------------
     async def _list_deliveries(self, request: web.Request) -> web.Response:
-        status = _enum_param(request, "status", DeliveryStatus)
+        status = _enum_param(request, "status", PublicDeliveryStatus)
         task_id = request.query.get("task_id") or None
         limit = _limit_param(request)
         cursor = _cursor_param(request)

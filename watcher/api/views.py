@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from watcher.delivery.events import iso_timestamp
-from watcher.models import Attempt, Delivery, Event, StateChange, Task
+from watcher.models import Attempt, Delivery, Event, PublicDeliveryStatus, StateChange, Task
 
 if TYPE_CHECKING:
     from watcher.service import TaskView
@@ -83,7 +83,8 @@ def delivery_json(delivery: Delivery, attempts: Sequence[Attempt] | None = None)
     """A delivery; with `attempts`, also its attempt log as `attempt_log` (oldest first).
 
     `attempts` in the result is always the number of attempts made, so the field has one type
-    in every answer. `url` is only set for deliveries to a task's ad-hoc callback_url.
+    in every answer. `url` is only set for deliveries to a task's ad-hoc callback_url. `status`
+    is the public one: a pending delivery whose last attempt failed is `retrying`.
     """
     out: dict[str, Any] = {
         "delivery_id": delivery.delivery_id,
@@ -93,7 +94,7 @@ def delivery_json(delivery: Delivery, attempts: Sequence[Attempt] | None = None)
         "endpoint": delivery.endpoint,
         "url": delivery.url,
         "webhook_id": delivery.webhook_id,
-        "status": delivery.status.value,
+        "status": PublicDeliveryStatus.of(delivery).value,
         "attempts": delivery.attempts,
         "next_attempt_at": iso(delivery.next_attempt_at),
         "created_at": iso(delivery.created_at),

@@ -33,7 +33,9 @@ TASK_STATES = (
     "not_found",
     "cancelled",
 )
-DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+# The public statuses (watcher.models.PublicDeliveryStatus): `retrying` is a pending delivery
+# whose last attempt failed; `failed` is one that was given up.
+DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +193,8 @@ _DELIVERY_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
     ("endpoint", lambda d: d["endpoint"]),
     ("status", lambda d: d["status"]),
     ("attempts", lambda d: d["attempts"]),
-    ("last", lambda d: d.get("last_status_code") or d.get("last_error")),
-    ("next", lambda d: d.get("next_attempt_at")),
+    ("next attempt", lambda d: d.get("next_attempt_at")),
+    ("last error", lambda d: d.get("last_error")),
 ]
 
 
@@ -275,7 +277,23 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     query = {"status": args.status, "task_id": args.task}
-    return _listing(args, "/v1/deliveries", query, "deliveries", _DELIVERY_COLUMNS)
+    code = _listing(args, "/v1/deliveries", query, "deliveries", _DELIVERY_COLUMNS)
+    if args.status == "failed" and not args.json:
+        _note_retrying(args)
+    return code
+
+
+def _note_retrying(args: argparse.Namespace) -> None:
+    """After `--status failed`: say so when deliveries are still retrying (their endpoint is
+    failing now, but their schedule is not used up yet), so an empty list is not read as
+    "all is well"."""
+    query = {"status": "retrying", "limit": "1", **({"task_id": args.task} if args.task else {})}
+    answer = _client(args).request("GET", f"/v1/deliveries?{urlencode(query)}")
+    if answer.status == 200 and isinstance(answer.body, Mapping) and answer.body["deliveries"]:
+        print(
+            "note: some deliveries are retrying (their last attempt failed): "
+            "apixo-watcher deliveries --status retrying"
+        )
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
@@ -361,9 +379,21 @@ def register(
     p.add_argument("task_id", metavar="TASK_ID")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("deliveries", help="the delivery log, newest first")
+    p = sub.add_parser(
+        "deliveries",
+        help="the delivery log, newest first",
+        description="The delivery log, newest first, with each delivery's next attempt and "
+        "last error. Statuses: pending (waiting for its first attempt), retrying (its last "
+        "attempt failed; the next one is due at NEXT ATTEMPT), succeeded, failed (given up: "
+        "the retry schedule is used up, the endpoint answered 410, or it was removed; "
+        "redeliver sends it again).",
+    )
     add_config_option(p)
-    p.add_argument("--status", choices=DELIVERY_STATUSES, help="only deliveries in this status")
+    p.add_argument(
+        "--status",
+        choices=DELIVERY_STATUSES,
+        help="only deliveries in this status: " + ", ".join(DELIVERY_STATUSES),
+    )
     p.add_argument("--task", metavar="TASK_ID", help="only deliveries of this task")
     p.add_argument(
         "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"

@@ -204,8 +204,12 @@ class Harness:
         self.answers.append(answer)
         return answer
 
-    def finish(self, task_id: str, *, fail_app: bool = False) -> list[Delivery]:
-        """Make a task succeed with its event and deliveries, as the scheduler would."""
+    def finish(
+        self, task_id: str, *, fail_app: bool = False, retry_app: bool = False
+    ) -> list[Delivery]:
+        """Make a task succeed with its event and deliveries, as the scheduler would; with
+        `fail_app` every delivery then fails for good (410), with `retry_app` the one to
+        `app` fails once (500) and is due again in 5 minutes."""
         task = self.store.get_task(task_id)
         now = self.clock.now()
         outcome = EventOutcome(
@@ -253,6 +257,28 @@ class Harness:
                     updated_at=now,
                 )
                 self.store.record_attempt(attempt, failed)
+        if retry_app:
+            delivery = next(d for d in deliveries if d.endpoint == "app")
+            attempt = Attempt(
+                delivery_id=delivery.delivery_id,
+                number=1,
+                started_at=now,
+                duration_ms=3.5,
+                outcome=AttemptOutcome.RETRY,
+                status_code=500,
+                error="HTTP 500",
+                webhook_timestamp=int(now),
+            )
+            retried = dataclasses.replace(
+                delivery,
+                attempts=1,
+                schedule_pos=1,
+                next_attempt_at=now + 300,
+                last_status_code=500,
+                last_error="HTTP 500",
+                updated_at=now,
+            )
+            self.store.record_attempt(attempt, retried)
         return list(deliveries)
 
 
@@ -631,6 +657,28 @@ async def test_delivery_log_filters_by_status_and_task(h: Harness) -> None:
     rest = await h.call("GET", f"/v1/deliveries?limit=3&cursor={page.body['next_cursor']}")
     assert len(rest.body["deliveries"]) == 1
     assert_error(await h.call("GET", "/v1/deliveries?status=lost"), 400, "invalid_parameter")
+
+
+async def test_a_delivery_whose_last_attempt_failed_is_retrying_with_when_and_why(
+    h: Harness,
+) -> None:
+    await h.call("POST", "/v1/tasks", json_body={"task_id": "t1", "model": "m"})
+    app = next(d for d in h.finish("t1", retry_app=True) if d.endpoint == "app")
+
+    retrying = await h.call("GET", "/v1/deliveries?status=retrying")
+    assert retrying.status == 200
+    (shown,) = retrying.body["deliveries"]
+    assert shown["delivery_id"] == app.delivery_id
+    assert shown["status"] == "retrying"
+    assert shown["next_attempt_at"] == "2026-01-01T00:05:00.000Z"
+    assert (shown["last_status_code"], shown["last_error"]) == (500, "HTTP 500")
+    detail = await h.call("GET", f"/v1/deliveries/{app.delivery_id}")
+    assert detail.body["status"] == "retrying"
+    # `pending` is what waits for its first attempt; `failed` keeps meaning "given up".
+    pending = await h.call("GET", "/v1/deliveries?status=pending")
+    assert {d["endpoint"] for d in pending.body["deliveries"]} == {"audit"}
+    assert {d["status"] for d in pending.body["deliveries"]} == {"pending"}
+    assert (await h.call("GET", "/v1/deliveries?status=failed")).body["deliveries"] == []
 
 
 async def test_one_delivery_with_its_attempts_and_404(h: Harness) -> None:
