@@ -172,6 +172,10 @@ class SecretScrubber:
                 event_dict[key] = self._scrub(value)
         return event_dict
 
+    def redact(self, text: str) -> str:
+        """`text` with every known secret value replaced by [REDACTED]."""
+        return str(self._scrub(text))
+
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self._secrets:

@@ -365,6 +365,54 @@ def _schemas() -> dict[str, Any]:
                 "next_cursor": _nullable({"type": "string"}),
             },
         },
+        "PingResult": {
+            "type": "object",
+            "required": [
+                "endpoint",
+                "event_type",
+                "webhook_id",
+                "sent_at",
+                "signatures",
+                "ok",
+                "status_code",
+                "duration_ms",
+                "error",
+                "answer",
+                "answer_truncated",
+            ],
+            "properties": {
+                "endpoint": {"type": "string", "example": "app"},
+                "event_type": {"type": "string", "enum": ["webhook.test"]},
+                "webhook_id": {"type": "string", "example": "msg_01HV..."},
+                "sent_at": _TIMESTAMP,
+                "signatures": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "How many of the endpoint's secrets signed it (0: not sent).",
+                },
+                "ok": {"type": "boolean", "description": "The endpoint answered 2xx."},
+                "status_code": _nullable(
+                    {"type": "integer", "description": "null: no answer (see `error`)."}
+                ),
+                "duration_ms": {"type": "number", "minimum": 0},
+                "error": _nullable(
+                    {
+                        "type": "string",
+                        "description": "Why it is not ok: `HTTP 500`, `timeout`, "
+                        "`connection failed: ...`; null when ok.",
+                    }
+                ),
+                "answer": {
+                    "type": "string",
+                    "description": "The start of the answer body (at most 512 bytes, as UTF-8 "
+                    "text), with any secret the daemon knows redacted.",
+                },
+                "answer_truncated": {
+                    "type": "boolean",
+                    "description": "The answer was longer than what `answer` shows.",
+                },
+            },
+        },
         "Status": {
             "type": "object",
             "required": ["status"],
@@ -522,6 +570,28 @@ def _paths() -> dict[str, Any]:
                         "202": _response("Queued; the delivery, now `pending`.", "Delivery"),
                         "404": not_found_delivery,
                     }
+                ),
+            },
+        },
+        "/v1/endpoints/{name}/ping": {
+            "parameters": [_path_param("name", "A configured endpoint's name.")],
+            "post": {
+                "operationId": "pingEndpoint",
+                "summary": "Send a signed `webhook.test` event to one endpoint and wait for "
+                "its answer.",
+                "description": "Signed exactly like real webhooks (the same headers, one "
+                "signature per configured secret), sent once, at once: no retry, and nothing "
+                "is stored (no event, no delivery, not in the delivery log or the webhook "
+                "metrics). The answer is 200 whatever the endpoint answered: `ok` and "
+                "`status_code` tell.",
+                "responses": _secured(
+                    {
+                        "200": _response("What the test event met.", "PingResult"),
+                        "404": _error(
+                            "No configured endpoint has this name (`endpoint_not_found`)."
+                        ),
+                    },
+                    store=False,
                 ),
             },
         },

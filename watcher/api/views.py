@@ -15,6 +15,7 @@ from watcher.delivery.events import iso_timestamp
 from watcher.models import Attempt, Delivery, Event, PublicDeliveryStatus, StateChange, Task
 
 if TYPE_CHECKING:
+    from watcher.delivery.ping import PingResult
     from watcher.service import TaskView
 
 
@@ -115,3 +116,20 @@ def task_detail_json(view: TaskView) -> dict[str, Any]:
     out["events"] = [event_json(e) for e in view.events]
     out["deliveries"] = [delivery_json(d.delivery, d.attempts) for d in view.deliveries]
     return out
+
+
+def ping_json(result: PingResult) -> dict[str, Any]:
+    """What a `webhook.test` event met (`POST /v1/endpoints/{name}/ping`, `ping --json`)."""
+    return {
+        "endpoint": result.endpoint,
+        "event_type": result.event_type,
+        "webhook_id": result.webhook_id,
+        "sent_at": iso(result.sent_at),
+        "signatures": result.signatures,
+        "ok": result.ok,
+        "status_code": result.status_code,
+        "duration_ms": result.duration_ms,
+        "error": result.error,
+        "answer": result.answer,
+        "answer_truncated": result.answer_truncated,
+    }

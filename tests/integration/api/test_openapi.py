@@ -147,4 +147,5 @@ async def seed(h: Harness) -> dict[str, dict[str, str]]:
     return {
         "task_id": {"done": "seed-done", "active": "seed-active"},
         "delivery_id": {f"{d.task_id}/{d.endpoint}": d.delivery_id for d in deliveries},
+        "name": {"app": "app"},
     }

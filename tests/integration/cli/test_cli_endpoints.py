@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.helpers.daemon import API_KEY, DaemonProcess, write_config
-from tests.helpers.receiver import Receiver, start_receiver
+from tests.helpers.receiver import Receiver, Reply, start_receiver
 from tests.integration.cli.test_cli import cli
 from watcher.upstream.sandbox import SANDBOX, SandboxState, make_sandbox_app, success
 from watcher.webhook_secret import generate_secret
@@ -143,3 +144,45 @@ async def test_an_unknown_delivery_status_is_a_usage_error() -> None:
     wrong = await cli("deliveries", "--status", "stuck")
     assert wrong.code == 2
     assert "retrying" in wrong.err
+
+
+async def test_ping_sends_a_signed_test_event_and_shows_the_answer(
+    site: Site, tmp_path: Path
+) -> None:
+    c = str(site.config)
+    site.receiver.script("/hook", Reply(200, body=b'{"received": true}'))
+
+    ok = await cli("ping", "app", "-c", c)
+    assert ok.code == 0, ok.err
+    first, second, third = ok.out.splitlines()
+    assert re.fullmatch(r"app: HTTP 200 in \d+ ms", first)
+    assert re.fullmatch(r"webhook-id msg_\w+, signed with 2 secret\(s\)", second)
+    assert third == 'answer: {"received": true}'
+    (request,) = site.receiver.on("/hook")
+    assert request.verified  # standardwebhooks, with only the second secret of the rotation
+    assert request.body["type"] == "webhook.test"
+    assert request.body["data"]["endpoint"] == "app"
+    assert second.split()[1].rstrip(",") == request.webhook_id
+
+    as_json = await cli("ping", "app", "--json", "-c", c)
+    assert as_json.code == 0
+    assert as_json.json()["ok"] is True
+    assert as_json.json()["status_code"] == 200
+
+    refused = await cli("ping", "broken", "-c", c)
+    assert refused.code == 1
+    assert refused.out.startswith("broken: HTTP 500 in ")
+    assert "did not accept the test event (HTTP 500)" in refused.err
+
+    unknown = await cli("ping", "nope", "-c", c)
+    assert unknown.code == 1
+    assert "endpoint_not_found" in unknown.err
+    assert (await cli("ping", "-c", c)).code == 2
+    assert (await cli("ping", "app", "-c", str(tmp_path / "missing.yaml"))).code == 78
+
+    # Not stored: no delivery in the log; and no secret in anything printed.
+    assert (await cli("deliveries", "--json", "-c", c)).json()["deliveries"] == []
+    printed = ok.out + ok.err + as_json.out + refused.out + refused.err + unknown.err
+    for secret in site.secrets:
+        assert secret not in printed
+        assert secret.removeprefix("whsec_") not in printed
