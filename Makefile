@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: run test lint typecheck unit integration bench clean
+NODE_EXAMPLES := examples/receivers/node
+
+.PHONY: run test lint typecheck unit integration bench clean receiver-examples
 
 $(BIN)/activate:
 	@$(PYTHON) -m venv $(VENV) >&2
@@ -29,8 +31,19 @@ run: $(VENV)/.installed
 	  $(BIN)/apixo-watcher run -c $(CONFIG)
 
 ## test: lint, types and the whole test suite
-test: $(VENV)/.installed-test lint typecheck
+test: $(VENV)/.installed-test lint typecheck receiver-examples
 	$(BIN)/pytest -q -p no:cacheprovider
+
+## receiver-examples: the npm package the Node receiver example uses (docs/receivers.md),
+## installed from its lock file when node and npm are there; the tests skip it otherwise
+receiver-examples: $(NODE_EXAMPLES)/node_modules/.package-lock.json
+
+$(NODE_EXAMPLES)/node_modules/.package-lock.json: $(NODE_EXAMPLES)/package.json $(NODE_EXAMPLES)/package-lock.json
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+	  cd $(NODE_EXAMPLES) && npm ci --no-audit --no-fund --loglevel=error; \
+	else \
+	  echo "node or npm not found: the Node receiver examples will be skipped" >&2; \
+	fi
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -42,7 +55,7 @@ typecheck: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest -q tests/unit
 
-integration: $(VENV)/.installed-test
+integration: $(VENV)/.installed-test receiver-examples
 	$(BIN)/pytest -q tests/integration
 
 ## bench: the benchmark suite; prints one JSON object (see docs/performance.md)
@@ -50,4 +63,4 @@ bench: $(VENV)/.installed-bench
 	@$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache $(NODE_EXAMPLES)/node_modules

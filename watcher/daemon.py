@@ -463,8 +463,10 @@ class Daemon:
             return
         self.metrics.set_tasks_by_state({s.value: n for s, n in self.store.count_tasks().items()})
         counts = self.store.count_deliveries()
+        retrying = self.store.count_retrying_deliveries()
         self.metrics.set_deliveries(
-            pending=counts.get(DeliveryStatus.PENDING, 0),
+            pending=max(0, counts.get(DeliveryStatus.PENDING, 0) - retrying),
+            retrying=retrying,
             failed=counts.get(DeliveryStatus.FAILED, 0),
         )
 

@@ -64,6 +64,10 @@ class DeliveryNotFound(WatcherError):
     """No such delivery."""
 
 
+class EndpointNotFound(WatcherError):
+    """No such endpoint in the configuration."""
+
+
 @dataclass(frozen=True, slots=True)
 class FieldProblem:
     """One invalid field of a task registration."""

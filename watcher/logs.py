@@ -6,6 +6,7 @@
 - Known secret values are scrubbed from every event as a last line of defence: the code never
   logs a secret on purpose, and this makes sure a library's message can't leak one either.
 - Standard-library loggers (aiohttp, asyncio) go through the same renderer.
+- Every wall time in a line is ISO 8601 UTC like `ts`: fields pass them through `log_time`.
 
 Loggers are cached on first use (assembling one per call cost ~2% of a busy daemon), so what a
 reload may change is read through stable indirections rather than baked into the cached ones:
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -170,6 +172,10 @@ class SecretScrubber:
                 event_dict[key] = self._scrub(value)
         return event_dict
 
+    def redact(self, text: str) -> str:
+        """`text` with every known secret value replaced by [REDACTED]."""
+        return str(self._scrub(text))
+
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self._secrets:
@@ -200,6 +206,16 @@ def stdout_is_journal(
         return False
     dev, _, ino = value.partition(":")
     return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
+
+def log_time(unix_s: float | None) -> str | None:
+    """A wall time for a log field, written like `ts` (ISO 8601 UTC, microseconds, `Z`), so
+    every time in a line reads the same way; None stays None. Durations stay numbers."""
+    if unix_s is None:
+        return None
+    second = math.floor(unix_s)
+    micros = min(999_999, round((unix_s - second) * 1_000_000))
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{micros:06d}Z"
 
 
 class _IsoUtcStamper:

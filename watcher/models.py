@@ -124,9 +124,38 @@ class Event:
 
 
 class DeliveryStatus(enum.StrEnum):
+    """A delivery's status as the store keeps it."""
+
     PENDING = "pending"  # waiting for its next attempt
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # schedule used up, 410 Gone, or its endpoint was removed
+
+
+class PublicDeliveryStatus(enum.StrEnum):
+    """A delivery's `status` as the intake API, the CLI and /metrics show it: the stored
+    status, with the pending deliveries whose last attempt failed told apart as `retrying`.
+
+    Derived, never stored (`of`), so the store and the deliverer keep one pending status.
+    """
+
+    PENDING = "pending"  # due for its first attempt (of this round, after a redeliver)
+    RETRYING = "retrying"  # its last attempt failed; the next one is due at next_attempt_at
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # schedule used up, 410 Gone, or its endpoint was removed
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> PublicDeliveryStatus:
+        if delivery.retrying:
+            return cls.RETRYING
+        return cls(delivery.status.value)
+
+    def store_filter(self) -> tuple[DeliveryStatus, bool | None]:
+        """The (status, retrying) filter of `Store.list_deliveries` that selects this status."""
+        if self is PublicDeliveryStatus.RETRYING:
+            return DeliveryStatus.PENDING, True
+        if self is PublicDeliveryStatus.PENDING:
+            return DeliveryStatus.PENDING, False
+        return DeliveryStatus(self.value), None
 
 
 @dataclass(slots=True)
@@ -148,6 +177,13 @@ class Delivery:
     schedule_pos: int = 0  # attempts made in the current round (redeliver starts a new round)
     last_status_code: int | None = None
     last_error: str | None = None
+
+    @property
+    def retrying(self) -> bool:
+        """Pending after a failed attempt of its current round: the endpoint is failing, and
+        the next attempt is due at `next_attempt_at` (a success or the end of the schedule
+        would have ended the delivery; a redeliver starts a new round at 0)."""
+        return self.status == DeliveryStatus.PENDING and self.schedule_pos > 0
 
 
 class AttemptOutcome(enum.StrEnum):

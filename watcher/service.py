@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from watcher.clock import Clock, Timeline
-from watcher.config.settings import Config
+from watcher.config.settings import Config, EndpointConfig
 from watcher.delivery.events import build_event, plan_deliveries
-from watcher.errors import TaskConflict, TaskFinished
+from watcher.errors import DeliveryError, EndpointNotFound, TaskConflict, TaskFinished
 from watcher.models import (
     EVENT_STATE,
     Attempt,
     Delivery,
     DeliveryStatus,
     Event,
+    PublicDeliveryStatus,
     StateChange,
     Task,
     TaskSource,
@@ -34,6 +35,7 @@ from watcher.models import (
 from watcher.store.base import Store
 
 if TYPE_CHECKING:
+    from watcher.delivery.ping import PingResult
     from watcher.polling.decide import Decision, Watch
 
 log = structlog.get_logger(__name__)
@@ -55,6 +57,8 @@ class Delivering(Protocol):
     """The part of the deliverer the service drives."""
 
     def enqueue(self, deliveries: Iterable[Delivery]) -> None: ...
+
+    async def ping(self, endpoint: EndpointConfig) -> PingResult: ...
 
 
 class FinishObserver(Protocol):
@@ -223,13 +227,18 @@ class WatchService:
     def list_deliveries(
         self,
         *,
-        status: DeliveryStatus | None = None,
+        status: PublicDeliveryStatus | None = None,
         task_id: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
+        """The delivery log, newest first; `status` is the public one (`retrying` included)."""
+        stored: DeliveryStatus | None = None
+        retrying: bool | None = None
+        if status is not None:
+            stored, retrying = status.store_filter()
         return self._store.list_deliveries(
-            status=status, task_id=task_id, limit=limit, cursor=cursor
+            status=stored, task_id=task_id, retrying=retrying, limit=limit, cursor=cursor
         )
 
     def delivery_view(self, delivery_id: str) -> DeliveryView:
@@ -243,6 +252,16 @@ class WatchService:
             self._deliverer.enqueue([delivery])
         log.info("delivery_requeued", delivery_id=delivery_id, task_id=delivery.task_id)
         return delivery
+
+    async def ping(self, endpoint_name: str) -> PingResult:
+        """Send a signed `webhook.test` event to a configured endpoint now and wait for its
+        answer; nothing is stored. EndpointNotFound if no endpoint has that name."""
+        endpoint = next((e for e in self._config.endpoints if e.name == endpoint_name), None)
+        if endpoint is None:
+            raise EndpointNotFound(f"endpoint {endpoint_name!r} is not configured")
+        if self._deliverer is None:
+            raise DeliveryError("webhooks are not being sent (no deliverer)")
+        return await self._deliverer.ping(endpoint)
 
     # -- the scheduler's sink ---------------------------------------------------------------------
     async def commit(self, watch: Watch, decision: Decision) -> bool:

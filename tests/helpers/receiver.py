@@ -35,11 +35,12 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: a status and headers, or a hang (no answer until released)."""
+    """One scripted answer: a status, headers and a body, or a hang (no answer until released)."""
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     hang: bool = False
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class Receiver:
             if reply.hang:
                 await self._release.wait()
                 return web.Response(status=200)
-            return web.Response(status=reply.status, headers=dict(reply.headers))
+            return web.Response(status=reply.status, headers=dict(reply.headers), body=reply.body)
         finally:
             self._in_flight[path] -= 1
             await self._notify()

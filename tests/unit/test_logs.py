@@ -260,3 +260,21 @@ def test_json_lines_are_ascii_with_a_utc_timestamp_and_any_value_rendered() -> N
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", event["ts"])
     stamped = datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
     assert before - timedelta(seconds=1) <= stamped <= after + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("unix_s", "expected"),
+    [
+        (1767225612.5, "2026-01-01T00:00:12.500000Z"),
+        (1767225612.0, "2026-01-01T00:00:12.000000Z"),
+        (1767225612.9999998, "2026-01-01T00:00:12.999999Z"),  # never rounds into a 7th digit
+        (0.0, "1970-01-01T00:00:00.000000Z"),
+    ],
+)
+def test_log_time_writes_a_wall_time_like_ts(unix_s: float, expected: str) -> None:
+    assert logs_module.log_time(unix_s) == expected
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", expected)
+
+
+def test_log_time_keeps_none() -> None:
+    assert logs_module.log_time(None) is None

@@ -16,12 +16,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from watcher import __version__
-from watcher.models import DeliveryStatus, TaskState
+from watcher.models import PublicDeliveryStatus, TaskState
 
 log = structlog.get_logger(__name__)
 
 PREFIX = "apixo_watcher_"
 
+# The delivery statuses with a gauge: what waits or needs a person (not the succeeded ones).
+_DELIVERY_GAUGES = (
+    PublicDeliveryStatus.PENDING,
+    PublicDeliveryStatus.RETRYING,
+    PublicDeliveryStatus.FAILED,
+)
 # Upstream status calls: milliseconds to the configured timeout (seconds).
 _REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Event created -> webhook accepted: immediate, or hours later after retries.
@@ -129,7 +135,8 @@ class Metrics:
         )
         self._deliveries = Gauge(
             PREFIX + "deliveries",
-            "Deliveries waiting for an attempt (pending) or given up (failed).",
+            "Deliveries waiting for their first attempt of a round (pending), waiting after a "
+            "failed attempt (retrying), or given up (failed).",
             ["status"],
             registry=reg,
         )
@@ -147,7 +154,7 @@ class Metrics:
         # Series that exist from the start read 0 instead of being absent, so alerts on them work.
         for state in TaskState:
             self._tasks.labels(state=state.value).set(0)
-        for status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED):
+        for status in _DELIVERY_GAUGES:
             self._deliveries.labels(status=status.value).set(0)
         for outcome in ("success", "failure"):
             self._reloads.labels(outcome=outcome)
@@ -192,10 +199,11 @@ class Metrics:
         for state in TaskState:
             self._tasks.labels(state=state.value).set(counts.get(state.value, 0))
 
-    def set_deliveries(self, pending: int, failed: int) -> None:
-        """Replace the delivery gauges."""
-        self._deliveries.labels(status=DeliveryStatus.PENDING.value).set(pending)
-        self._deliveries.labels(status=DeliveryStatus.FAILED.value).set(failed)
+    def set_deliveries(self, *, pending: int, retrying: int, failed: int) -> None:
+        """Replace the delivery gauges (the public statuses: `retrying` is not in `pending`)."""
+        self._deliveries.labels(status=PublicDeliveryStatus.PENDING.value).set(pending)
+        self._deliveries.labels(status=PublicDeliveryStatus.RETRYING.value).set(retrying)
+        self._deliveries.labels(status=PublicDeliveryStatus.FAILED.value).set(failed)
 
     def intake_request(self, route: str, method: str, status: int) -> None:
         """An intake API request was answered; `route` is the path template, not the path."""

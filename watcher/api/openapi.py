@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from watcher import __version__
-from watcher.models import DeliveryStatus, EventType, TaskState
+from watcher.models import EventType, PublicDeliveryStatus, TaskState
 from watcher.tasks.spec import MAX_ID_LENGTH
 
 _JSON = "application/json"
@@ -68,6 +68,12 @@ _CURSOR = {
     "description": "The `next_cursor` of the previous page.",
     "schema": {"type": "string"},
 }
+_DELIVERY_STATUS_TEXT = (
+    "`pending`: waiting for its first attempt (of a round: a redeliver starts a new one); "
+    "`retrying`: its last attempt failed and the next is due at `next_attempt_at` "
+    "(`last_error` says why); `succeeded`; `failed`: given up (retry schedule used up, "
+    "410 Gone, or its endpoint was removed), kept for redeliver."
+)
 _BAD_PARAMETER = _error("A query parameter is invalid (`invalid_parameter`, `field` names it).")
 
 
@@ -292,13 +298,28 @@ def _schemas() -> dict[str, Any]:
                     {"type": "string", "description": "Only for `@callback` deliveries."}
                 ),
                 "webhook_id": {"type": "string", "example": "msg_01HV..."},
-                "status": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+                "status": {
+                    "type": "string",
+                    "enum": [s.value for s in PublicDeliveryStatus],
+                    "description": _DELIVERY_STATUS_TEXT,
+                },
                 "attempts": {"type": "integer", "minimum": 0, "description": "Attempts made."},
-                "next_attempt_at": _nullable(_TIMESTAMP),
+                "next_attempt_at": _nullable(
+                    {
+                        **_TIMESTAMP,
+                        "description": "When the next attempt is due (`pending`, `retrying`).",
+                    }
+                ),
                 "created_at": _TIMESTAMP,
                 "updated_at": _TIMESTAMP,
                 "last_status_code": _nullable({"type": "integer"}),
-                "last_error": _nullable({"type": "string"}),
+                "last_error": _nullable(
+                    {
+                        "type": "string",
+                        "description": "Why the last attempt failed: `HTTP 500`, `timeout`, ...",
+                        "example": "HTTP 500",
+                    }
+                ),
             },
         },
         "DeliveryDetail": {
@@ -342,6 +363,54 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "deliveries": {"type": "array", "items": _ref("Delivery")},
                 "next_cursor": _nullable({"type": "string"}),
+            },
+        },
+        "PingResult": {
+            "type": "object",
+            "required": [
+                "endpoint",
+                "event_type",
+                "webhook_id",
+                "sent_at",
+                "signatures",
+                "ok",
+                "status_code",
+                "duration_ms",
+                "error",
+                "answer",
+                "answer_truncated",
+            ],
+            "properties": {
+                "endpoint": {"type": "string", "example": "app"},
+                "event_type": {"type": "string", "enum": ["webhook.test"]},
+                "webhook_id": {"type": "string", "example": "msg_01HV..."},
+                "sent_at": _TIMESTAMP,
+                "signatures": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "How many of the endpoint's secrets signed it (0: not sent).",
+                },
+                "ok": {"type": "boolean", "description": "The endpoint answered 2xx."},
+                "status_code": _nullable(
+                    {"type": "integer", "description": "null: no answer (see `error`)."}
+                ),
+                "duration_ms": {"type": "number", "minimum": 0},
+                "error": _nullable(
+                    {
+                        "type": "string",
+                        "description": "Why it is not ok: `HTTP 500`, `timeout`, "
+                        "`connection failed: ...`; null when ok.",
+                    }
+                ),
+                "answer": {
+                    "type": "string",
+                    "description": "The start of the answer body (at most 512 bytes, as UTF-8 "
+                    "text), with any secret the daemon knows redacted.",
+                },
+                "answer_truncated": {
+                    "type": "boolean",
+                    "description": "The answer was longer than what `answer` shows.",
+                },
             },
         },
         "Status": {
@@ -460,7 +529,11 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "status",
                         "in": "query",
-                        "schema": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+                        "description": _DELIVERY_STATUS_TEXT,
+                        "schema": {
+                            "type": "string",
+                            "enum": [s.value for s in PublicDeliveryStatus],
+                        },
                     },
                     {"name": "task_id", "in": "query", "schema": {"type": "string"}},
                     _LIMIT,
@@ -497,6 +570,28 @@ def _paths() -> dict[str, Any]:
                         "202": _response("Queued; the delivery, now `pending`.", "Delivery"),
                         "404": not_found_delivery,
                     }
+                ),
+            },
+        },
+        "/v1/endpoints/{name}/ping": {
+            "parameters": [_path_param("name", "A configured endpoint's name.")],
+            "post": {
+                "operationId": "pingEndpoint",
+                "summary": "Send a signed `webhook.test` event to one endpoint and wait for "
+                "its answer.",
+                "description": "Signed exactly like real webhooks (the same headers, one "
+                "signature per configured secret), sent once, at once: no retry, and nothing "
+                "is stored (no event, no delivery, not in the delivery log or the webhook "
+                "metrics). The answer is 200 whatever the endpoint answered: `ok` and "
+                "`status_code` tell.",
+                "responses": _secured(
+                    {
+                        "200": _response("What the test event met.", "PingResult"),
+                        "404": _error(
+                            "No configured endpoint has this name (`endpoint_not_found`)."
+                        ),
+                    },
+                    store=False,
                 ),
             },
         },

@@ -1,5 +1,6 @@
 """The intake HTTP API: register, inspect and cancel tasks, inspect and redeliver webhooks,
-reload, health, metrics. docs/api.md is the reference; watcher/openapi.py describes it.
+ping an endpoint, reload, health, metrics. docs/api.md is the reference; watcher/api/openapi.py
+describes it.
 
 Every answer is JSON (except /metrics); every error is `{"error": {"code", "message", ...}}`.
 The server runs inside the daemon's event loop and never handles signals itself. Domain work
@@ -26,11 +27,12 @@ from aiohttp import web
 
 from watcher.api.metrics import Metrics
 from watcher.api.openapi import openapi_document
-from watcher.api.views import delivery_json, task_detail_json, task_json
+from watcher.api.views import delivery_json, ping_json, task_detail_json, task_json
 from watcher.config.settings import IntakeConfig
 from watcher.errors import (
     ConfigProblem,
     DeliveryNotFound,
+    EndpointNotFound,
     FieldProblem,
     InvalidCursor,
     InvalidTask,
@@ -40,7 +42,7 @@ from watcher.errors import (
     TaskNotFound,
     WatcherError,
 )
-from watcher.models import DeliveryStatus, TaskSource, TaskState
+from watcher.models import PublicDeliveryStatus, TaskSource, TaskState
 from watcher.service import WatchService
 from watcher.tasks.spec import parse_task_spec
 
@@ -150,6 +152,7 @@ class IntakeServer:
         r.add_get("/v1/deliveries", self._list_deliveries, allow_head=False)
         r.add_get("/v1/deliveries/{delivery_id}", self._get_delivery, allow_head=False)
         r.add_post("/v1/deliveries/{delivery_id}/redeliver", self._redeliver)
+        r.add_post("/v1/endpoints/{name}/ping", self._ping)
         r.add_post("/v1/reload", self._reload)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/livez", self._healthz, allow_head=False)
@@ -252,7 +255,13 @@ class IntakeServer:
             return _json(body, exc.status, exc.headers)
         except web.HTTPException as exc:
             return _http_exception(exc)
-        except (TaskNotFound, DeliveryNotFound, TaskConflict, TaskFinished) as exc:
+        except (
+            TaskNotFound,
+            DeliveryNotFound,
+            EndpointNotFound,
+            TaskConflict,
+            TaskFinished,
+        ) as exc:
             status, code = _DOMAIN_ERRORS[type(exc)]
             return _json(error_body(code, exc.message), status)
         except InvalidCursor:
@@ -337,7 +346,7 @@ class IntakeServer:
 
     # -- deliveries -----------------------------------------------------------------------------
     async def _list_deliveries(self, request: web.Request) -> web.Response:
-        status = _enum_param(request, "status", DeliveryStatus)
+        status = _enum_param(request, "status", PublicDeliveryStatus)
         task_id = request.query.get("task_id") or None
         limit = _limit_param(request)
         cursor = _cursor_param(request)
@@ -355,6 +364,11 @@ class IntakeServer:
     async def _redeliver(self, request: web.Request) -> web.Response:
         delivery = self._service.redeliver(request.match_info["delivery_id"])
         return _json(delivery_json(delivery), 202)
+
+    # -- endpoints ------------------------------------------------------------------------------
+    async def _ping(self, request: web.Request) -> web.Response:
+        result = await self._service.ping(request.match_info["name"])
+        return _json(ping_json(result))
 
     # -- operations -----------------------------------------------------------------------------
     async def _reload(self, request: web.Request) -> web.Response:
@@ -392,6 +406,7 @@ class IntakeServer:
 _DOMAIN_ERRORS: Mapping[type[WatcherError], tuple[int, str]] = {
     TaskNotFound: (404, "task_not_found"),
     DeliveryNotFound: (404, "delivery_not_found"),
+    EndpointNotFound: (404, "endpoint_not_found"),
     TaskConflict: (409, "task_conflict"),
     TaskFinished: (409, "task_finished"),
 }

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from watcher.delivery.events import iso_timestamp
-from watcher.models import Attempt, Delivery, Event, StateChange, Task
+from watcher.models import Attempt, Delivery, Event, PublicDeliveryStatus, StateChange, Task
 
 if TYPE_CHECKING:
+    from watcher.delivery.ping import PingResult
     from watcher.service import TaskView
 
 
@@ -83,7 +84,8 @@ def delivery_json(delivery: Delivery, attempts: Sequence[Attempt] | None = None)
     """A delivery; with `attempts`, also its attempt log as `attempt_log` (oldest first).
 
     `attempts` in the result is always the number of attempts made, so the field has one type
-    in every answer. `url` is only set for deliveries to a task's ad-hoc callback_url.
+    in every answer. `url` is only set for deliveries to a task's ad-hoc callback_url. `status`
+    is the public one: a pending delivery whose last attempt failed is `retrying`.
     """
     out: dict[str, Any] = {
         "delivery_id": delivery.delivery_id,
@@ -93,7 +95,7 @@ def delivery_json(delivery: Delivery, attempts: Sequence[Attempt] | None = None)
         "endpoint": delivery.endpoint,
         "url": delivery.url,
         "webhook_id": delivery.webhook_id,
-        "status": delivery.status.value,
+        "status": PublicDeliveryStatus.of(delivery).value,
         "attempts": delivery.attempts,
         "next_attempt_at": iso(delivery.next_attempt_at),
         "created_at": iso(delivery.created_at),
@@ -114,3 +116,20 @@ def task_detail_json(view: TaskView) -> dict[str, Any]:
     out["events"] = [event_json(e) for e in view.events]
     out["deliveries"] = [delivery_json(d.delivery, d.attempts) for d in view.deliveries]
     return out
+
+
+def ping_json(result: PingResult) -> dict[str, Any]:
+    """What a `webhook.test` event met (`POST /v1/endpoints/{name}/ping`, `ping --json`)."""
+    return {
+        "endpoint": result.endpoint,
+        "event_type": result.event_type,
+        "webhook_id": result.webhook_id,
+        "sent_at": iso(result.sent_at),
+        "signatures": result.signatures,
+        "ok": result.ok,
+        "status_code": result.status_code,
+        "duration_ms": result.duration_ms,
+        "error": result.error,
+        "answer": result.answer,
+        "answer_truncated": result.answer_truncated,
+    }

@@ -1,9 +1,9 @@
 """The operator commands: talk to the running daemon through its intake API.
 
-`add`, `list`, `show`, `cancel`, `deliveries`, `redeliver` and `reload` find the intake address
-and token in the config file's `intake` section only, so an operator's shell needs neither the
-API key nor the webhook secrets to use them. Human-readable tables by default, `--json` for
-scripts; one clear line on error, never a traceback.
+`add`, `list`, `show`, `cancel`, `deliveries`, `redeliver`, `ping` and `reload` find the intake
+address and token in the config file's `intake` section only, so an operator's shell needs
+neither the API key nor the webhook secrets to use them. Human-readable tables by default,
+`--json` for scripts; one clear line on error, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from watcher.cli.common import EXIT_CONFIG, EXIT_OK, default_config_path
+from watcher.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, default_config_path
 from watcher.config.settings import IntakeConfig, load_intake_config
 from watcher.errors import IntakeError
 
@@ -33,7 +33,9 @@ TASK_STATES = (
     "not_found",
     "cancelled",
 )
-DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+# The public statuses (watcher.models.PublicDeliveryStatus): `retrying` is a pending delivery
+# whose last attempt failed; `failed` is one that was given up.
+DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +193,8 @@ _DELIVERY_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
     ("endpoint", lambda d: d["endpoint"]),
     ("status", lambda d: d["status"]),
     ("attempts", lambda d: d["attempts"]),
-    ("last", lambda d: d.get("last_status_code") or d.get("last_error")),
-    ("next", lambda d: d.get("next_attempt_at")),
+    ("next attempt", lambda d: d.get("next_attempt_at")),
+    ("last error", lambda d: d.get("last_error")),
 ]
 
 
@@ -275,7 +277,23 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     query = {"status": args.status, "task_id": args.task}
-    return _listing(args, "/v1/deliveries", query, "deliveries", _DELIVERY_COLUMNS)
+    code = _listing(args, "/v1/deliveries", query, "deliveries", _DELIVERY_COLUMNS)
+    if args.status == "failed" and not args.json:
+        _note_retrying(args)
+    return code
+
+
+def _note_retrying(args: argparse.Namespace) -> None:
+    """After `--status failed`: say so when deliveries are still retrying (their endpoint is
+    failing now, but their schedule is not used up yet), so an empty list is not read as
+    "all is well"."""
+    query = {"status": "retrying", "limit": "1", **({"task_id": args.task} if args.task else {})}
+    answer = _client(args).request("GET", f"/v1/deliveries?{urlencode(query)}")
+    if answer.status == 200 and isinstance(answer.body, Mapping) and answer.body["deliveries"]:
+        print(
+            "note: some deliveries are retrying (their last attempt failed): "
+            "apixo-watcher deliveries --status retrying"
+        )
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
@@ -283,6 +301,42 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     body = _check(_client(args).request("POST", path), 202)
     print(f"{body['delivery_id']}: queued for redelivery (webhook-id {body['webhook_id']})")
     return EXIT_OK
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    """Send a signed `webhook.test` event to one endpoint through the daemon; exit 0 on a 2xx
+    answer, 1 otherwise."""
+    path = Path(args.config or default_config_path())
+    client = IntakeClient(load_intake_config(path), timeout_s=args.timeout)
+    answer = client.request("POST", f"/v1/endpoints/{quote(args.endpoint, safe='')}/ping")
+    result = _check(answer, 200)
+    if args.json:
+        _print_json(result)
+    else:
+        outcome = f"HTTP {result['status_code']}" if result["status_code"] else result["error"]
+        print(f"{result['endpoint']}: {outcome} in {result['duration_ms']:.0f} ms")
+        print(f"webhook-id {result['webhook_id']}, signed with {result['signatures']} secret(s)")
+        if result["answer"]:
+            more = " [cut]" if result["answer_truncated"] else ""
+            print(f"answer: {_printable(result['answer'])}{more}")
+    if result["ok"]:
+        return EXIT_OK
+    print(
+        f"apixo-watcher: endpoint '{result['endpoint']}' did not accept the test event "
+        f"({result['error']})",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE
+
+
+def _printable(text: str) -> str:
+    """A receiver's answer, safe for a terminal: control characters (escape sequences) are
+    shown as escapes, continuation lines indented."""
+    shown = "".join(
+        c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+    return shown.replace("\n", "\n        ")
 
 
 def reload_command(args: argparse.Namespace) -> int:
@@ -361,15 +415,49 @@ def register(
     p.add_argument("task_id", metavar="TASK_ID")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("deliveries", help="the delivery log, newest first")
+    p = sub.add_parser(
+        "deliveries",
+        help="the delivery log, newest first",
+        description="The delivery log, newest first, with each delivery's next attempt and "
+        "last error. Statuses: pending (waiting for its first attempt), retrying (its last "
+        "attempt failed; the next one is due at NEXT ATTEMPT), succeeded, failed (given up: "
+        "the retry schedule is used up, the endpoint answered 410, or it was removed; "
+        "redeliver sends it again).",
+    )
     add_config_option(p)
-    p.add_argument("--status", choices=DELIVERY_STATUSES, help="only deliveries in this status")
+    p.add_argument(
+        "--status",
+        choices=DELIVERY_STATUSES,
+        help="only deliveries in this status: " + ", ".join(DELIVERY_STATUSES),
+    )
     p.add_argument("--task", metavar="TASK_ID", help="only deliveries of this task")
     p.add_argument(
         "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
     )
     p.add_argument("--json", action="store_true", help="print the API answer as JSON")
     p.set_defaults(func=cmd_deliveries)
+
+    p = sub.add_parser(
+        "ping",
+        help="send a signed webhook.test event to one endpoint and show its answer",
+        description="Ask the running daemon to send one signed `webhook.test` event to a "
+        "configured endpoint now, and print the HTTP status, the latency and the start of the "
+        "answer. It is signed exactly like real webhooks (the same headers, one signature per "
+        "configured secret), so a receiver that accepts it accepts them; it is not stored or "
+        "retried and does not appear in the delivery log. Exit 0 when the endpoint answered "
+        "2xx, 1 otherwise.",
+    )
+    add_config_option(p)
+    p.add_argument("endpoint", metavar="ENDPOINT", help="a configured endpoint's name")
+    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the daemon's answer (default: 60; the endpoint's own "
+        "timeout applies to the request itself)",
+    )
+    p.set_defaults(func=cmd_ping)
 
     p = sub.add_parser(
         "redeliver",

@@ -44,6 +44,7 @@ import structlog
 
 from watcher.clock import Clock, Timeline
 from watcher.delivery import retry
+from watcher.delivery.ping import PingResult, send_test_event
 from watcher.delivery.sender import (
     Target,
     WebhookClient,
@@ -52,6 +53,7 @@ from watcher.delivery.sender import (
     request_headers,
 )
 from watcher.errors import InvalidSecret
+from watcher.logs import log_time
 from watcher.models import (
     CALLBACK_ENDPOINT,
     Attempt,
@@ -242,6 +244,26 @@ class Deliverer:
     async def close(self) -> None:
         """Close the HTTP session if this dispatcher opened it (after `drain`). Idempotent."""
         await self._http.close()
+
+    async def ping(self, endpoint: EndpointConfig) -> PingResult:
+        """Send one signed `webhook.test` event to `endpoint` now, outside the schedule and
+        the store (watcher/delivery/ping.py), on this dispatcher's HTTP session."""
+        result = await send_test_event(
+            self._http,
+            endpoint.name,
+            endpoint_target(endpoint),
+            now=self._clock.now(),
+            user_agent=self._user_agent,
+        )
+        log.info(
+            "webhook_test_sent",
+            endpoint=endpoint.name,
+            webhook_id=result.webhook_id,
+            status_code=result.status_code,
+            duration_ms=result.duration_ms,
+            error=result.error,
+        )
+        return result
 
     @property
     def stats(self) -> DeliveryStats:
@@ -511,7 +533,7 @@ class Deliverer:
             log.warning(
                 "webhook_attempt_failed",
                 error=attempt.error,
-                next_attempt_at=delivery.next_attempt_at,
+                next_attempt_at=log_time(delivery.next_attempt_at),
                 **context,
             )
         else:

@@ -127,6 +127,23 @@ def build_event(outcome: EventOutcome, task: Task, *, now: float) -> Event:
     )
 
 
+TEST_EVENT_TYPE = "webhook.test"
+
+
+def build_test_body(endpoint: str, *, now: float) -> bytes:
+    """The body of a `webhook.test` event (`apixo-watcher ping`): the envelope of every
+    event, with `data` naming the endpoint; encoded like real events."""
+    body = {
+        "type": TEST_EVENT_TYPE,
+        "timestamp": iso_timestamp(now),
+        "data": {
+            "endpoint": endpoint,
+            "message": "a test event sent by `apixo-watcher ping`; it is about no task",
+        },
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def plan_deliveries(
     event: Event,
     task: Task,

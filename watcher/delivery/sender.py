@@ -111,6 +111,14 @@ class WebhookClient:
         self, target: Target, body: bytes, headers: Mapping[str, str]
     ) -> retry.HttpResult:
         """POST once. Errors are described without the URL, which may carry a token."""
+        result, _ = await self.post_and_read(target, body, headers, keep_bytes=0)
+        return result
+
+    async def post_and_read(
+        self, target: Target, body: bytes, headers: Mapping[str, str], *, keep_bytes: int
+    ) -> tuple[retry.HttpResult, bytes]:
+        """POST once, and keep the first `keep_bytes` of the answer (one byte more when the
+        answer is longer, so the caller can tell it was cut)."""
         session = self._session
         if session is None:
             raise DeliveryError("Deliverer.start() was not called")
@@ -122,22 +130,24 @@ class WebhookClient:
                 allow_redirects=False,  # a redirect is a failed attempt ("HTTP 3xx")
                 timeout=self._timeout(target.timeout_s),
             ) as response:
-                await _read_some(response, MAX_RESPONSE_BYTES)
-                return retry.HttpResult(
+                keep = keep_bytes + 1 if keep_bytes > 0 else 0
+                kept = await _read_some(response, MAX_RESPONSE_BYTES, keep)
+                result = retry.HttpResult(
                     status_code=response.status,
                     retry_after=response.headers.get("Retry-After"),
                 )
+                return result, kept
         except TimeoutError:
-            return retry.HttpResult(error="timeout")
+            return retry.HttpResult(error="timeout"), b""
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or type(exc.os_error).__name__
-            return retry.HttpResult(error=f"connection failed: {reason}")
+            return retry.HttpResult(error=f"connection failed: {reason}"), b""
         except aiohttp.ServerDisconnectedError:
-            return retry.HttpResult(error="server disconnected")
+            return retry.HttpResult(error="server disconnected"), b""
         except aiohttp.InvalidURL:
-            return retry.HttpResult(error="invalid url")
+            return retry.HttpResult(error="invalid url"), b""
         except (aiohttp.ClientError, OSError) as exc:
-            return retry.HttpResult(error=f"request failed: {type(exc).__name__}")
+            return retry.HttpResult(error=f"request failed: {type(exc).__name__}"), b""
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
@@ -146,19 +156,23 @@ class WebhookClient:
         return timeout
 
 
-async def _read_some(response: aiohttp.ClientResponse, limit: int) -> None:
-    """Read up to `limit` bytes of the answer, so a short one frees the connection for reuse.
-    The status is already known, so a body that breaks off does not change the outcome."""
+async def _read_some(response: aiohttp.ClientResponse, limit: int, keep: int = 0) -> bytes:
+    """Read up to `limit` bytes of the answer, so a short one frees the connection for reuse,
+    and return the first `keep` of them. The status is already known, so a body that breaks
+    off does not change the outcome."""
     remaining = limit
+    kept = bytearray()
     try:
         length = response.content_length
         if length is not None and length <= limit:
-            await response.read()  # one read for the usual short answer
-            return
+            return (await response.read())[:keep]  # one read for the usual short answer
         while remaining > 0:
             chunk = await response.content.read(remaining)
             if not chunk:
-                return
+                break
+            if len(kept) < keep:
+                kept += chunk[: keep - len(kept)]
             remaining -= len(chunk)
     except (aiohttp.ClientError, OSError, TimeoutError):
-        return
+        pass
+    return bytes(kept)

@@ -96,16 +96,20 @@ class AsyncAdapter:
         *,
         status: DeliveryStatus | None = None,
         task_id: str | None = None,
+        retrying: bool | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
         return self.store.list_deliveries(
-            status=status, task_id=task_id, limit=limit, cursor=cursor
+            status=status, task_id=task_id, retrying=retrying, limit=limit, cursor=cursor
         )
 
     async def pending_deliveries(self) -> AsyncIterator[Delivery]:
         for delivery in self.store.pending_deliveries():
             yield delivery
+
+    async def count_retrying_deliveries(self) -> int:
+        return self.store.count_retrying_deliveries()
 
     async def count_deliveries(self) -> Mapping[DeliveryStatus, int]:
         return self.store.count_deliveries()

@@ -132,10 +132,13 @@ class Store(Protocol):
         *,
         status: DeliveryStatus | None = None,
         task_id: str | None = None,
+        retrying: bool | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
-        """Deliveries newest first, optionally filtered."""
+        """Deliveries newest first, optionally filtered. `retrying=True` keeps only those that
+        are retrying (`Delivery.retrying`: PENDING with `schedule_pos > 0`), False leaves them
+        out, None does not look at it."""
         ...
 
     def pending_deliveries(self) -> Iterator[Delivery]:
@@ -144,6 +147,11 @@ class Store(Protocol):
 
     def count_deliveries(self) -> Mapping[DeliveryStatus, int]:
         """How many deliveries are in each status."""
+        ...
+
+    def count_retrying_deliveries(self) -> int:
+        """How many deliveries are retrying (`Delivery.retrying`); `count_deliveries` counts
+        them among the PENDING ones."""
         ...
 
     def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
@@ -241,6 +249,7 @@ class AsyncStore(Protocol):
         *,
         status: DeliveryStatus | None = None,
         task_id: str | None = None,
+        retrying: bool | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]: ...
@@ -248,6 +257,8 @@ class AsyncStore(Protocol):
     def pending_deliveries(self) -> AsyncIterator[Delivery]: ...
 
     async def count_deliveries(self) -> Mapping[DeliveryStatus, int]: ...
+
+    async def count_retrying_deliveries(self) -> int: ...
 
     async def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None: ...
 

@@ -263,6 +263,7 @@ class MemoryStore:
         *,
         status: DeliveryStatus | None = None,
         task_id: str | None = None,
+        retrying: bool | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
@@ -271,7 +272,9 @@ class MemoryStore:
         rows = (
             d
             for d in self._deliveries.values()
-            if (status is None or d.status == status) and (task_id is None or d.task_id == task_id)
+            if (status is None or d.status == status)
+            and (task_id is None or d.task_id == task_id)
+            and (retrying is None or d.retrying == retrying)
         )
         page, next_cursor = _page(rows, lambda d: (d.created_at, d.delivery_id), limit, cursor)
         return [dataclasses.replace(d) for d in page], next_cursor
@@ -293,6 +296,11 @@ class MemoryStore:
         for delivery in self._deliveries.values():
             counts[delivery.status] = counts.get(delivery.status, 0) + 1
         return counts
+
+    def count_retrying_deliveries(self) -> int:
+        """How many deliveries are retrying (pending after a failed attempt of their round)."""
+        self._live()
+        return sum(1 for delivery in self._deliveries.values() if delivery.retrying)
 
     def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
         """Add the attempt and replace the stored delivery with `delivery`."""

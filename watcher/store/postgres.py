@@ -332,11 +332,13 @@ class PostgresStore:
         cursor: str | None,
         convert: Callable[[Row], T],
         key_of: Callable[[T], tuple[float, str]],
+        conditions: Sequence[str] = (),
     ) -> tuple[list[T], str | None]:
         """One keyset page, newest first by the (time, id) `key`; `filters` are column = value
-        (constant names), as in SqliteStore._page."""
+        (constant names) and `conditions` constant SQL, as in SqliteStore._page."""
         limit = clamp_limit(limit)
         where = [f"{column} = %s" for column in filters]
+        where.extend(conditions)
         params: list[Any] = list(filters.values())
         if cursor is not None:
             where.append(f"({key[0]}, {key[1]}) < (%s, %s)")
@@ -506,11 +508,22 @@ class PostgresStore:
         *,
         status: DeliveryStatus | None = None,
         task_id: str | None = None,
+        retrying: bool | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
-        """Deliveries newest first (by created_at, ties by delivery_id), optionally filtered."""
+        """Deliveries newest first (by created_at, ties by delivery_id), optionally filtered;
+        `retrying` as in the Store protocol."""
         filters: dict[str, Any] = {}
+        conditions: list[str] = []
+        if retrying:
+            if status not in (None, DeliveryStatus.PENDING):
+                self._live()
+                return [], None  # only pending deliveries retry
+            status = DeliveryStatus.PENDING
+            conditions.append(sql.RETRYING_CONDITION)
+        elif retrying is not None:
+            conditions.append(f"NOT ({sql.RETRYING_CONDITION})")
         if status is not None:
             filters["status"] = status.value
         if task_id is not None:
@@ -523,6 +536,7 @@ class PostgresStore:
             cursor,
             delivery_from_row,
             lambda d: (d.created_at, d.delivery_id),
+            conditions,
         )
 
     async def pending_deliveries(self) -> AsyncIterator[Delivery]:
@@ -534,6 +548,11 @@ class PostgresStore:
         """How many deliveries are in each status (statuses with none are absent)."""
         rows = await self._rows(sql.COUNT_DELIVERIES)
         return {DeliveryStatus(status): count for status, count in rows}
+
+    async def count_retrying_deliveries(self) -> int:
+        """How many deliveries are retrying (pending after a failed attempt of their round)."""
+        rows = await self._rows(sql.COUNT_RETRYING_DELIVERIES)
+        return int(rows[0][0]) if rows else 0
 
     async def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
         """Insert the attempt and store the delivery's progress in one transaction."""

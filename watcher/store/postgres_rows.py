@@ -59,6 +59,11 @@ SHIFT_NEXT_ATTEMPTS: Final = (
     "UPDATE deliveries SET next_attempt_at = next_attempt_at + %s "
     "WHERE status = 'pending' AND next_attempt_at IS NOT NULL"
 )
+# `Delivery.retrying`: pending after a failed attempt of its current round.
+RETRYING_CONDITION: Final = "status = 'pending' AND schedule_pos > 0"
+COUNT_RETRYING_DELIVERIES: Final = (
+    "SELECT count(*) FROM deliveries WHERE status = 'pending' AND schedule_pos > 0"
+)
 COUNT_TASKS: Final = "SELECT state, count(*) FROM tasks GROUP BY state"
 SELECT_STATE_CHANGES: Final = (
     "SELECT task_id, from_state, to_state, at, reason, upstream_state FROM state_changes "

@@ -56,6 +56,7 @@ from watcher.store.base import apply_transition_to, metadata_json
 from watcher.store.migrations import Migration, check_numbering, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 from watcher.store.sqlite_rows import (
+    COUNT_RETRYING_DELIVERIES,
     DELIVERY_BY_ID,
     DELIVERY_EXISTS,
     EVENT_BY_ID,
@@ -67,6 +68,7 @@ from watcher.store.sqlite_rows import (
     INSERT_STATE_CHANGE,
     INSERT_TASK,
     PURGE_CHILDREN,
+    RETRYING_CONDITION,
     SELECT_ATTEMPTS,
     SELECT_DELIVERIES,
     SELECT_STATE_CHANGES,
@@ -375,11 +377,14 @@ class SqliteStore:
         cursor: str | None,
         convert: Callable[[Sequence[Any]], T],
         key_of: Callable[[T], tuple[float, str]],
+        conditions: Sequence[str] = (),
     ) -> tuple[list[T], str | None]:
         """One page, newest first by the (time, id) `key`, keyset-paginated: rows added
-        between pages never shift a page. `filters` are column = value (constant names)."""
+        between pages never shift a page. `filters` are column = value (constant names);
+        `conditions` are more constant SQL conditions, without parameters."""
         limit = clamp_limit(limit)
         where = [f"{column} = ?" for column in filters]
+        where.extend(f"({condition})" for condition in conditions)
         params: list[Any] = list(filters.values())
         if cursor is not None:
             where.append(f"({key[0]}, {key[1]}) < (?, ?)")
@@ -560,12 +565,22 @@ class SqliteStore:
         *,
         status: DeliveryStatus | None = None,
         task_id: str | None = None,
+        retrying: bool | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
         """Deliveries newest first (by created_at, ties by delivery_id), optionally filtered.
         An unknown task_id filter gives an empty page."""
         filters: dict[str, Any] = {}
+        conditions: list[str] = []
+        if retrying:
+            if status not in (None, DeliveryStatus.PENDING):
+                self._live()
+                return [], None  # only pending deliveries retry
+            status = DeliveryStatus.PENDING  # on the status index: walks the pending ones only
+            conditions.append(RETRYING_CONDITION)
+        elif retrying is not None:
+            conditions.append(f"NOT ({RETRYING_CONDITION})")
         if status is not None:
             filters["status"] = status.value
         if task_id is not None:
@@ -578,6 +593,7 @@ class SqliteStore:
             cursor,
             delivery_from_row,
             lambda d: (d.created_at, d.delivery_id),
+            conditions,
         )
 
     def pending_deliveries(self) -> Iterator[Delivery]:
@@ -589,6 +605,12 @@ class SqliteStore:
         """How many deliveries are in each status (statuses with none are absent)."""
         rows = self._rows("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
         return {DeliveryStatus(status): count for status, count in rows}
+
+    def count_retrying_deliveries(self) -> int:
+        """How many deliveries are retrying (pending after a failed attempt of their round),
+        counted on the partial index of the pending ones."""
+        row = self._row(COUNT_RETRYING_DELIVERIES)
+        return int(row[0]) if row is not None else 0
 
     def record_attempt(self, attempt: Attempt, delivery: Delivery) -> None:
         """Insert the attempt and store `delivery`'s progress (status, times, attempt counts,

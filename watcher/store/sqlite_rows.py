@@ -93,6 +93,12 @@ SHIFT_NEXT_ATTEMPTS: Final = (
     "UPDATE deliveries SET next_attempt_at = next_attempt_at + ? "
     "WHERE status = 'pending' AND next_attempt_at IS NOT NULL"
 )
+# `Delivery.retrying`: pending after a failed attempt of its current round.
+RETRYING_CONDITION: Final = "status = 'pending' AND schedule_pos > 0"
+COUNT_RETRYING_DELIVERIES: Final = (
+    "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_pending "
+    "WHERE status = 'pending' AND schedule_pos > 0"
+)
 SELECT_ATTEMPTS: Final = (
     "SELECT delivery_id, number, started_at, duration_ms, outcome, status_code, error, "
     "webhook_timestamp FROM attempts WHERE delivery_id = ? ORDER BY id"

@@ -40,6 +40,7 @@ from watcher.config.settings import (
     UpstreamConfig,
 )
 from watcher.delivery.events import build_event, plan_deliveries
+from watcher.delivery.ping import PingResult
 from watcher.errors import ConfigProblem, WatcherError
 from watcher.models import (
     Attempt,
@@ -127,9 +128,27 @@ class FakeScheduler:
 class FakeDeliverer:
     def __init__(self) -> None:
         self.enqueued: list[Delivery] = []
+        self.pinged: list[str] = []
 
     def enqueue(self, deliveries: Any) -> None:
         self.enqueued.extend(deliveries)
+
+    async def ping(self, endpoint: EndpointConfig) -> PingResult:
+        """What a receiver answering 200 would give (tests/integration/delivery/test_ping.py
+        sends real ones)."""
+        self.pinged.append(endpoint.name)
+        return PingResult(
+            endpoint=endpoint.name,
+            event_type="webhook.test",
+            webhook_id="msg_ping1",
+            sent_at=1_767_225_600.0,
+            signatures=len(endpoint.secrets),
+            duration_ms=4.25,
+            status_code=200,
+            error=None,
+            answer='{"ok": true}',
+            answer_truncated=False,
+        )
 
 
 @dataclass
@@ -204,8 +223,12 @@ class Harness:
         self.answers.append(answer)
         return answer
 
-    def finish(self, task_id: str, *, fail_app: bool = False) -> list[Delivery]:
-        """Make a task succeed with its event and deliveries, as the scheduler would."""
+    def finish(
+        self, task_id: str, *, fail_app: bool = False, retry_app: bool = False
+    ) -> list[Delivery]:
+        """Make a task succeed with its event and deliveries, as the scheduler would; with
+        `fail_app` every delivery then fails for good (410), with `retry_app` the one to
+        `app` fails once (500) and is due again in 5 minutes."""
         task = self.store.get_task(task_id)
         now = self.clock.now()
         outcome = EventOutcome(
@@ -253,6 +276,28 @@ class Harness:
                     updated_at=now,
                 )
                 self.store.record_attempt(attempt, failed)
+        if retry_app:
+            delivery = next(d for d in deliveries if d.endpoint == "app")
+            attempt = Attempt(
+                delivery_id=delivery.delivery_id,
+                number=1,
+                started_at=now,
+                duration_ms=3.5,
+                outcome=AttemptOutcome.RETRY,
+                status_code=500,
+                error="HTTP 500",
+                webhook_timestamp=int(now),
+            )
+            retried = dataclasses.replace(
+                delivery,
+                attempts=1,
+                schedule_pos=1,
+                next_attempt_at=now + 300,
+                last_status_code=500,
+                last_error="HTTP 500",
+                updated_at=now,
+            )
+            self.store.record_attempt(attempt, retried)
         return list(deliveries)
 
 
@@ -610,6 +655,36 @@ async def test_cancel_unknown_is_404_and_finished_is_409(h: Harness) -> None:
     assert (await h.call("GET", "/v1/tasks/t1")).body["state"] == "succeeded"
 
 
+# -- endpoints ----------------------------------------------------------------------------------
+async def test_ping_sends_a_test_event_to_the_named_endpoint_and_answers_what_it_met(
+    h: Harness,
+) -> None:
+    answer = await h.call("POST", "/v1/endpoints/audit/ping")
+    assert answer.status == 200
+    assert h.deliverer.pinged == ["audit"]
+    assert answer.body == {
+        "endpoint": "audit",
+        "event_type": "webhook.test",
+        "webhook_id": "msg_ping1",
+        "sent_at": "2026-01-01T00:00:00.000Z",
+        "signatures": 1,
+        "ok": True,
+        "status_code": 200,
+        "duration_ms": 4.25,
+        "error": None,
+        "answer": '{"ok": true}',
+        "answer_truncated": False,
+    }
+    assert (await h.call("GET", "/v1/deliveries")).body["deliveries"] == []
+
+
+async def test_ping_of_an_unknown_endpoint_is_404(h: Harness) -> None:
+    for name in ("nope", "@callback"):
+        assert_error(await h.call("POST", f"/v1/endpoints/{name}/ping"), 404, "endpoint_not_found")
+    assert h.deliverer.pinged == []
+    assert (await h.call("GET", "/v1/endpoints/app/ping")).status == 405
+
+
 # -- deliveries ---------------------------------------------------------------------------------
 async def test_delivery_log_filters_by_status_and_task(h: Harness) -> None:
     for task_id in ("t1", "t2"):
@@ -631,6 +706,28 @@ async def test_delivery_log_filters_by_status_and_task(h: Harness) -> None:
     rest = await h.call("GET", f"/v1/deliveries?limit=3&cursor={page.body['next_cursor']}")
     assert len(rest.body["deliveries"]) == 1
     assert_error(await h.call("GET", "/v1/deliveries?status=lost"), 400, "invalid_parameter")
+
+
+async def test_a_delivery_whose_last_attempt_failed_is_retrying_with_when_and_why(
+    h: Harness,
+) -> None:
+    await h.call("POST", "/v1/tasks", json_body={"task_id": "t1", "model": "m"})
+    app = next(d for d in h.finish("t1", retry_app=True) if d.endpoint == "app")
+
+    retrying = await h.call("GET", "/v1/deliveries?status=retrying")
+    assert retrying.status == 200
+    (shown,) = retrying.body["deliveries"]
+    assert shown["delivery_id"] == app.delivery_id
+    assert shown["status"] == "retrying"
+    assert shown["next_attempt_at"] == "2026-01-01T00:05:00.000Z"
+    assert (shown["last_status_code"], shown["last_error"]) == (500, "HTTP 500")
+    detail = await h.call("GET", f"/v1/deliveries/{app.delivery_id}")
+    assert detail.body["status"] == "retrying"
+    # `pending` is what waits for its first attempt; `failed` keeps meaning "given up".
+    pending = await h.call("GET", "/v1/deliveries?status=pending")
+    assert {d["endpoint"] for d in pending.body["deliveries"]} == {"audit"}
+    assert {d["status"] for d in pending.body["deliveries"]} == {"pending"}
+    assert (await h.call("GET", "/v1/deliveries?status=failed")).body["deliveries"] == []
 
 
 async def test_one_delivery_with_its_attempts_and_404(h: Harness) -> None:
@@ -777,6 +874,7 @@ async def test_token_is_required_on_every_route_but_the_probes(start: Starter) -
         ("GET", "/v1/deliveries"),
         ("GET", "/v1/deliveries/dlv_1"),
         ("POST", "/v1/deliveries/dlv_1/redeliver"),
+        ("POST", "/v1/endpoints/app/ping"),
         ("POST", "/v1/reload"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
@@ -794,6 +892,7 @@ async def test_token_is_required_on_every_route_but_the_probes(start: Starter) -
             assert_error(answer, 401, "unauthorized")
             assert answer.headers["WWW-Authenticate"].startswith("Bearer")
     assert h.control.reloads == 0
+    assert h.deliverer.pinged == []
     for path in ("/healthz", "/livez", "/readyz"):
         assert (await h.call("GET", path, auth=False)).status == 200
     assert (await h.call("GET", "/v1/tasks")).status == 200
@@ -827,6 +926,7 @@ async def test_no_secret_ever_appears_in_an_answer_or_a_log(
         ("GET", "/v1/deliveries"),
         ("GET", f"/v1/deliveries/{first.delivery_id}"),
         ("POST", f"/v1/deliveries/{first.delivery_id}/redeliver"),
+        ("POST", "/v1/endpoints/app/ping"),
         ("POST", "/v1/reload"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
@@ -836,7 +936,7 @@ async def test_no_secret_ever_appears_in_an_answer_or_a_log(
         await h.call(method, path)
         await h.call(method, path, auth=False)
         await h.call(method, path, headers={"Authorization": "Bearer guess"}, auth=False)
-    assert len(h.answers) >= 30
+    assert len(h.answers) >= 33
     shown = " ".join(a.text + " " + repr(dict(a.headers)) for a in h.answers)
     logged = repr(logs)
     for secret in SECRETS:

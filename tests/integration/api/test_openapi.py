@@ -142,7 +142,10 @@ async def seed(h: Harness) -> dict[str, dict[str, str]]:
         answer = await h.call("POST", "/v1/tasks", json_body=body)
         assert answer.status == 201
     deliveries = h.finish("seed-done", fail_app=True)
+    await h.call("POST", "/v1/tasks", json_body={"task_id": "seed-retrying", "model": "m"})
+    deliveries += h.finish("seed-retrying", retry_app=True)
     return {
         "task_id": {"done": "seed-done", "active": "seed-active"},
-        "delivery_id": {d.endpoint: d.delivery_id for d in deliveries},
+        "delivery_id": {f"{d.task_id}/{d.endpoint}": d.delivery_id for d in deliveries},
+        "name": {"app": "app"},
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -295,6 +296,9 @@ async def test_schedule_used_up_fails_and_is_kept() -> None:
     events = [entry["event"] for entry in logs]
     assert events.count("webhook_attempt_failed") == 2
     assert events.count("webhook_delivery_failed") == 1
+    # A wall time in a log line reads like `ts` (ISO 8601 UTC), not as a float.
+    retry = next(e for e in logs if e["event"] == "webhook_attempt_failed")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", retry["next_attempt_at"])
     final = next(e for e in logs if e["event"] == "webhook_delivery_failed")
     assert final["log_level"] == "error"
     assert final["delivery_id"] == delivery.delivery_id

@@ -96,13 +96,20 @@ def test_config_reload_counts_outcomes_and_stamps_the_last_success() -> None:
 def test_state_gauges_are_replaced_and_absent_states_read_zero() -> None:
     m = Metrics()
     m.set_tasks_by_state({"pending": 3, "succeeded": 7})
-    m.set_deliveries(pending=2, failed=1)
+    m.set_deliveries(pending=2, retrying=4, failed=1)
     m.set_tasks_by_state({"succeeded": 8})
     _, samples = scrape(m)
     assert value(samples, "tasks", state="pending") == 0
     assert value(samples, "tasks", state="succeeded") == 8
     assert value(samples, "deliveries", status="pending") == 2
+    assert value(samples, "deliveries", status="retrying") == 4
     assert value(samples, "deliveries", status="failed") == 1
+
+
+def test_delivery_gauges_exist_from_the_start() -> None:
+    _, samples = scrape(Metrics())
+    for status in ("pending", "retrying", "failed"):
+        assert value(samples, "deliveries", status=status) == 0
 
 
 def test_collect_hook_refreshes_gauges_at_scrape_and_its_failure_keeps_the_scrape_working() -> None:

@@ -57,6 +57,7 @@ def make_delivery(**overrides: object) -> Delivery:
         "updated_at": T0 + 13,
         "next_attempt_at": T0 + 18,
         "attempts": 1,
+        "schedule_pos": 1,
         "last_status_code": 500,
         "last_error": "HTTP 500",
     }
@@ -119,7 +120,7 @@ def test_delivery_json_counts_attempts_and_adds_the_log_only_when_given() -> Non
         "endpoint": "app",
         "url": None,
         "webhook_id": "msg_1",
-        "status": "pending",
+        "status": "retrying",
         "attempts": 1,
         "next_attempt_at": "2026-01-01T00:00:18.000Z",
         "created_at": "2026-01-01T00:00:12.500Z",
@@ -150,6 +151,20 @@ def test_delivery_json_counts_attempts_and_adds_the_log_only_when_given() -> Non
             "webhook_timestamp": int(T0 + 12),
         }
     ]
+
+
+def test_delivery_status_tells_retrying_from_pending_and_keeps_failed_for_given_up() -> None:
+    def shown(**overrides: object) -> str:
+        return str(delivery_json(make_delivery(**overrides))["status"])
+
+    # The last attempt of this round failed and another is scheduled: retrying.
+    assert shown() == "retrying"
+    # Waiting for the first attempt of a round (new, or redelivered): pending.
+    assert shown(attempts=0, schedule_pos=0, last_error=None, last_status_code=None) == "pending"
+    assert shown(attempts=3, schedule_pos=0) == "pending"
+    # `failed` keeps meaning given up (schedule used up, 410, endpoint removed).
+    assert shown(status=DeliveryStatus.FAILED, next_attempt_at=None) == "failed"
+    assert shown(status=DeliveryStatus.SUCCEEDED, next_attempt_at=None) == "succeeded"
 
 
 def test_callback_delivery_shows_its_url() -> None:

@@ -743,6 +743,59 @@ async def test_pending_deliveries_and_counts(store: AsyncStore) -> None:
     }
 
 
+async def test_retrying_deliveries_are_the_pending_ones_whose_last_attempt_failed(
+    store: AsyncStore,
+) -> None:
+    await add(store, "t")
+    names = ("fresh", "retried", "done", "failed", "requeued")
+    _, _, (fresh, retried, done, failed, requeued) = await finish(store, "t", T0, endpoints=names)
+    await attempt_on(store, retried, at=T0 + 1, ok=False)
+    await attempt_on(store, done, at=T0 + 1, ok=True)
+    await attempt_on(store, failed, at=T0 + 1, ok=False, final=True)
+    await attempt_on(store, requeued, at=T0 + 1, ok=False)
+    await store.requeue_delivery(requeued.delivery_id, now=T0 + 2)  # a new round: not retrying
+
+    def ids(page: tuple[list[Delivery], str | None]) -> set[str]:
+        return {d.delivery_id for d in page[0]}
+
+    assert [(await store.get_delivery(d.delivery_id)).retrying for d in (fresh, retried)] == [
+        False,
+        True,
+    ]
+    assert ids(await store.list_deliveries(retrying=True)) == {retried.delivery_id}
+    assert ids(await store.list_deliveries(status=DeliveryStatus.PENDING, retrying=True)) == {
+        retried.delivery_id
+    }
+    assert ids(await store.list_deliveries(status=DeliveryStatus.PENDING, retrying=False)) == {
+        fresh.delivery_id,
+        requeued.delivery_id,
+    }
+    assert ids(await store.list_deliveries(retrying=False)) == {
+        d.delivery_id for d in (fresh, done, failed, requeued)
+    }
+    assert await store.list_deliveries(status=DeliveryStatus.FAILED, retrying=True) == ([], None)
+    assert await store.list_deliveries(task_id="ghost", retrying=True) == ([], None)
+    assert await store.count_retrying_deliveries() == 1
+    # count_deliveries keeps counting the stored status: retrying ones are pending there.
+    assert (await store.count_deliveries())[DeliveryStatus.PENDING] == 3
+
+
+async def test_list_deliveries_pages_through_the_retrying_ones(store: AsyncStore) -> None:
+    for i, task_id in enumerate(("a", "b", "c")):
+        await add(store, task_id)
+        _, _, (app, _audit) = await finish(store, task_id, T0 + i, endpoints=("app", "audit"))
+        await attempt_on(store, app, at=T0 + 10, ok=False)
+
+    page, cursor = await store.list_deliveries(retrying=True, limit=2)
+    seen = [d.task_id for d in page]
+    while cursor is not None:
+        page, cursor = await store.list_deliveries(retrying=True, limit=2, cursor=cursor)
+        seen += [d.task_id for d in page]
+
+    assert seen == ["c", "b", "a"]
+    assert await store.count_retrying_deliveries() == 3
+
+
 async def test_record_attempt_commits_the_attempt_and_the_delivery(store: AsyncStore) -> None:
     await add(store, "t")
     _, _, (delivery,) = await finish(store, "t", T0)
