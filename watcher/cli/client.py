@@ -132,15 +132,31 @@ def _s(value: Any) -> str:
 
 
 def _meta_item(item: str) -> tuple[str, Any]:
-    """argparse type of `--meta KEY=VALUE` (a malformed one is a usage error, exit 2)."""
+    """argparse type of `--meta KEY=VALUE`: the value is kept as text, exactly as typed (a
+    version `1.10` must not become the number 1.1). A malformed item is a usage error, exit 2."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {item!r}")
+    return key, raw
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _meta_json_item(item: str) -> tuple[str, Any]:
+    """argparse type of `--meta-json KEY=JSON`: a typed value (number, true/false/null, list,
+    object or quoted string). Anything that is not JSON is a usage error, exit 2."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"takes KEY=JSON, got {item!r}")
     try:
-        # Numbers, true/false/null and JSON strings keep their type; anything else is text.
-        return key, json.loads(raw)
-    except ValueError:
-        return key, raw
+        return key, json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"the value of {key!r} is not JSON ({exc}); write text as --meta {key}=TEXT "
+            f"or quote it: --meta-json '{key}=\"TEXT\"'"
+        ) from None
 
 
 def _limit(text: str) -> int:
@@ -334,7 +350,16 @@ def register(
         action="append",
         type=_meta_item,
         metavar="KEY=VALUE",
-        help="metadata echoed in every webhook (repeatable; JSON values keep their type)",
+        help="metadata echoed in every webhook, the value as text (repeatable)",
+    )
+    p.add_argument(
+        "--meta-json",
+        action="append",
+        dest="meta",
+        type=_meta_json_item,
+        metavar="KEY=JSON",
+        help="metadata with a typed value: --meta-json order_id=42, --meta-json 'tags=[\"a\"]' "
+        "(repeatable; a key given twice keeps the last value)",
     )
     p.add_argument("--callback-url", help="an ad-hoc webhook target (allowed hosts only)")
     p.add_argument("--deadline", help="give up after this long, e.g. 30m (default: per model)")
