@@ -285,7 +285,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     path = "/v1/tasks/" + quote(args.task_id, safe="")
     task = _check(_client(args).request("DELETE", path), 200)
-    print(f"{task['task_id']}: cancelled (no webhook will be sent)")
+    if task.get("already_cancelled"):
+        print(f"{task['task_id']}: already cancelled at {_s(task.get('finished_at'))} (unchanged)")
+    else:
+        print(f"{task['task_id']}: cancelled (no webhook will be sent)")
     return EXIT_OK
 
 

@@ -71,3 +71,16 @@ async def test_meta_values_stay_text_and_meta_json_types_them(live: Live) -> Non
     assert "--meta ver=TEXT" in err
     listing = await run("list", "--json", "-c", c)
     assert [t["task_id"] for t in listing.json()["tasks"]] == ["task_meta"]  # nothing sent
+
+
+async def test_cancel_says_when_a_task_was_already_cancelled(live: Live) -> None:
+    c = str(live.config)
+    live.upstream.script("task_cancel", pending())
+    assert (await run("add", "task_cancel", "--model", "nano-banana", "-c", c)).code == 0
+    first = await run("cancel", "task_cancel", "-c", c)
+    assert first.code == 0, first.err
+    assert first.out == "task_cancel: cancelled (no webhook will be sent)\n"
+    again = await run("cancel", "task_cancel", "-c", c)
+    assert again.code == 0, again.err
+    assert again.out.startswith("task_cancel: already cancelled at 20")
+    assert "(unchanged)" in again.out
