@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 
 from watcher.cli.common import EXIT_CONFIG, EXIT_OK, default_config_path
+from watcher.cli.render import outcome_lines
 from watcher.config.settings import IntakeConfig, load_intake_config
 from watcher.errors import IntakeError
 
@@ -248,8 +249,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"registered  {_s(task.get('registered_at'))} from {_s(task.get('source'))}")
     print(f"finished    {_s(task.get('finished_at'))}")
     print(f"polls       {task.get('polls', 0)}, next poll {_s(task.get('next_poll_at'))}")
-    if task.get("last_error"):
-        print(f"last error  {task['last_error']}")
+    print(f"last error  {_s(task.get('last_error'))}")
+    print("\n".join(outcome_lines(task)))
     if task.get("metadata"):
         print(f"metadata    {json.dumps(task['metadata'], ensure_ascii=False)}")
     changes = task.get("state_changes") or []
@@ -378,7 +379,13 @@ def register(
     p.add_argument("--json", action="store_true", help="print the API answer as JSON")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="one task: state, polls, events, delivery attempts")
+    p = sub.add_parser(
+        "show",
+        help="one task: state, result, polls, events, delivery attempts",
+        description="One task: its state; its result URLs, or the failure's code and message, "
+        "or why watching stopped; the last error; polls, state changes, events and every "
+        "delivery attempt.",
+    )
     add_config_option(p)
     p.add_argument("task_id", metavar="TASK_ID")
     p.add_argument("--json", action="store_true", help="print the API answer as JSON")

@@ -10,14 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+from typing import Any
 
 import pytest
 
 from tests.integration.cli.test_cli import Live, Result
 from watcher.cli.main import main
-from watcher.upstream.sandbox import pending
+from watcher.upstream.sandbox import failed, pending, success
 
 pytestmark = pytest.mark.slow
+
+
+async def wait_until_finished(c: str, task_id: str) -> dict[str, Any]:
+    """`show --json` until the task is terminal and no delivery is pending (10 s at most)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        task: dict[str, Any] = (await run("show", task_id, "--json", "-c", c)).json()
+        if task["state"] not in ("pending", "processing") and all(
+            d["status"] != "pending" for d in task["deliveries"]
+        ):
+            return task
+        assert loop.time() < deadline, task
+        await asyncio.sleep(0.05)
 
 
 async def run(*args: str) -> Result:
@@ -84,3 +99,27 @@ async def test_cancel_says_when_a_task_was_already_cancelled(live: Live) -> None
     assert again.code == 0, again.err
     assert again.out.startswith("task_cancel: already cancelled at 20")
     assert "(unchanged)" in again.out
+
+
+async def test_show_prints_the_result_urls_or_the_failure_and_the_last_error(live: Live) -> None:
+    c = str(live.config)
+    urls = ("https://cdn.apixo.ai/output/a.jpg", "https://cdn.apixo.ai/output/b.jpg")
+    live.upstream.script("task_show_ok", pending(), success(urls))
+    live.upstream.script("task_show_fail", failed("CONTENT_VIOLATION", "not allowed here"))
+    live.upstream.script("task_show_wait", pending())
+    for task_id in ("task_show_ok", "task_show_fail", "task_show_wait"):
+        assert (await run("add", task_id, "--model", "nano-banana", "-c", c)).code == 0
+    await wait_until_finished(c, "task_show_ok")
+    await wait_until_finished(c, "task_show_fail")
+
+    ok = (await run("show", "task_show_ok", "-c", c)).out.splitlines()
+    at = ok.index(f"result      {urls[0]}")
+    assert ok[at + 1] == f"            {urls[1]}"
+    assert "last error  -" in ok
+
+    failure = (await run("show", "task_show_fail", "-c", c)).out.splitlines()
+    assert "failure     CONTENT_VIOLATION: not allowed here" in failure
+    assert not any(line.startswith("result ") for line in failure)
+
+    waiting = (await run("show", "task_show_wait", "-c", c)).out.splitlines()
+    assert "result      - (not finished yet)" in waiting
