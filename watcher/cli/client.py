@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,27 @@ _DELIVERY_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
 ]
 
 
+DEFAULT_PAGE = 50  # rows a table shows unless --limit says otherwise
+ALL_PAGE = 1000  # page size of --all: the most the API gives at once
+
+
+def _pages(
+    client: IntakeClient, path: str, query: dict[str, str], args: argparse.Namespace
+) -> Iterator[Mapping[str, Any]]:
+    """The pages of a listing from --cursor on: one page, or every page with --all."""
+    page_size = args.limit or (ALL_PAGE if args.all else DEFAULT_PAGE)
+    cursor = args.cursor
+    while True:
+        params = {"limit": str(page_size), **{k: v for k, v in query.items() if v}}
+        if cursor:
+            params["cursor"] = cursor
+        body = _check(client.request("GET", f"{path}?{urlencode(params)}"), 200)
+        yield body
+        cursor = body.get("next_cursor")
+        if not args.all or not cursor:
+            return
+
+
 def _listing(
     args: argparse.Namespace,
     path: str,
@@ -220,17 +241,55 @@ def _listing(
     key: str,
     columns: list[tuple[str, Callable[[Mapping[str, Any]], Any]]],
 ) -> int:
-    """GET a paged list and print it as a table (or the raw answer with --json)."""
-    query = {"limit": str(args.limit), **{k: v for k, v in query.items() if v}}
-    body = _check(_client(args).request("GET", f"{path}?{urlencode(query)}"), 200)
-    if args.json:
-        _print_json(body)
+    """GET a paged list and print it as a table (or the raw answer with --json); with --all,
+    every page as it arrives."""
+    pages = _pages(_client(args), path, query, args)
+    if args.json and args.all:
+        _stream_json(pages, key)
         return EXIT_OK
-    rows = [[_s(get(item)) for _, get in columns] for item in body[key]]
-    print(_table(rows, [name for name, _ in columns]) if rows else f"no {key}")
-    if body.get("next_cursor"):
-        print(f"(more: showing the newest {len(rows)}; use --limit or --json for more)")
+    if args.json:
+        _print_json(next(pages))
+        return EXIT_OK
+    headers = [name for name, _ in columns]
+    widths: list[int] | None = None
+    next_cursor = None
+    for body in pages:
+        rows = [[_s(get(item)) for _, get in columns] for item in body[key]]
+        if rows:
+            widths = _print_rows(rows, headers, widths)
+        next_cursor = body.get("next_cursor")
+    if widths is None:
+        print(f"no {key}")
+    if next_cursor and not args.all:
+        print(f"(more: --cursor {next_cursor} for the next page, or --all for every page)")
     return EXIT_OK
+
+
+def _print_rows(rows: list[list[str]], headers: list[str], widths: list[int] | None) -> list[int]:
+    """Print one page of a table (the header with the first); columns only ever widen, so
+    streamed pages stay aligned as far as their values allow."""
+    first = widths is None
+    widths = widths or [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [[h.upper() for h in headers]] if first else []
+    for line in lines + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    sys.stdout.flush()
+    return widths
+
+
+def _stream_json(pages: Iterator[Mapping[str, Any]], key: str) -> None:
+    """Every page as one JSON object of the API's own shape, `{key: [...every item...],
+    "next_cursor": null}`, written item by item as pages arrive (valid JSON once complete)."""
+    sys.stdout.write(f'{{"{key}": [')
+    count = 0
+    for body in pages:
+        for item in body[key]:
+            sys.stdout.write(("," if count else "") + "\n  " + json.dumps(item, ensure_ascii=False))
+            count += 1
+        sys.stdout.flush()
+    sys.stdout.write(("\n" if count else "") + '], "next_cursor": null}\n')
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -329,6 +388,28 @@ def reload_command(args: argparse.Namespace) -> int:
     raise IntakeError(_error_text(answer), status=answer.status)
 
 
+def _add_paging_options(p: argparse.ArgumentParser, key: str) -> None:
+    p.add_argument(
+        "--limit",
+        type=_limit,
+        default=None,
+        help=f"{key} per page, 1-1000 (default: {DEFAULT_PAGE}; with --all: {ALL_PAGE})",
+    )
+    p.add_argument(
+        "--cursor",
+        metavar="CURSOR",
+        help="start at this page: the next_cursor of an earlier page (a table that has more "
+        "says it under the last row)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every page, printed as it arrives (with --json: one JSON object "
+        f'{{"{key}": [...all...], "next_cursor": null}})',
+    )
+    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+
+
 def register(
     sub: argparse._SubParsersAction[Any],
     add_config_option: Callable[[argparse.ArgumentParser], None],
@@ -373,10 +454,7 @@ def register(
     p = sub.add_parser("list", help="list tasks, newest first")
     add_config_option(p)
     p.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
-    p.add_argument(
-        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
-    )
-    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    _add_paging_options(p, "tasks")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
@@ -400,10 +478,7 @@ def register(
     add_config_option(p)
     p.add_argument("--status", choices=DELIVERY_STATUSES, help="only deliveries in this status")
     p.add_argument("--task", metavar="TASK_ID", help="only deliveries of this task")
-    p.add_argument(
-        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
-    )
-    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    _add_paging_options(p, "deliveries")
     p.set_defaults(func=cmd_deliveries)
 
     p = sub.add_parser(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 from typing import Any
 
 import pytest
@@ -123,3 +124,49 @@ async def test_show_prints_the_result_urls_or_the_failure_and_the_last_error(liv
 
     waiting = (await run("show", "task_show_wait", "-c", c)).out.splitlines()
     assert "result      - (not finished yet)" in waiting
+
+
+async def test_list_and_deliveries_page_with_cursor_and_all(live: Live) -> None:
+    c = str(live.config)
+    ids = [f"task_page_{n}" for n in range(5)]
+    for task_id in ids:
+        live.upstream.script(task_id, success())
+        assert (await run("add", task_id, "--model", "nano-banana", "-c", c)).code == 0
+    for task_id in ids:
+        await wait_until_finished(c, task_id)
+    newest_first = ids[::-1]
+
+    first = await run("list", "--limit", "2", "-c", c)
+    lines = first.out.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == newest_first[:2]
+    hint = lines[3]
+    assert hint.startswith("(more: --cursor ")
+    cursor = hint.split()[2]
+    second = await run("list", "--limit", "2", "--cursor", cursor, "-c", c)
+    assert [line.split()[0] for line in second.out.splitlines()[1:3]] == newest_first[2:4]
+
+    every = await run("list", "--all", "--limit", "2", "-c", c)
+    lines = every.out.splitlines()
+    assert lines[0].split()[:3] == ["TASK", "MODEL", "STATE"]
+    assert [line.split()[0] for line in lines[1:]] == newest_first  # one header, no hint
+    as_json = json.loads((await run("list", "--all", "--limit", "2", "--json", "-c", c)).out)
+    assert [t["task_id"] for t in as_json["tasks"]] == newest_first
+    assert as_json["next_cursor"] is None
+    from_cursor = await run("list", "--all", "--limit", "2", "--cursor", cursor, "--json", "-c", c)
+    assert [t["task_id"] for t in from_cursor.json()["tasks"]] == newest_first[2:]
+    nothing = await run("list", "--all", "--json", "--state", "failed", "-c", c)
+    assert nothing.json() == {"tasks": [], "next_cursor": None}
+
+    deliveries = json.loads(
+        (await run("deliveries", "--all", "--limit", "2", "--json", "-c", c)).out
+    )["deliveries"]
+    assert [d["task_id"] for d in deliveries] == newest_first
+    table = (await run("deliveries", "--all", "--limit", "3", "-c", c)).out.splitlines()
+    assert len(table) == 1 + 5
+    page = await run("deliveries", "--limit", "2", "-c", c)
+    assert "(more: --cursor " in page.out
+
+    bad = await run("list", "--cursor", "not-a-cursor", "-c", c)
+    assert bad.code == 1
+    assert "cursor" in bad.err
+    assert len(bad.err.strip().splitlines()) == 1
