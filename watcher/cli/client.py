@@ -20,7 +20,8 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from watcher.cli.common import EXIT_CONFIG, EXIT_OK, default_config_path
+from watcher.cli.common import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, default_config_path
+from watcher.cli.follow import Seen, settled, wait_command
 from watcher.cli.render import outcome_lines
 from watcher.config.settings import IntakeConfig, load_intake_config
 from watcher.errors import IntakeError
@@ -63,6 +64,10 @@ class IntakeClient:
 
     def request(self, method: str, path: str, body: Any = None) -> Answer:
         return asyncio.run(self._request(method, path, body))
+
+    async def fetch(self, method: str, path: str, body: Any = None) -> Answer:
+        """`request` for a caller that runs its own event loop (e.g. `--wait`)."""
+        return await self._request(method, path, body)
 
     async def _request(self, method: str, path: str, body: Any) -> Answer:
         headers = {"accept": "application/json"}
@@ -172,7 +177,57 @@ def _limit(text: str) -> int:
 
 
 # -- commands -------------------------------------------------------------------------------------
+def _positive_seconds(text: str) -> float:
+    """argparse type of `--timeout`: seconds, more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _wait_for(
+    args: argparse.Namespace,
+    client: IntakeClient,
+    task_id: str,
+    shown: Mapping[str, Any] | None,
+    header: str,
+) -> int:
+    """Follow a task until it is settled (`add --wait`, `show --follow`); `shown` is what was
+    printed of it already."""
+    path = "/v1/tasks/" + quote(task_id, safe="")
+
+    async def fetch() -> Mapping[str, Any]:
+        task: Mapping[str, Any] = _check(await client.fetch("GET", path), 200)
+        return task
+
+    return wait_command(
+        fetch,
+        task_id,
+        seen=Seen.of(shown) if shown is not None else Seen(),
+        as_json=args.json,
+        timeout_s=args.timeout,
+        header=header,
+        print_outcome=shown is None or not settled(shown),
+    )
+
+
+def _timeout_misused(args: argparse.Namespace, flag: str) -> bool:
+    """--timeout without --wait/--follow: a usage error (said here; the caller exits 2)."""
+    if args.timeout is None or getattr(args, flag):
+        return False
+    print(
+        f"apixo-watcher {args.command}: error: --timeout only applies with --{flag}",
+        file=sys.stderr,
+    )
+    return True
+
+
 def cmd_add(args: argparse.Namespace) -> int:
+    if _timeout_misused(args, "wait"):
+        return EXIT_USAGE
     body: dict[str, Any] = {"task_id": args.task_id, "model": args.model}
     if args.endpoint:
         body["endpoints"] = args.endpoint
@@ -182,12 +237,16 @@ def cmd_add(args: argparse.Namespace) -> int:
         body["callback_url"] = args.callback_url
     if args.deadline:
         body["deadline"] = args.deadline
-    answer = _client(args).request("POST", "/v1/tasks", body)
+    client = _client(args)
+    answer = client.request("POST", "/v1/tasks", body)
     task = _check(answer, 200, 201)
+    verb = "registered" if answer.status == 201 else "already registered"
+    if args.wait:
+        header = f"{task['task_id']}: {verb} ({task['model']}); waiting until it is done"
+        return _wait_for(args, client, task["task_id"], None, header)
     if args.json:
         _print_json(task)
     else:
-        verb = "registered" if answer.status == 201 else "already registered"
         print(f"{task['task_id']}: {verb} ({task['model']}, {task['state']})")
     return EXIT_OK
 
@@ -297,11 +356,24 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if _timeout_misused(args, "follow"):
+        return EXIT_USAGE
+    client = _client(args)
     path = "/v1/tasks/" + quote(args.task_id, safe="")
-    task = _check(_client(args).request("GET", path), 200)
+    task = _check(client.request("GET", path), 200)
+    header = f"following {args.task_id} until it is done (Ctrl-C stops following, not watching)"
+    if args.json and args.follow:
+        return _wait_for(args, client, args.task_id, None, header)
     if args.json:
         _print_json(task)
         return EXIT_OK
+    _print_task(task)
+    if args.follow:
+        return _wait_for(args, client, args.task_id, task, "\n" + header)
+    return EXIT_OK
+
+
+def _print_task(task: Mapping[str, Any]) -> None:
     print(f"task        {task['task_id']}")
     print(f"model       {task['model']}")
     print(f"state       {task['state']} (upstream: {_s(task.get('upstream_state'))})")
@@ -339,7 +411,6 @@ def cmd_show(args: argparse.Namespace) -> int:
                     f"    #{a['number']} {_s(a.get('started_at'))} {a['outcome']} {result} "
                     f"({a.get('duration_ms', 0):.0f} ms)"
                 )
-    return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -386,6 +457,16 @@ def reload_command(args: argparse.Namespace) -> int:
             print(f"  {where}: {p.get('message')}", file=sys.stderr)
         return EXIT_CONFIG
     raise IntakeError(_error_text(answer), status=answer.status)
+
+
+def _add_timeout_option(p: argparse.ArgumentParser, flag: str) -> None:
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help=f"with {flag}: stop waiting after this long, exit 1 (the daemon keeps watching; "
+        "default: no limit)",
+    )
 
 
 def _add_paging_options(p: argparse.ArgumentParser, key: str) -> None:
@@ -449,6 +530,14 @@ def register(
     p.add_argument("--callback-url", help="an ad-hoc webhook target (allowed hosts only)")
     p.add_argument("--deadline", help="give up after this long, e.g. 30m (default: per model)")
     p.add_argument("--json", action="store_true", help="print the task as JSON")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait until the task is done and its webhooks are delivered (or failed for "
+        "good), printing each change; exit 0 if it succeeded and every webhook was "
+        "delivered, else 1 (Ctrl-C stops waiting, not watching: exit 130)",
+    )
+    _add_timeout_option(p, "--wait")
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("list", help="list tasks, newest first")
@@ -467,6 +556,14 @@ def register(
     add_config_option(p)
     p.add_argument("task_id", metavar="TASK_ID")
     p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="then keep printing state changes and delivery attempts until the task is done "
+        "and its webhooks are delivered (or failed for good); exit 0 if it succeeded and "
+        "every webhook was delivered, else 1 (with --json: only the final task is printed)",
+    )
+    _add_timeout_option(p, "--follow")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("cancel", help="stop watching a task (no webhook is sent)")

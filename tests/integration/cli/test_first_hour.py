@@ -11,25 +11,28 @@ import asyncio
 import contextlib
 import io
 import json
+import signal
+import sys
 from typing import Any
 
 import pytest
 
 from tests.integration.cli.test_cli import Live, Result
 from watcher.cli.main import main
-from watcher.upstream.sandbox import failed, pending, success
+from watcher.upstream.sandbox import failed, pending, processing, success
 
 pytestmark = pytest.mark.slow
 
 
 async def wait_until_finished(c: str, task_id: str) -> dict[str, Any]:
-    """`show --json` until the task is terminal and no delivery is pending (10 s at most)."""
+    """`show --json` until the task is terminal and every delivery is delivered or failed
+    for good (10 s at most)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while True:
         task: dict[str, Any] = (await run("show", task_id, "--json", "-c", c)).json()
         if task["state"] not in ("pending", "processing") and all(
-            d["status"] != "pending" for d in task["deliveries"]
+            d["status"] in ("succeeded", "failed") for d in task["deliveries"]
         ):
             return task
         assert loop.time() < deadline, task
@@ -170,3 +173,95 @@ async def test_list_and_deliveries_page_with_cursor_and_all(live: Live) -> None:
     assert bad.code == 1
     assert "cursor" in bad.err
     assert len(bad.err.strip().splitlines()) == 1
+
+
+async def test_add_wait_follows_to_the_delivered_webhook_and_exits_by_outcome(live: Live) -> None:
+    c = str(live.config)
+    url = "https://cdn.apixo.ai/output/wait.jpg"
+    live.upstream.script("task_wait_ok", pending(), processing(), success((url,)))
+    live.receiver.script("/hook", 500, 200)  # the first attempt fails, the retry succeeds
+    ok = await run("add", "task_wait_ok", "--model", "nano-banana", "--wait", "-c", c)
+    assert ok.code == 0, ok.out + ok.err
+    lines = ok.out.splitlines()
+    assert lines[0] == "task_wait_ok: registered (nano-banana); waiting until it is done"
+    changes = [line.split("  ", 1)[1] for line in lines if " -> " in line and "app" not in line]
+    assert changes == [
+        "pending -> processing (upstream state processing)",
+        "processing -> succeeded (upstream state success)",
+    ]
+    assert any(
+        line.endswith("task.succeeded -> app: delivered (attempt 2, HTTP 200)") for line in lines
+    )
+    assert f"result      {url}" in lines
+    assert lines[-1] == "task_wait_ok: succeeded; webhooks delivered"
+    assert len(live.receiver.on("/hook")) == 2  # it returned only once the webhook was in
+
+    live.upstream.script("task_wait_fail", failed("E_PROMPT", "prompt refused"))
+    bad = await run("add", "task_wait_fail", "--model", "flux-2", "--wait", "-c", c)
+    assert bad.code == 1
+    assert "failure     E_PROMPT: prompt refused" in bad.out.splitlines()
+    assert bad.out.splitlines()[-1] == "task_wait_fail: failed; webhooks delivered"
+
+    live.upstream.script("task_wait_json", success())
+    as_json = await run("add", "task_wait_json", "--model", "m", "--wait", "--json", "-c", c)
+    assert as_json.code == 0
+    final = as_json.json()  # stdout is only the final task; progress went to stderr
+    assert final["state"] == "succeeded"
+    assert final["deliveries"][0]["status"] == "succeeded"
+    assert "task_wait_json: succeeded; webhooks delivered" in as_json.err
+
+
+async def test_show_follow_stops_at_its_timeout_and_on_an_unknown_task(live: Live) -> None:
+    c = str(live.config)
+    live.upstream.script("task_follow_slow", pending())
+    assert (await run("add", "task_follow_slow", "--model", "sora-2", "-c", c)).code == 0
+    slow = await run("show", "task_follow_slow", "--follow", "--timeout", "0.6", "-c", c)
+    assert slow.code == 1
+    assert slow.out.startswith("task        task_follow_slow\n")  # the whole show first
+    assert slow.out.splitlines()[-1] == (
+        "task_follow_slow: still pending after 0.6 s; stopped waiting "
+        "(the daemon keeps watching it)"
+    )
+    unknown = await run("show", "no_such_task", "--follow", "-c", c)
+    assert unknown.code == 1
+    assert "task_not_found" in unknown.err
+    misuse = await run("show", "task_follow_slow", "--timeout", "1", "-c", c)
+    assert misuse.code == 2
+    assert "--timeout only applies with --follow" in misuse.err
+
+    # a settled task: show --follow prints it once and exits at once
+    live.upstream.script("task_follow_done", success())
+    assert (await run("add", "task_follow_done", "--model", "m", "-c", c)).code == 0
+    await wait_until_finished(c, "task_follow_done")
+    done = await run("show", "task_follow_done", "--follow", "-c", c)
+    assert done.code == 0
+    assert done.out.count("result      https://") == 1
+    assert done.out.splitlines()[-1] == "task_follow_done: succeeded; webhooks delivered"
+
+
+async def test_ctrl_c_stops_following_cleanly(live: Live) -> None:
+    c = str(live.config)
+    live.upstream.script("task_follow_forever", pending())
+    assert (await run("add", "task_follow_forever", "--model", "m", "-c", c)).code == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "watcher", "show", "task_follow_forever", "--follow", "-c", c,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        while not (await asyncio.wait_for(proc.stdout.readline(), 20)).startswith(b"following "):
+            pass  # the show part is printed: it is following now
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 20)
+        err = (await proc.stderr.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 130
+    assert "Traceback" not in err
+    assert "stopped waiting; task_follow_forever is still watched" in err
+    shown = (await run("show", "task_follow_forever", "--json", "-c", c)).json()
+    assert shown["state"] == "pending"  # Ctrl-C stopped the command, not the watching
