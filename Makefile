@@ -25,10 +25,15 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/activate
 	@touch $@
 
 ## run: the daemon in the foreground with config.example.yaml (needs APIXO_API_KEY)
+# Without APP_WEBHOOK_SECRET, the example endpoint's secret is kept in var/webhook-secret
+# (created once, mode 0600, reused on every run); stderr says how to give it to a receiver.
 run: $(VENV)/.installed
 	@test -n "$$APIXO_API_KEY" || { echo "set APIXO_API_KEY (or try the sandbox: see README)" >&2; exit 78; }
-	APP_WEBHOOK_SECRET="$${APP_WEBHOOK_SECRET:-$$($(BIN)/apixo-watcher gen-secret)}" \
-	  $(BIN)/apixo-watcher run -c $(CONFIG)
+	@if [ -z "$$APP_WEBHOOK_SECRET" ]; then \
+	  APP_WEBHOOK_SECRET="$$($(BIN)/apixo-watcher gen-secret --file "$${STATE_DIRECTORY:-var}/webhook-secret")" || exit $$?; \
+	  export APP_WEBHOOK_SECRET; \
+	fi; \
+	exec $(BIN)/apixo-watcher run -c $(CONFIG)
 
 ## test: lint, types and the whole test suite
 test: $(VENV)/.installed-test lint typecheck receiver-examples

@@ -84,6 +84,14 @@ class TaskView:
     deliveries: list[DeliveryView]
 
 
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """The answer of a cancel: the task, now cancelled, and whether it already was."""
+
+    task: Task
+    already_cancelled: bool
+
+
 class WatchService:
     """Registers and inspects tasks; the scheduler's TransitionSink."""
 
@@ -167,21 +175,22 @@ class WatchService:
         if self._scheduler is not None and not task.state.terminal:
             self._scheduler.watch(task)
 
-    def cancel(self, task_id: str) -> Task:
+    def cancel(self, task_id: str) -> Cancellation:
         """Stop watching a task; no webhook is sent. Cancelling a cancelled task again answers
-        it unchanged (a retried DELETE must not fail). TaskNotFound; TaskFinished if it
+        it unchanged, marked `already_cancelled` (a retried DELETE must not fail, and a person
+        should not be told twice that they cancelled it). TaskNotFound; TaskFinished if it
         finished on its own."""
         try:
             task = self._store.cancel_task(task_id, now=self._timeline.wall())
         except TaskFinished:
             task = self._store.get_task(task_id)
             if task.state is TaskState.CANCELLED:
-                return task
+                return Cancellation(task, already_cancelled=True)
             raise
         if self._scheduler is not None:
             self._scheduler.unwatch(task_id)
         log.info("task_cancelled", task_id=task_id)
-        return task
+        return Cancellation(task, already_cancelled=False)
 
     # -- inspection -------------------------------------------------------------------------------
     def get_task(self, task_id: str) -> Task:

@@ -220,6 +220,22 @@ def _schemas() -> dict[str, Any]:
                 "last_error": _nullable({"type": "string"}),
             },
         },
+        "CancelledTask": {
+            "allOf": [
+                _ref("Task"),
+                {
+                    "type": "object",
+                    "required": ["already_cancelled"],
+                    "properties": {
+                        "already_cancelled": {
+                            "type": "boolean",
+                            "description": "True when the task was cancelled before this "
+                            "request (nothing changed).",
+                        },
+                    },
+                },
+            ]
+        },
         "StateChange": {
             "type": "object",
             "required": ["from_state", "to_state", "at", "reason", "upstream_state"],
@@ -510,8 +526,8 @@ def _paths() -> dict[str, Any]:
                     {
                         "200": _response(
                             "Cancelled: the task, now `cancelled` (also when it was cancelled "
-                            "before).",
-                            "Task",
+                            "before; `already_cancelled` tells the two apart).",
+                            "CancelledTask",
                         ),
                         "404": not_found_task,
                         "409": _error(

@@ -341,8 +341,13 @@ class IntakeServer:
         return _json(task_detail_json(view))
 
     async def _cancel_task(self, request: web.Request) -> web.Response:
-        task = self._service.cancel(request.match_info["task_id"])
-        return _json(task_json(task))
+        cancellation = self._service.cancel(request.match_info["task_id"])
+        return _json(
+            {
+                **task_json(cancellation.task),
+                "already_cancelled": cancellation.already_cancelled,
+            }
+        )
 
     # -- deliveries -----------------------------------------------------------------------------
     async def _list_deliveries(self, request: web.Request) -> web.Response:

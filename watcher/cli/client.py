@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from watcher.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, default_config_path
+from watcher.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, default_config_path
+from watcher.cli.follow import Seen, settled, wait_command
+from watcher.cli.render import outcome_lines
 from watcher.config.settings import IntakeConfig, load_intake_config
 from watcher.errors import IntakeError
 
@@ -64,6 +66,10 @@ class IntakeClient:
 
     def request(self, method: str, path: str, body: Any = None) -> Answer:
         return asyncio.run(self._request(method, path, body))
+
+    async def fetch(self, method: str, path: str, body: Any = None) -> Answer:
+        """`request` for a caller that runs its own event loop (e.g. `--wait`)."""
+        return await self._request(method, path, body)
 
     async def _request(self, method: str, path: str, body: Any) -> Answer:
         headers = {"accept": "application/json"}
@@ -134,15 +140,31 @@ def _s(value: Any) -> str:
 
 
 def _meta_item(item: str) -> tuple[str, Any]:
-    """argparse type of `--meta KEY=VALUE` (a malformed one is a usage error, exit 2)."""
+    """argparse type of `--meta KEY=VALUE`: the value is kept as text, exactly as typed (a
+    version `1.10` must not become the number 1.1). A malformed item is a usage error, exit 2."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {item!r}")
+    return key, raw
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _meta_json_item(item: str) -> tuple[str, Any]:
+    """argparse type of `--meta-json KEY=JSON`: a typed value (number, true/false/null, list,
+    object or quoted string). Anything that is not JSON is a usage error, exit 2."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"takes KEY=JSON, got {item!r}")
     try:
-        # Numbers, true/false/null and JSON strings keep their type; anything else is text.
-        return key, json.loads(raw)
-    except ValueError:
-        return key, raw
+        return key, json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"the value of {key!r} is not JSON ({exc}); write text as --meta {key}=TEXT "
+            f"or quote it: --meta-json '{key}=\"TEXT\"'"
+        ) from None
 
 
 def _limit(text: str) -> int:
@@ -157,7 +179,57 @@ def _limit(text: str) -> int:
 
 
 # -- commands -------------------------------------------------------------------------------------
+def _positive_seconds(text: str) -> float:
+    """argparse type of `--timeout`: seconds, more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _wait_for(
+    args: argparse.Namespace,
+    client: IntakeClient,
+    task_id: str,
+    shown: Mapping[str, Any] | None,
+    header: str,
+) -> int:
+    """Follow a task until it is settled (`add --wait`, `show --follow`); `shown` is what was
+    printed of it already."""
+    path = "/v1/tasks/" + quote(task_id, safe="")
+
+    async def fetch() -> Mapping[str, Any]:
+        task: Mapping[str, Any] = _check(await client.fetch("GET", path), 200)
+        return task
+
+    return wait_command(
+        fetch,
+        task_id,
+        seen=Seen.of(shown) if shown is not None else Seen(),
+        as_json=args.json,
+        timeout_s=args.timeout,
+        header=header,
+        print_outcome=shown is None or not settled(shown),
+    )
+
+
+def _timeout_misused(args: argparse.Namespace, flag: str) -> bool:
+    """--timeout without --wait/--follow: a usage error (said here; the caller exits 2)."""
+    if args.timeout is None or getattr(args, flag):
+        return False
+    print(
+        f"apixo-watcher {args.command}: error: --timeout only applies with --{flag}",
+        file=sys.stderr,
+    )
+    return True
+
+
 def cmd_add(args: argparse.Namespace) -> int:
+    if _timeout_misused(args, "wait"):
+        return EXIT_USAGE
     body: dict[str, Any] = {"task_id": args.task_id, "model": args.model}
     if args.endpoint:
         body["endpoints"] = args.endpoint
@@ -167,12 +239,16 @@ def cmd_add(args: argparse.Namespace) -> int:
         body["callback_url"] = args.callback_url
     if args.deadline:
         body["deadline"] = args.deadline
-    answer = _client(args).request("POST", "/v1/tasks", body)
+    client = _client(args)
+    answer = client.request("POST", "/v1/tasks", body)
     task = _check(answer, 200, 201)
+    verb = "registered" if answer.status == 201 else "already registered"
+    if args.wait:
+        header = f"{task['task_id']}: {verb} ({task['model']}); waiting until it is done"
+        return _wait_for(args, client, task["task_id"], None, header)
     if args.json:
         _print_json(task)
     else:
-        verb = "registered" if answer.status == 201 else "already registered"
         print(f"{task['task_id']}: {verb} ({task['model']}, {task['state']})")
     return EXIT_OK
 
@@ -198,6 +274,27 @@ _DELIVERY_COLUMNS: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
 ]
 
 
+DEFAULT_PAGE = 50  # rows a table shows unless --limit says otherwise
+ALL_PAGE = 1000  # page size of --all: the most the API gives at once
+
+
+def _pages(
+    client: IntakeClient, path: str, query: dict[str, str], args: argparse.Namespace
+) -> Iterator[Mapping[str, Any]]:
+    """The pages of a listing from --cursor on: one page, or every page with --all."""
+    page_size = args.limit or (ALL_PAGE if args.all else DEFAULT_PAGE)
+    cursor = args.cursor
+    while True:
+        params = {"limit": str(page_size), **{k: v for k, v in query.items() if v}}
+        if cursor:
+            params["cursor"] = cursor
+        body = _check(client.request("GET", f"{path}?{urlencode(params)}"), 200)
+        yield body
+        cursor = body.get("next_cursor")
+        if not args.all or not cursor:
+            return
+
+
 def _listing(
     args: argparse.Namespace,
     path: str,
@@ -205,17 +302,55 @@ def _listing(
     key: str,
     columns: list[tuple[str, Callable[[Mapping[str, Any]], Any]]],
 ) -> int:
-    """GET a paged list and print it as a table (or the raw answer with --json)."""
-    query = {"limit": str(args.limit), **{k: v for k, v in query.items() if v}}
-    body = _check(_client(args).request("GET", f"{path}?{urlencode(query)}"), 200)
-    if args.json:
-        _print_json(body)
+    """GET a paged list and print it as a table (or the raw answer with --json); with --all,
+    every page as it arrives."""
+    pages = _pages(_client(args), path, query, args)
+    if args.json and args.all:
+        _stream_json(pages, key)
         return EXIT_OK
-    rows = [[_s(get(item)) for _, get in columns] for item in body[key]]
-    print(_table(rows, [name for name, _ in columns]) if rows else f"no {key}")
-    if body.get("next_cursor"):
-        print(f"(more: showing the newest {len(rows)}; use --limit or --json for more)")
+    if args.json:
+        _print_json(next(pages))
+        return EXIT_OK
+    headers = [name for name, _ in columns]
+    widths: list[int] | None = None
+    next_cursor = None
+    for body in pages:
+        rows = [[_s(get(item)) for _, get in columns] for item in body[key]]
+        if rows:
+            widths = _print_rows(rows, headers, widths)
+        next_cursor = body.get("next_cursor")
+    if widths is None:
+        print(f"no {key}")
+    if next_cursor and not args.all:
+        print(f"(more: --cursor {next_cursor} for the next page, or --all for every page)")
     return EXIT_OK
+
+
+def _print_rows(rows: list[list[str]], headers: list[str], widths: list[int] | None) -> list[int]:
+    """Print one page of a table (the header with the first); columns only ever widen, so
+    streamed pages stay aligned as far as their values allow."""
+    first = widths is None
+    widths = widths or [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [[h.upper() for h in headers]] if first else []
+    for line in lines + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    sys.stdout.flush()
+    return widths
+
+
+def _stream_json(pages: Iterator[Mapping[str, Any]], key: str) -> None:
+    """Every page as one JSON object of the API's own shape, `{key: [...every item...],
+    "next_cursor": null}`, written item by item as pages arrive (valid JSON once complete)."""
+    sys.stdout.write(f'{{"{key}": [')
+    count = 0
+    for body in pages:
+        for item in body[key]:
+            sys.stdout.write(("," if count else "") + "\n  " + json.dumps(item, ensure_ascii=False))
+            count += 1
+        sys.stdout.flush()
+    sys.stdout.write(("\n" if count else "") + '], "next_cursor": null}\n')
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -223,19 +358,32 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if _timeout_misused(args, "follow"):
+        return EXIT_USAGE
+    client = _client(args)
     path = "/v1/tasks/" + quote(args.task_id, safe="")
-    task = _check(_client(args).request("GET", path), 200)
+    task = _check(client.request("GET", path), 200)
+    header = f"following {args.task_id} until it is done (Ctrl-C stops following, not watching)"
+    if args.json and args.follow:
+        return _wait_for(args, client, args.task_id, None, header)
     if args.json:
         _print_json(task)
         return EXIT_OK
+    _print_task(task)
+    if args.follow:
+        return _wait_for(args, client, args.task_id, task, "\n" + header)
+    return EXIT_OK
+
+
+def _print_task(task: Mapping[str, Any]) -> None:
     print(f"task        {task['task_id']}")
     print(f"model       {task['model']}")
     print(f"state       {task['state']} (upstream: {_s(task.get('upstream_state'))})")
     print(f"registered  {_s(task.get('registered_at'))} from {_s(task.get('source'))}")
     print(f"finished    {_s(task.get('finished_at'))}")
     print(f"polls       {task.get('polls', 0)}, next poll {_s(task.get('next_poll_at'))}")
-    if task.get("last_error"):
-        print(f"last error  {task['last_error']}")
+    print(f"last error  {_s(task.get('last_error'))}")
+    print("\n".join(outcome_lines(task)))
     if task.get("metadata"):
         print(f"metadata    {json.dumps(task['metadata'], ensure_ascii=False)}")
     changes = task.get("state_changes") or []
@@ -265,13 +413,15 @@ def cmd_show(args: argparse.Namespace) -> int:
                     f"    #{a['number']} {_s(a.get('started_at'))} {a['outcome']} {result} "
                     f"({a.get('duration_ms', 0):.0f} ms)"
                 )
-    return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     path = "/v1/tasks/" + quote(args.task_id, safe="")
     task = _check(_client(args).request("DELETE", path), 200)
-    print(f"{task['task_id']}: cancelled (no webhook will be sent)")
+    if task.get("already_cancelled"):
+        print(f"{task['task_id']}: already cancelled at {_s(task.get('finished_at'))} (unchanged)")
+    else:
+        print(f"{task['task_id']}: cancelled (no webhook will be sent)")
     return EXIT_OK
 
 
@@ -363,6 +513,38 @@ def reload_command(args: argparse.Namespace) -> int:
     raise IntakeError(_error_text(answer), status=answer.status)
 
 
+def _add_timeout_option(p: argparse.ArgumentParser, flag: str) -> None:
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help=f"with {flag}: stop waiting after this long, exit 1 (the daemon keeps watching; "
+        "default: no limit)",
+    )
+
+
+def _add_paging_options(p: argparse.ArgumentParser, key: str) -> None:
+    p.add_argument(
+        "--limit",
+        type=_limit,
+        default=None,
+        help=f"{key} per page, 1-1000 (default: {DEFAULT_PAGE}; with --all: {ALL_PAGE})",
+    )
+    p.add_argument(
+        "--cursor",
+        metavar="CURSOR",
+        help="start at this page: the next_cursor of an earlier page (a table that has more "
+        "says it under the last row)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every page, printed as it arrives (with --json: one JSON object "
+        f'{{"{key}": [...all...], "next_cursor": null}})',
+    )
+    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+
+
 def register(
     sub: argparse._SubParsersAction[Any],
     add_config_option: Callable[[argparse.ArgumentParser], None],
@@ -388,26 +570,54 @@ def register(
         action="append",
         type=_meta_item,
         metavar="KEY=VALUE",
-        help="metadata echoed in every webhook (repeatable; JSON values keep their type)",
+        help="metadata echoed in every webhook, the value as text (repeatable)",
+    )
+    p.add_argument(
+        "--meta-json",
+        action="append",
+        dest="meta",
+        type=_meta_json_item,
+        metavar="KEY=JSON",
+        help="metadata with a typed value: --meta-json order_id=42, --meta-json 'tags=[\"a\"]' "
+        "(repeatable; a key given twice keeps the last value)",
     )
     p.add_argument("--callback-url", help="an ad-hoc webhook target (allowed hosts only)")
     p.add_argument("--deadline", help="give up after this long, e.g. 30m (default: per model)")
     p.add_argument("--json", action="store_true", help="print the task as JSON")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait until the task is done and its webhooks are delivered (or failed for "
+        "good), printing each change; exit 0 if it succeeded and every webhook was "
+        "delivered, else 1 (Ctrl-C stops waiting, not watching: exit 130)",
+    )
+    _add_timeout_option(p, "--wait")
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("list", help="list tasks, newest first")
     add_config_option(p)
     p.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
-    p.add_argument(
-        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
-    )
-    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    _add_paging_options(p, "tasks")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="one task: state, polls, events, delivery attempts")
+    p = sub.add_parser(
+        "show",
+        help="one task: state, result, polls, events, delivery attempts",
+        description="One task: its state; its result URLs, or the failure's code and message, "
+        "or why watching stopped; the last error; polls, state changes, events and every "
+        "delivery attempt.",
+    )
     add_config_option(p)
     p.add_argument("task_id", metavar="TASK_ID")
     p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="then keep printing state changes and delivery attempts until the task is done "
+        "and its webhooks are delivered (or failed for good); exit 0 if it succeeded and "
+        "every webhook was delivered, else 1 (with --json: only the final task is printed)",
+    )
+    _add_timeout_option(p, "--follow")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("cancel", help="stop watching a task (no webhook is sent)")
@@ -431,10 +641,7 @@ def register(
         help="only deliveries in this status: " + ", ".join(DELIVERY_STATUSES),
     )
     p.add_argument("--task", metavar="TASK_ID", help="only deliveries of this task")
-    p.add_argument(
-        "--limit", type=_limit, default=50, help="at most this many, 1-1000 (default: 50)"
-    )
-    p.add_argument("--json", action="store_true", help="print the API answer as JSON")
+    _add_paging_options(p, "deliveries")
     p.set_defaults(func=cmd_deliveries)
 
     p = sub.add_parser(

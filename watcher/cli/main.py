@@ -96,7 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(p)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default: 30)")
 
-    p = sub.add_parser("gen-secret", help="print a new whsec_... webhook secret")
+    p = sub.add_parser(
+        "gen-secret",
+        help="print a new whsec_... webhook secret",
+        description="Print a new random webhook secret (whsec_ + base64 of 32 bytes).",
+    )
+    p.add_argument(
+        "--file",
+        metavar="PATH",
+        help="keep the secret in PATH: the first time, create it there (mode 0600); after "
+        "that, print the same secret again. Where it is and how to give it to a receiver "
+        "goes to stderr (make run uses this with var/webhook-secret).",
+    )
 
     p = sub.add_parser(
         "sandbox",
@@ -168,10 +179,9 @@ def error_line(message: str) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "gen-secret":
-        from watcher.webhook_secret import generate_secret
+        from watcher.cli.secret_file import gen_secret_command
 
-        print(generate_secret())
-        return EXIT_OK
+        return gen_secret_command(args)
     if command == "check-config":
         return _check_config(args)
     if command == "run":

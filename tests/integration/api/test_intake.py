@@ -637,6 +637,7 @@ async def test_cancel_stops_watching_and_show_says_cancelled(h: Harness) -> None
     assert answer.status == 200
     assert answer.body["task_id"] == "t1"
     assert answer.body["state"] == "cancelled"
+    assert answer.body["already_cancelled"] is False
     assert h.scheduler.unwatched == ["t1"]
     shown = await h.call("GET", "/v1/tasks/t1")
     assert shown.body["state"] == "cancelled"
@@ -645,6 +646,8 @@ async def test_cancel_stops_watching_and_show_says_cancelled(h: Harness) -> None
     again = await h.call("DELETE", "/v1/tasks/t1")  # a retried DELETE succeeds
     assert again.status == 200
     assert again.body["state"] == "cancelled"
+    assert again.body["already_cancelled"] is True  # the same answer, told apart
+    assert again.body["finished_at"] == answer.body["finished_at"]
 
 
 async def test_cancel_unknown_is_404_and_finished_is_409(h: Harness) -> None:

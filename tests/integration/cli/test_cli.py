@@ -124,7 +124,7 @@ async def test_operator_commands_against_a_live_daemon(live: Live) -> None:
             break
         await asyncio.sleep(0.05)
     assert detail["state"] == "succeeded"
-    assert detail["metadata"] == {"order": 42}
+    assert detail["metadata"] == {"order": "42"}  # --meta values are text
     delivery = detail["deliveries"][0]
     shown = await cli("show", "task_cli_1", "-c", c)
     assert shown.code == 0
