@@ -145,8 +145,11 @@ def _header_name(value: str) -> str:
 
 
 def _header_value(value: str) -> str:
-    if any(c in value for c in "\r\n\0"):
+    if any(c in value for c in "\r\n"):
         raise _custom("header_value", "must not contain line breaks")
+    # aiohttp refuses to send any other control character but a tab: every attempt would fail.
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise _custom("header_value", "must not contain control characters")
     return value
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from watcher import jsontext
 from watcher.config.settings import PollingPolicy
 from watcher.models import EVENT_STATE, EventOutcome, EventType, Task, TaskState
 from watcher.upstream.classify import PollOutcome, PollResult
@@ -174,7 +175,7 @@ def parse_result(data: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, str
     if not isinstance(raw, str):
         return None, f"resultJson is a {type(raw).__name__}, not a JSON string"
     try:
-        parsed = json.loads(raw)
+        parsed = jsontext.parse(raw)  # untrusted: see jsontext (NaN, nesting)
     except ValueError as exc:
         return None, f"resultJson does not parse: {exc}"
     if not isinstance(parsed, dict):

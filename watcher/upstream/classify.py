@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import enum
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
+
+from watcher import jsontext
 
 _DETAIL_MAX = 200
 
@@ -96,13 +97,15 @@ def classify(http_status: int, body: bytes, retry_after: str | None, *, now: flo
     is itself an error code (400-599), because it is the upstream application's own, more
     specific word (e.g. HTTP 400 with code 402 is an account problem, not a bad task);
     otherwise the HTTP status decides. A 2xx answer that is not a JSON envelope with a `data`
-    object is TRANSIENT (an upstream defect; asking again may work). `now` (Unix seconds) is
-    only used to turn a Retry-After date into seconds.
+    object is TRANSIENT (an upstream defect; asking again may work). The body is untrusted
+    (`jsontext.parse`): NaN, Infinity and out-of-range numbers in it become null, and one that
+    nests too deeply counts as no JSON at all. `now` (Unix seconds) is only used to turn a
+    Retry-After date into seconds.
     """
     envelope: Any = None
     try:
-        envelope = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+        envelope = jsontext.parse(body) if body else None
+    except ValueError:  # not JSON, not UTF-8, or nested too deeply
         envelope = None
     body_code: int | None = None
     message: str | None = None

@@ -719,6 +719,9 @@ def cb_hosts(hosts: str) -> str:
         (hdr("'a b': x"), 'endpoints[0].headers["a b"]', "is not a valid HTTP header name"),
         (hdr("X-V: 2"), "endpoints[0].headers.X-V", "must be a string (put the value in quotes)"),
         (hdr('X-V: "a\\nb"'), "endpoints[0].headers.X-V", "must not contain line breaks"),
+        # aiohttp refuses to send these ("Forbidden control character"): every attempt failed
+        (hdr('X-V: "a\\x01b"'), "endpoints[0].headers.X-V", "must not contain control characters"),
+        (hdr('X-V: "a\\x7fb"'), "endpoints[0].headers.X-V", "must not contain control characters"),
         (
             f"endpoints:\n  - {{name: app, url: 'https://h', secret: {WHSEC}}}"
             f"\n  - {{name: app, url: 'https://i', secret: {WHSEC}}}",

@@ -410,3 +410,25 @@ def test_apply_moves_the_watch() -> None:
 
 def test_watch_is_compact() -> None:
     assert not hasattr(make_watch(), "__dict__")
+
+
+@pytest.mark.parametrize(
+    "result_json",
+    [
+        "[" * 1000 + "]" * 1000,  # ~2 KB that exhausts the recursion limit
+        '{"resultUrls": ' * 1000 + "[]" + "}" * 1000,
+        '{"resultUrls": ' * 100 + "[]" + "}" * 100,  # parses, but deeper than accepted
+    ],
+    ids=["deep array", "deep object", "past the limit"],
+)
+def test_a_deeply_nested_result_json_is_an_unusable_result(result_json: str) -> None:
+    watch = make_watch()
+    decision = decide(watch, success_data(result_json), POLICY, NOW, 0.5)
+    assert decision.new_state is None
+    assert decision.bad_result_polls == 1
+    assert decision.error is not None
+    assert "nested more than" in decision.error
+    watch.bad_result_polls = 2
+    final = decide(watch, success_data(result_json), POLICY, NOW, 0.5)
+    assert final.outcome is not None
+    assert final.outcome.fail_code == BAD_RESULT_CODE
