@@ -37,6 +37,7 @@ async def hook(request: web.Request) -> web.Response:
 
 
 if __name__ == "__main__":
-    app = web.Application()
+    # A success carries the upstream's whole answer: allow more than aiohttp's 1 MiB default.
+    app = web.Application(client_max_size=32 * 1024 * 1024)
     app.router.add_post("/hooks/apixo", hook)
     web.run_app(app, host="127.0.0.1", port=9000)

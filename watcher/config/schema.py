@@ -31,6 +31,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from watcher.config.dburl import check_postgres_url
 from watcher.config.durations import parse_duration
 from watcher.config.problems import Problems
+from watcher.config.sizes import format_size, parse_size
 from watcher.config.yamlsrc import YamlPath
 from watcher.errors import InvalidSecret
 from watcher.models import EventType
@@ -38,6 +39,9 @@ from watcher.webhook_secret import SECRET_PREFIX, decode_secret
 
 DEFAULT_BASE_URL = "https://api.apixo.ai/api/v1"
 DEFAULT_LISTEN = "127.0.0.1:8787"
+# A status answer is a small envelope, but a success carries its resultJson: room for large ones.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MIN_MAX_RESPONSE_BYTES = 1024
 DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
@@ -54,6 +58,22 @@ def _duration(value: object) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise _custom("duration", str(exc)) from None
+
+
+def _size(value: object) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise _custom("size", str(exc)) from None
+
+
+def _at_least(minimum: int) -> AfterValidator:
+    def check(value: int) -> int:
+        if value < minimum:
+            raise _custom("too_small", f"must be at least {format_size(minimum)}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _no_bool(value: object) -> object:
@@ -275,6 +295,9 @@ class UpstreamSection(Section):
     timeout: _PositiveDuration = 10.0
     max_concurrency: _Count = 32
     max_requests_per_second: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] = 20.0
+    max_response_bytes: Annotated[
+        int, BeforeValidator(_size), _at_least(MIN_MAX_RESPONSE_BYTES)
+    ] = DEFAULT_MAX_RESPONSE_BYTES
 
 
 class PollingSection(Section):

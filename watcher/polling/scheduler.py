@@ -55,7 +55,12 @@ STARTS_PER_TURN = 32
 PROBLEM_LOG_INTERVAL_S = 60.0
 # Answers that prove the API key works (anything but a credential error, a 429 or a failure
 # to get an answer at all).
-_KEY_ACCEPTED = (PollOutcome.OK, PollOutcome.NOT_FOUND, PollOutcome.BAD_REQUEST)
+_KEY_ACCEPTED = (
+    PollOutcome.OK,
+    PollOutcome.NOT_FOUND,
+    PollOutcome.BAD_REQUEST,
+    PollOutcome.TOO_LARGE,
+)
 
 
 class StatusClient(Protocol):
@@ -596,6 +601,8 @@ class Scheduler:
 def _metric_outcome(result: PollResult) -> str:
     if result.outcome is PollOutcome.OK:
         return "ok"
+    if result.outcome is PollOutcome.TOO_LARGE:
+        return "too_large"
     if result.http_status is None:
         return "timeout" if result.detail.startswith("timeout") else "error"
     status = result.code if result.code is not None and result.code != 200 else result.http_status

@@ -27,6 +27,7 @@ class PollOutcome(enum.StrEnum):
     CREDENTIALS = "credentials"  # 401/402/403: a problem of the account, for every task
     RATE_LIMITED = "rate_limited"  # 429
     TRANSIENT = "transient"  # 5xx, other codes, timeouts, connection errors, malformed answers
+    TOO_LARGE = "too_large"  # 2xx whose body exceeds upstream.max_response_bytes: unread
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,6 +212,7 @@ def test_every_default() -> None:
             timeout_s=10.0,
             max_concurrency=32,
             max_requests_per_second=20.0,
+            max_response_bytes=16 * 1024 * 1024,
         ),
         polling=PollingConfig(
             default=PollingPolicy(
@@ -250,6 +251,14 @@ def test_every_default() -> None:
         "config OK: 0 endpoints, 0 model overrides, intake 127.0.0.1:8787, "
         "store /etc/w/var/watcher.db"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "size"), [("500KiB", 500 * 1024), ("2GiB", 2 * 1024**3), ("65536", 65536)]
+)
+def test_max_response_bytes_takes_a_size(value: str, size: int) -> None:
+    config = parse(f"upstream: {{api_key: k, max_response_bytes: {value}}}\n")
+    assert config.upstream.max_response_bytes == size
 
 
 def test_empty_sections_mean_defaults() -> None:
@@ -637,6 +646,9 @@ def cb_hosts(hosts: str) -> str:
         (up("max_concurrency: true"), "upstream.max_concurrency", "not true/false"),
         (up("max_requests_per_second: 0"), "upstream.max_requests_per_second", "greater than 0"),
         (up("max_requests_per_second: .inf"), "upstream.max_requests_per_second", "finite"),
+        (up("max_response_bytes: 1000"), "upstream.max_response_bytes", "must be at least 1KiB"),
+        (up("max_response_bytes: 16MB"), "upstream.max_response_bytes", "write MiB, not MB"),
+        (up("max_response_bytes: lots"), "upstream.max_response_bytes", "must be a size like"),
         # polling
         ("polling: {initial_delay: -1s}", "polling.initial_delay", "must not be negative"),
         ("polling: {initial_interval: 0s}", "polling.initial_interval", "must be greater than 0"),
