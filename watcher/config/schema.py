@@ -32,7 +32,7 @@ from watcher.config.dburl import check_postgres_url
 from watcher.config.durations import parse_duration
 from watcher.config.problems import Problems
 from watcher.config.sizes import format_size, parse_size
-from watcher.config.yamlsrc import YamlPath
+from watcher.config.yamlsrc import YamlPath, looks_secret
 from watcher.errors import InvalidSecret
 from watcher.models import EventType
 from watcher.webhook_secret import SECRET_PREFIX, decode_secret
@@ -445,6 +445,8 @@ def _message(error: ErrorDetails, model: type[Section], also_known: Sequence[str
     value = error.get("input")
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
+        if looks_secret(key):  # a secret pasted where a key goes: the line points at it
+            return "unknown key (not repeated here: it looks like a secret)"
         known = [*model.model_fields, *(f"{k}_file" for k in model.file_keys), *also_known]
         return f"unknown key '{key}'" + _did_you_mean(key, known)
     if kind in _SIMPLE_MESSAGES:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -16,6 +16,7 @@ from typing import Any
 from watcher import jsontext
 
 _DETAIL_MAX = 200
+REDACTED = "**********"
 
 
 class PollOutcome(enum.StrEnum):
@@ -84,13 +85,24 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def shorten(text: str) -> str:
-    """One line of at most 200 characters, for a result's detail."""
+def shorten(text: str, secrets: Sequence[str] = ()) -> str:
+    """One line of at most 200 characters, for a result's detail, with every one of `secrets`
+    replaced first: cut first, a secret across the cut would keep its first characters."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
 
 
-def classify(http_status: int, body: bytes, retry_after: str | None, *, now: float) -> PollResult:
+def classify(
+    http_status: int,
+    body: bytes,
+    retry_after: str | None,
+    *,
+    now: float,
+    secrets: Sequence[str] = (),
+) -> PollResult:
     """Classify one HTTP answer of the status endpoint.
 
     The envelope's `code` counts like an HTTP status (FACTS.md): on a 2xx answer a body code
@@ -101,8 +113,12 @@ def classify(http_status: int, body: bytes, retry_after: str | None, *, now: flo
     object is TRANSIENT (an upstream defect; asking again may work). The body is untrusted
     (`jsontext.parse`): NaN, Infinity and out-of-range numbers in it become null, and one that
     nests too deeply counts as no JSON at all. `now` (Unix seconds) is only used to turn a
-    Retry-After date into seconds.
+    Retry-After date into seconds. `secrets` (the API key) are replaced wherever the answer
+    echoes them, before anything reads it.
     """
+    for secret in secrets:
+        if secret and secret.encode() in body:
+            body = body.replace(secret.encode(), REDACTED.encode())
     envelope: Any = None
     try:
         envelope = jsontext.parse(body) if body else None
@@ -141,4 +157,6 @@ def classify(http_status: int, body: bytes, retry_after: str | None, *, now: flo
             outcome, detail = PollOutcome.TRANSIENT, f"{head}: malformed answer ({problem})"
         else:
             data = envelope["data"]
-    return PollResult(outcome, http_status, body_code, data, retry_after_s, shorten(detail))
+    return PollResult(
+        outcome, http_status, body_code, data, retry_after_s, shorten(detail, secrets)
+    )

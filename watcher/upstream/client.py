@@ -23,7 +23,6 @@ from watcher.upstream.classify import PollOutcome, PollResult, classify, shorten
 
 log = structlog.get_logger(__name__)
 
-_REDACTED = "**********"
 # Task ids made only of these characters need no quoting in a URL query.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._~-]+")
 _CACHE_MAX = 256
@@ -130,8 +129,11 @@ class UpstreamClient:
             ) as resp:
                 body = await _read_capped(resp, config.max_response_bytes)
                 retry_after = resp.headers.get("Retry-After")
+                secrets = (key,) if key else ()
                 if body is not None:
-                    result = classify(resp.status, body, retry_after, now=time.time())
+                    result = classify(
+                        resp.status, body, retry_after, now=time.time(), secrets=secrets
+                    )
                 elif 200 <= resp.status < 300:
                     # Maybe a success with a huge result: not read, and not a mere transient
                     # problem either (decide() fails the task after a few of these).
@@ -147,7 +149,9 @@ class UpstreamClient:
                     )
                 else:
                     # An error status says what it needs to; its huge body adds nothing.
-                    result = classify(resp.status, b"", retry_after, now=time.time())
+                    result = classify(
+                        resp.status, b"", retry_after, now=time.time(), secrets=secrets
+                    )
         except TimeoutError:
             result = _failure(f"timeout after {timeout:g}s")
         except aiohttp.ClientConnectorError as exc:
@@ -158,7 +162,9 @@ class UpstreamClient:
             # ValueError: a base URL yarl cannot use; reported per poll rather than crashing.
             result = _failure(f"request failed: {type(exc).__name__}: {exc}")
         duration = time.monotonic() - started
-        detail = shorten(result.detail.replace(key, _REDACTED)) if key else result.detail
+        # classify() has scrubbed its details before cutting them; the failures above are
+        # scrubbed (then cut) here, e.g. an exception message that quotes the key.
+        detail = shorten(result.detail, (key,) if key else ())
         return replace(result, detail=detail, duration_s=duration)
 
     async def close(self) -> None:

@@ -204,6 +204,22 @@ async def test_a_given_session_is_used_and_left_open(
     assert sandbox.polls() == 1
 
 
+@pytest.mark.parametrize("pad", [155, 160, 165, 170])
+async def test_a_key_echoed_where_the_detail_is_cut_is_never_shown_in_part(
+    server: TestServer, sandbox: SandboxState, pad: int
+) -> None:
+    # The detail is cut at 200 characters: the cut used to fall inside the echoed key, after
+    # the key had been looked for, so its first characters were logged and shown.
+    sandbox.script("task_1", error(401, "x" * pad + f" invalid key {KEY} given"))
+    client = UpstreamClient(config_for(server))
+    try:
+        result = await client.fetch_status("nano-banana", "task_1")
+    finally:
+        await client.close()
+    assert result.outcome is PollOutcome.CREDENTIALS
+    assert not any(KEY[:end] in result.detail for end in range(6, len(KEY) + 1))
+
+
 # --- answer sizes (issue 9, item 3) -------------------------------------------------------------
 
 BIG_URLS = tuple(f"https://cdn.apixo.ai/output/{i:07d}-{'x' * 40}.png" for i in range(70_000))

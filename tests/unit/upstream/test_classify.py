@@ -176,3 +176,35 @@ def test_nesting_up_to_the_limit_is_kept() -> None:
     result = classify(200, env(200, data), None, now=NOW)
     assert result.outcome is PollOutcome.OK
     assert result.data == data
+
+
+# --- the API key echoed back (issue 9, item 14) ------------------------------------------------
+
+KEY = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e"
+
+
+def leaked_prefix(text: str, secret: str = KEY, shortest: int = 6) -> str | None:
+    """The longest start of `secret` (at least `shortest` characters) found in `text`."""
+    for end in range(len(secret), shortest - 1, -1):
+        if secret[:end] in text:
+            return secret[:end]
+    return None
+
+
+@pytest.mark.parametrize("pad", range(150, 200))
+def test_a_key_echoed_where_the_detail_is_cut_is_never_shown_in_part(pad: int) -> None:
+    # The 200-character cut used to fall inside the key, and its first characters were kept.
+    body = env(401, None, "x" * pad + f" invalid key {KEY} given")
+    result = classify(401, body, None, now=NOW, secrets=[KEY])
+    assert result.outcome is PollOutcome.CREDENTIALS
+    assert len(result.detail) <= 200
+    assert leaked_prefix(result.detail) is None
+
+
+def test_a_key_echoed_anywhere_in_an_answer_is_replaced_before_it_is_read() -> None:
+    data = {"state": "failed", "failCode": "AUTH", "failMsg": f"key {KEY} lacks a scope"}
+    result = classify(200, env(200, data, f"hello {KEY}"), None, now=NOW, secrets=[KEY])
+    assert result.outcome is PollOutcome.OK
+    assert result.data is not None
+    assert result.data["failMsg"] == "key ********** lacks a scope"
+    assert KEY not in result.detail
