@@ -82,3 +82,9 @@ def test_finite_replaces_non_finite_floats() -> None:
         "a": [None, 1.0, {"b": None}],
         "c": "x",
     }
+
+
+def test_bytes_are_strict_utf8() -> None:
+    assert jsontext.parse(b'\xef\xbb\xbf{"a": "\xc3\xa9"}') == {"a": "é"}  # a BOM is tolerated
+    with pytest.raises(UnicodeDecodeError):
+        jsontext.parse(b'"\xed\xa0\x80"')  # an encoded lone surrogate is not UTF-8
