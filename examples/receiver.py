@@ -40,7 +40,9 @@ async def hook(request: web.Request) -> web.Response:
     repeat = " (repeat, ignored)" if webhook_id in seen else ""
     seen.add(webhook_id)
     data = event["data"]
-    say(f"verified {event['type']} for {data.get('task_id', '(test event)')} [{webhook_id}]{repeat}")
+    say(
+        f"verified {event['type']} for {data.get('task_id', '(test event)')} [{webhook_id}]{repeat}"
+    )
     say(json.dumps(data.get("result_urls") or data.get("fail_msg") or data, indent=2))
     return web.Response(status=204)
 
@@ -52,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("APP_WEBHOOK_SECRET"):
         sys.exit("set APP_WEBHOOK_SECRET to the endpoint's secret (make run: var/webhook-secret)")
-    app = web.Application()
+    # A success carries the upstream's whole answer: allow more than aiohttp's 1 MiB default.
+    app = web.Application(client_max_size=32 * 1024 * 1024)
     app.router.add_post("/hooks/apixo", hook)
     web.run_app(
         app,

@@ -181,6 +181,7 @@ class SecretScrubber:
             for secret in self._secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
+                value = _scrub_cut_off(value, secret)
             return value
         if isinstance(value, dict):
             return {k: self._scrub(v) for k, v in value.items()}
@@ -190,6 +191,28 @@ class SecretScrubber:
 
 
 scrubber = SecretScrubber()
+_ELLIPSES = ("...", "\u2026")
+_SHORTEST_CUT = 6  # a shorter start of a secret says too little to be worth hiding
+
+
+def _scrub_cut_off(value: str, secret: str) -> str:
+    """`value` without a start of `secret` at its very end (before an ellipsis, if any): text
+    shortened before it reached the scrubber may end inside a secret, and its first
+    characters must not be logged either."""
+    body = value
+    tail = ""
+    for ellipsis in _ELLIPSES:
+        if body.endswith(ellipsis):
+            body, tail = body[: -len(ellipsis)], ellipsis
+            break
+    # Only the last len(secret) - 1 characters can hold a start that the full match missed.
+    start = max(0, len(body) - len(secret) + 1)
+    index = body.find(secret[:_SHORTEST_CUT], start)
+    while index != -1:
+        if secret.startswith(body[index:]):
+            return body[:index] + REDACTED + tail
+        index = body.find(secret[:_SHORTEST_CUT], index + 1)
+    return value
 
 
 def stdout_is_journal(

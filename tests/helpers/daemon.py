@@ -37,6 +37,7 @@ def write_config(
     api_key: str = API_KEY,
     extra: Mapping[str, Any] | None = None,
     extra_store: Mapping[str, Any] | None = None,
+    extra_upstream: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a config (and tasks file) for a test daemon; returns the config path."""
     config: dict[str, Any] = {
@@ -46,6 +47,7 @@ def write_config(
             "timeout": "2s",
             "max_concurrency": 8,
             "max_requests_per_second": 200,
+            **(extra_upstream or {}),
         },
         "polling": {
             "initial_delay": "0s",

@@ -175,7 +175,7 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def start_receiver(secrets: Iterable[str] = ()) -> AsyncIterator[Receiver]:
     """Run a receiver on 127.0.0.1 (a free port) that verifies with any of `secrets`."""
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # large results make large bodies
     server = TestServer(app, host="127.0.0.1")
     receiver = Receiver(server, list(secrets))
     app.router.add_route("*", "/{tail:.*}", receiver._handle)

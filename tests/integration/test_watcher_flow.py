@@ -98,6 +98,41 @@ async def test_unparseable_result_becomes_watcher_bad_result(
     assert upstream.state.polls("task_br") >= 2  # re-polled before giving up
 
 
+async def test_a_5_mb_success_is_delivered_not_timed_out(
+    start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    # Once read with a 1 MiB cap: retried until the deadline, then task.timed_out.
+    urls = tuple(f"https://cdn.apixo.ai/output/{i:07d}-{'x' * 40}.png" for i in range(70_000))
+    upstream.state.script("task_big", pending(), success(urls))
+    running = await start_daemon(endpoints=[endpoint(receiver, secret)])
+    await running.add("task_big")
+    (hook,) = await receiver.wait_for(1, timeout=20)
+    assert hook.verified
+    assert hook.body["type"] == "task.succeeded"
+    assert len(hook.body["data"]["result_urls"]) == len(urls)
+    assert len(hook.raw_body) > 5_000_000
+
+
+async def test_answers_always_too_large_fail_the_task_soon(
+    start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
+) -> None:
+    urls = tuple(f"https://cdn.apixo.ai/output/{i:05d}.png" for i in range(5000))
+    upstream.state.script("task_huge", pending(), success(urls))
+    running = await start_daemon(
+        endpoints=[endpoint(receiver, secret)],
+        extra_upstream={"max_response_bytes": "64KiB"},
+        polling={"deadline": "1h"},
+    )
+    await running.add("task_huge")
+    (hook,) = await receiver.wait_for(1, timeout=10)
+    data = hook.body["data"]
+    assert hook.body["type"] == "task.failed"
+    assert data["fail_code"] == "WATCHER_ANSWER_TOO_LARGE"
+    assert "upstream.max_response_bytes (64KiB)" in data["fail_msg"]
+    assert data["upstream"] is None
+    assert upstream.state.polls("task_huge") == 4  # pending, then 3 answers too large
+
+
 async def test_not_found_then_found_is_delivered(
     start_daemon: Any, upstream: Upstream, receiver: Receiver, secret: str
 ) -> None:

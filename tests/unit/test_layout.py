@@ -17,7 +17,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "watcher"
 # layer know nothing of each other (the store does not know the upstream, polling does not know
 # delivery), except the foundations on layer 0, which may use each other (no cycles, though).
 LAYERS: list[set[str]] = [
-    {"errors", "models", "clock", "ids", "logs", "notify", "webhook_secret", "__init__"},
+    {
+        "errors",
+        "models",
+        "clock",
+        "ids",
+        "jsontext",
+        "logs",
+        "notify",
+        "webhook_secret",
+        "__init__",
+    },
     {"config"},
     {"store", "upstream"},
     {"polling", "delivery"},

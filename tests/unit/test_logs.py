@@ -185,6 +185,31 @@ def test_known_secrets_are_scrubbed_from_standard_library_records() -> None:
     assert f"token {REDACTED} refused" in second["exception"]
 
 
+@pytest.mark.parametrize("cut", [6, 10, 15, len(API_KEY) - 1])
+@pytest.mark.parametrize("ellipsis", ["", "...", "\u2026"])
+def test_a_secret_cut_off_at_the_end_of_a_value_is_scrubbed_too(cut: int, ellipsis: str) -> None:
+    # A message shortened by someone else (a library, an upstream) may end inside a secret:
+    # its first characters must not reach the log either.
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out, journal=False)
+    scrubber.set_secrets([API_KEY])
+    cut_off = f"HTTP 401: invalid key {API_KEY[:cut]}{ellipsis}"
+    structlog.get_logger("watcher.test").warning("x", detail=cut_off, items=[cut_off])
+    (event,) = _json_lines(out.getvalue())
+    assert event["detail"] == f"HTTP 401: invalid key {REDACTED}{ellipsis}"
+    assert event["items"] == [event["detail"]]
+    assert API_KEY[:6] not in out.getvalue()
+
+
+def test_text_that_merely_ends_like_a_secret_starts_is_kept_when_short() -> None:
+    out = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=out, journal=False)
+    scrubber.set_secrets([API_KEY])
+    structlog.get_logger("watcher.test").info("x", value="model sk-li")  # 5 characters: kept
+    (event,) = _json_lines(out.getvalue())
+    assert event["value"] == "model sk-li"
+
+
 def test_a_secret_containing_another_is_replaced_whole() -> None:
     out = io.StringIO()
     configure_logging(level="info", fmt="json", stream=out, journal=False)

@@ -146,6 +146,13 @@ class Metrics:
             ["route", "method", "status"],
             registry=reg,
         )
+        self._contained_errors = Counter(
+            PREFIX + "contained_errors",
+            "Unexpected errors raised while handling one task's answer (loop=scheduler) or one "
+            "delivery's attempt (loop=deliverer), made that task's or delivery's error.",
+            ["loop", "error_type"],
+            registry=reg,
+        )
         self._upstream_requests_by = _Children(self._upstream_requests)
         self._upstream_duration_by = _Children(self._upstream_duration)
         self._webhook_attempts_by = _Children(self._webhook_attempts)
@@ -186,6 +193,11 @@ class Metrics:
     def delivery_latency(self, endpoint: str, seconds: float) -> None:
         """A delivery succeeded `seconds` after its event was created."""
         self._delivery_latency_by.get(endpoint).observe(max(0.0, seconds))
+
+    def contained_error(self, loop: str, error_type: str) -> None:
+        """An unexpected error of one poll or attempt was contained (`error_type`: the
+        exception's class name, a bounded set)."""
+        self._contained_errors.labels(loop=loop, error_type=error_type).inc()
 
     # -- daemon ---------------------------------------------------------------------------------
     def config_reload(self, success: bool, *, now: float | None = None) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from aiohttp import web
 
+from watcher import jsontext
 from watcher.api.metrics import Metrics
 from watcher.api.openapi import openapi_document
 from watcher.api.views import delivery_json, ping_json, task_detail_json, task_json
@@ -103,7 +104,16 @@ def error_body(
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers)
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    """Every answer is RFC 8259 JSON; a NaN in a record stored before values were checked is
+    answered as null."""
+    try:
+        return json.dumps(data, allow_nan=False)
+    except ValueError:
+        return json.dumps(jsontext.finite(data), allow_nan=False)
 
 
 def _reject_constant(name: str) -> Any:

@@ -7,16 +7,19 @@ none, and configured endpoints appear only by name.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from watcher import jsontext
 from watcher.delivery.events import iso_timestamp
 from watcher.models import Attempt, Delivery, Event, PublicDeliveryStatus, StateChange, Task
 
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
     from watcher.service import TaskView
+
+# An event body wraps upstream values (at most jsontext.MAX_DEPTH deep) in a few levels.
+_BODY_MAX_DEPTH: Final = 4 * jsontext.MAX_DEPTH
 
 
 def iso(ts: float | None) -> str | None:
@@ -57,8 +60,10 @@ def state_change_json(change: StateChange) -> dict[str, Any]:
 def event_json(event: Event) -> dict[str, Any]:
     """An event with its webhook body parsed as `payload` (exactly what receivers got)."""
     try:
-        payload: Any = json.loads(event.body)
-    except ValueError:  # never expected: bodies are built by json.dumps
+        # Bodies are built by events.build_event; one stored by an older version may hold NaN,
+        # which is read as null, so the answer stays strict JSON.
+        payload: Any = jsontext.parse(event.body, max_depth=_BODY_MAX_DEPTH)
+    except ValueError:  # never expected
         payload = None
     return {
         "id": event.event_id,

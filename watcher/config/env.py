@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.config.problems import Problems
-from watcher.config.yamlsrc import YamlPath
+from watcher.config.yamlsrc import YamlPath, shown
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -122,6 +122,9 @@ class SecretFiles:
 
     def _read(self, name: str, where: YamlPath) -> str | None:
         file = Path(name)
+        # Messages show the file with the parts of `name` that look like a pasted secret
+        # hidden (`api_key_file: sk-...` is a key where a path belongs).
+        shown_name = Path(*(shown(part) for part in file.parts)) if file.parts else file
         looked_in_credentials = False
         if not file.is_absolute():
             credentials = self._environ.get("CREDENTIALS_DIRECTORY")
@@ -131,20 +134,22 @@ class SecretFiles:
                 in_credentials = True
             if in_credentials:
                 file = Path(credentials or "") / file
+                shown_name = Path(credentials or "") / shown_name
             else:
                 looked_in_credentials = bool(credentials)
                 file = self._base_dir / file
+                shown_name = self._base_dir / shown_name
         try:
             content = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             also = " (not in $CREDENTIALS_DIRECTORY either)" if looked_in_credentials else ""
-            message = f"cannot read {file}: {exc.strerror or 'error'}{also}"
+            message = f"cannot read {shown_name}: {exc.strerror or 'error'}{also}"
             self._problems.add(where, message)
             return None
         except UnicodeDecodeError:
-            self._problems.add(where, f"{file} is not UTF-8 text")
+            self._problems.add(where, f"{shown_name} is not UTF-8 text")
             return None
         if not content:
-            self._problems.add(where, f"{file} is empty")
+            self._problems.add(where, f"{shown_name} is empty")
             return None
         return content

@@ -31,13 +31,17 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from watcher.config.dburl import check_postgres_url
 from watcher.config.durations import parse_duration
 from watcher.config.problems import Problems
-from watcher.config.yamlsrc import YamlPath
+from watcher.config.sizes import format_size, parse_size
+from watcher.config.yamlsrc import YamlPath, looks_secret
 from watcher.errors import InvalidSecret
 from watcher.models import EventType
 from watcher.webhook_secret import SECRET_PREFIX, decode_secret
 
 DEFAULT_BASE_URL = "https://api.apixo.ai/api/v1"
 DEFAULT_LISTEN = "127.0.0.1:8787"
+# A status answer is a small envelope, but a success carries its resultJson: room for large ones.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MIN_MAX_RESPONSE_BYTES = 1024
 DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
@@ -54,6 +58,22 @@ def _duration(value: object) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise _custom("duration", str(exc)) from None
+
+
+def _size(value: object) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise _custom("size", str(exc)) from None
+
+
+def _at_least(minimum: int) -> AfterValidator:
+    def check(value: int) -> int:
+        if value < minimum:
+            raise _custom("too_small", f"must be at least {format_size(minimum)}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _no_bool(value: object) -> object:
@@ -145,8 +165,11 @@ def _header_name(value: str) -> str:
 
 
 def _header_value(value: str) -> str:
-    if any(c in value for c in "\r\n\0"):
+    if any(c in value for c in "\r\n"):
         raise _custom("header_value", "must not contain line breaks")
+    # aiohttp refuses to send any other control character but a tab: every attempt would fail.
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise _custom("header_value", "must not contain control characters")
     return value
 
 
@@ -272,6 +295,9 @@ class UpstreamSection(Section):
     timeout: _PositiveDuration = 10.0
     max_concurrency: _Count = 32
     max_requests_per_second: Annotated[float, BeforeValidator(_no_bool), Field(gt=0)] = 20.0
+    max_response_bytes: Annotated[
+        int, BeforeValidator(_size), _at_least(MIN_MAX_RESPONSE_BYTES)
+    ] = DEFAULT_MAX_RESPONSE_BYTES
 
 
 class PollingSection(Section):
@@ -419,6 +445,8 @@ def _message(error: ErrorDetails, model: type[Section], also_known: Sequence[str
     value = error.get("input")
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
+        if looks_secret(key):  # a secret pasted where a key goes: the line points at it
+            return "unknown key (not repeated here: it looks like a secret)"
         known = [*model.model_fields, *(f"{k}_file" for k in model.file_keys), *also_known]
         return f"unknown key '{key}'" + _did_you_mean(key, known)
     if kind in _SIMPLE_MESSAGES:

@@ -34,6 +34,7 @@ from watcher.config.schema import (
     DEFAULT_BASE_URL,
     DEFAULT_LEASE_S,
     DEFAULT_LISTEN,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_RETENTION_S,
     DEFAULT_RETRY_SCHEDULE_S,
     POLLING_FIELDS,
@@ -60,6 +61,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LEASE_S",
     "DEFAULT_LISTEN",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_RETENTION_S",
     "DEFAULT_RETRY_SCHEDULE_S",
     "STORE_FILE_NAME",
@@ -142,13 +144,15 @@ class PollingConfig:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
-    """The APIXO status API: where it is, the key, and the global request budget."""
+    """The APIXO status API: where it is, the key, the global request budget, and how large an
+    answer is read at most."""
 
     base_url: str  # without a trailing slash
     api_key: Secret
     timeout_s: float = 10.0
     max_concurrency: int = 32
     max_requests_per_second: float = 20.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +408,7 @@ class _Builder:
             timeout_s=model.timeout,
             max_concurrency=model.max_concurrency,
             max_requests_per_second=model.max_requests_per_second,
+            max_response_bytes=model.max_response_bytes,
         )
 
     def _polling(self, raw: dict[str, Any]) -> PollingConfig | None:

@@ -21,6 +21,11 @@ YamlPath = tuple[str | int, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_KEY = re.compile(r"[^.\[\]\s\"']+")
+HIDDEN = "<hidden>"
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_.:/-]+")
+_QUOTED = re.compile(r"'([^']*)'")
+_NO_CONSTRUCTOR = "could not determine a constructor for the tag"
 
 try:  # the libyaml parser is several times faster on large tasks files; same safe semantics
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
@@ -60,12 +65,40 @@ class LineMap(Mapping[YamlPath, int]):
         return None
 
 
+def looks_secret(text: str) -> bool:
+    """Whether a mapping key, a tag or a file name looks like a pasted secret (an API key, a
+    token, a whsec_ secret) rather than a name a person chose. Such text is never repeated in
+    an error: the YAML line points at it instead. Model names such as `gemini-2.5-flash` or
+    `nano-banana-2` and header names stay readable.
+    """
+    if text.startswith("whsec_") or len(text) > 64:
+        return True
+    if len(text) < 16:
+        return False
+    digits = sum(c.isdigit() for c in text)
+    letters = sum(c.isalpha() for c in text)
+    longest_run = max((len(run) for run in _ALNUM_RUN.findall(text)), default=0)
+    return (
+        (digits >= 4 and letters >= 4)
+        or longest_run >= 20
+        or not _NAME_CHARS.fullmatch(text)  # base64's +/=, a space ("Bearer ...")
+    )
+
+
+def shown(text: str) -> str:
+    """`text` for an error message: itself, or HIDDEN when it looks like a secret."""
+    return HIDDEN if looks_secret(text) else text
+
+
 def format_path(path: Sequence[str | int]) -> str:
-    """A path as people read it: `endpoints[0].url`; odd keys quoted: `models["gpt-4.1"]`."""
+    """A path as people read it: `endpoints[0].url`; odd keys quoted: `models["gpt-4.1"]`; a key
+    that looks like a pasted secret as `<hidden>`."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif looks_secret(part):
+            out += f".{HIDDEN}" if out else HIDDEN
         elif _PLAIN_KEY.fullmatch(part):
             out += f".{part}" if out else part
         else:
@@ -121,7 +154,11 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> ConfigProblem:
     if exc.problem == "could not find expected ':'" and exc.context_mark is not None:
         mark = exc.context_mark  # the key missing its colon, not where the scanner gave up
     line = mark.line + 1 if mark is not None else None
-    message = exc.problem or "not valid YAML"
+    # PyYAML quotes what it choked on (a tag, an alias): never a pasted secret, though.
+    message = _QUOTED.sub(lambda m: f"'{shown(m.group(1))}'", exc.problem or "not valid YAML")
+    if message.startswith(_NO_CONSTRUCTOR):
+        tag = message[len(_NO_CONSTRUCTOR) :].strip()
+        message = f"unsupported tag {tag} (only plain values: text, numbers, lists, mappings)"
     if (
         mark is not None
         and "tab" not in message
@@ -163,7 +200,7 @@ def _walk(
                     ConfigProblem(
                         format_path(child),
                         line,
-                        f"duplicate key '{key}' (first on line {first[identity]})",
+                        f"duplicate key '{shown(key)}' (first on line {first[identity]})",
                     )
                 )
             else:

@@ -52,7 +52,7 @@ from watcher.delivery.sender import (
     endpoint_target,
     request_headers,
 )
-from watcher.errors import InvalidSecret
+from watcher.errors import InvalidSecret, StoreError
 from watcher.logs import log_time
 from watcher.models import (
     CALLBACK_ENDPOINT,
@@ -116,6 +116,8 @@ class DeliveryObserver(Protocol):
     def webhook_attempt(self, endpoint: str, outcome: str, duration_s: float) -> None: ...
 
     def delivery_latency(self, endpoint: str, seconds: float) -> None: ...
+
+    def contained_error(self, loop: str, error_type: str) -> None: ...
 
 
 class Deliverer:
@@ -205,8 +207,9 @@ class Deliverer:
         self._wake.set()
 
     async def run(self) -> None:
-        """Start attempts as they fall due until `stop()`. A crashed attempt (e.g. the store
-        failed) is raised here, so the daemon goes down loudly instead of hanging."""
+        """Start attempts as they fall due until `stop()`. The store failing (in an attempt or
+        in the group commit) is raised here, so the daemon goes down loudly instead of hanging;
+        any other error of one attempt is that delivery's (see `_work`)."""
         while not self._stopping:
             self._raise_failure()
             now = self._clock.monotonic()
@@ -252,7 +255,7 @@ class Deliverer:
             self._http,
             endpoint.name,
             endpoint_target(endpoint),
-            now=self._clock.now(),
+            now=self._clock.time(),
             user_agent=self._user_agent,
         )
         log.info(
@@ -334,15 +337,50 @@ class Deliverer:
                     # Shutdown: not recorded, so the delivery stays pending in the store.
                     self._in_flight.discard(delivery_id)
                     raise
-                except Exception as exc:
+                except StoreError as exc:  # the daemon's own machinery: go down loudly
                     self._in_flight.discard(delivery_id)
                     self._crashed(delivery_id, exc)
                     return
+                except Exception as exc:
+                    # Whatever one delivery makes go wrong (its endpoint's headers, a reply
+                    # aiohttp chokes on, a bug it triggers) is that delivery's failed attempt:
+                    # retried on its schedule, and every other delivery goes on.
+                    attempt, decision = self._attempt_crashed(delivery, exc)
                 self._record(_Finished(delivery, decision, attempt))
         finally:
             self._busy[key] -= 1
             if self._busy[key] <= 0:
                 del self._busy[key]
+
+    def _attempt_crashed(
+        self, delivery: Delivery, exc: Exception
+    ) -> tuple[Attempt, retry.Decision]:
+        """An attempt that raised, as a failed attempt backed off on the retry schedule."""
+        error_type = type(exc).__name__
+        log.error(
+            "webhook_attempt_error",
+            delivery_id=delivery.delivery_id,
+            task_id=delivery.task_id,
+            endpoint=delivery.endpoint,
+            error_type=error_type,
+            exc_info=exc,
+        )
+        if self._observer is not None:
+            self._observer.contained_error("deliverer", error_type)
+        now = self._timeline.wall()  # stored, like every attempt's times
+        result = retry.HttpResult(error=f"internal error: {error_type}")
+        decision = retry.decide(delivery, result, self._config.retry_schedule_s, now=now)
+        attempt = Attempt(
+            delivery_id=delivery.delivery_id,
+            number=decision.delivery.attempts,
+            started_at=now,
+            duration_ms=0.0,
+            outcome=decision.outcome,
+            status_code=None,
+            error=result.describe(),
+            webhook_timestamp=None,
+        )
+        return attempt, decision
 
     def _crashed(self, delivery_id: str, exc: BaseException) -> None:
         log.error("webhook_attempt_crashed", delivery_id=delivery_id, exc_info=exc)

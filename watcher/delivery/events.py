@@ -8,12 +8,12 @@ fields of each event type; keep the two in step.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from watcher import jsontext
 from watcher.ids import new_id
 from watcher.models import (
     CALLBACK_ENDPOINT,
@@ -111,13 +111,20 @@ def _event_data(outcome: EventOutcome, task: Task, *, now: float) -> dict[str, A
 
 
 def build_event(outcome: EventOutcome, task: Task, *, now: float) -> Event:
-    """The event for `outcome`, with its final JSON body (compact, UTF-8, fixed key order)."""
+    """The event for `outcome`, with its final JSON body (compact, UTF-8, fixed key order,
+    strict RFC 8259: no NaN or Infinity)."""
     body = {
         "type": str(outcome.type),
         "timestamp": iso_timestamp(now),
         "data": _event_data(outcome, task, now=now),
     }
-    encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        text = jsontext.dumps(body)
+    except ValueError:
+        # Upstream values come through jsontext.parse, so only a record stored before values
+        # were checked (metadata holding NaN) can get here: it is sent as null, never as NaN.
+        text = jsontext.dumps(jsontext.finite(body))
+    encoded = text.encode("utf-8")
     return Event(
         event_id=new_id("evt_", now=now),
         task_id=task.task_id,
@@ -141,7 +148,7 @@ def build_test_body(endpoint: str, *, now: float) -> bytes:
             "message": "a test event sent by `apixo-watcher ping`; it is about no task",
         },
     }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return jsontext.dumps(body).encode("utf-8")
 
 
 def plan_deliveries(

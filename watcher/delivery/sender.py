@@ -7,11 +7,13 @@ short one frees its connection for reuse and a huge one costs nothing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
+from aiohttp.payload import TOO_LARGE_BYTES_BODY, BytesPayload
 
 from watcher.delivery import retry, signing
 from watcher.errors import DeliveryError
@@ -125,7 +127,7 @@ class WebhookClient:
         try:
             async with session.post(
                 target.url,
-                data=body,
+                data=_payload(body),
                 headers=headers,
                 allow_redirects=False,  # a redirect is a failed attempt ("HTTP 3xx")
                 timeout=self._timeout(target.timeout_s),
@@ -154,6 +156,17 @@ class WebhookClient:
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
+
+
+def _payload(body: bytes) -> bytes | BytesPayload:
+    """The body as aiohttp sends it. Over 1 MiB aiohttp warns (ResourceWarning) that raw bytes
+    might block the loop, which only holds for compression a webhook never uses; a large
+    success (a result of megabytes) must go out all the same."""
+    if len(body) <= TOO_LARGE_BYTES_BODY:
+        return body
+    with warnings.catch_warnings():  # no await inside: no other coroutine sees the filter
+        warnings.simplefilter("ignore", ResourceWarning)
+        return BytesPayload(body)
 
 
 async def _read_some(response: aiohttp.ClientResponse, limit: int, keep: int = 0) -> bytes:

@@ -15,10 +15,11 @@ ends a task without asking the upstream first.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from watcher import jsontext
 from watcher.config.settings import PollingPolicy
 from watcher.models import EVENT_STATE, EventOutcome, EventType, Task, TaskState
 from watcher.upstream.classify import PollOutcome, PollResult
@@ -27,6 +28,10 @@ from watcher.upstream.classify import PollOutcome, PollResult
 # task is failed with BAD_RESULT_CODE: an upstream may write the result a moment late.
 BAD_RESULT_LIMIT = 3
 BAD_RESULT_CODE = "WATCHER_BAD_RESULT"
+# A 2xx answer larger than upstream.max_response_bytes is not read (it may be a success with a
+# huge result): after BAD_RESULT_LIMIT of them in a row the task fails with this code, rather
+# than being asked until its deadline and ending in task.timed_out.
+TOO_LARGE_CODE = "WATCHER_ANSWER_TOO_LARGE"
 REJECTED_CODE = "WATCHER_UPSTREAM_REJECTED"
 # How long a 429 without Retry-After slows the whole upstream down.
 DEFAULT_RATE_LIMIT_S = 5.0
@@ -51,7 +56,9 @@ class Watch:
     interval_s: float  # the wait after the next non-terminal answer (before jitter)
     next_poll_at: float | None  # None while a poll is in flight
     polls: int = 0  # requests made for this task, over its whole life
-    bad_result_polls: int = 0  # consecutive successes with an unusable resultJson
+    # Consecutive answers that may be a success we cannot use: an unusable resultJson, or a
+    # 2xx answer too large to read. Transient problems in between keep the count.
+    bad_result_polls: int = 0
     last_error: str | None = None  # the last non-terminal problem, for `show`
     unknown_state_logged: bool = False
     # A poll of this task has been answered since the watch began: only then may the deadline
@@ -188,7 +195,7 @@ def parse_result(data: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, str
     if not isinstance(raw, str):
         return None, f"resultJson is a {type(raw).__name__}, not a JSON string"
     try:
-        parsed = json.loads(raw)
+        parsed = jsontext.parse(raw)  # untrusted: see jsontext (NaN, nesting)
     except ValueError as exc:
         return None, f"resultJson does not parse: {exc}"
     if not isinstance(parsed, dict):
@@ -209,6 +216,21 @@ def decide(
     outcome = result.outcome
     if outcome is PollOutcome.OK:
         return _decide_ok(watch, result.data or {}, policy, now, rand)
+    if outcome is PollOutcome.TOO_LARGE:
+        detail = result.detail
+        return _unusable(
+            watch,
+            policy,
+            now,
+            detail,
+            TOO_LARGE_CODE,
+            lambda n: (
+                f"the upstream's answer was too large to read {n} times in a row ({detail}); "
+                "raise upstream.max_response_bytes to accept it"
+            ),
+            "upstream answer too large",
+            None,
+        )
     if outcome is PollOutcome.BAD_REQUEST:
         return _terminal(
             watch,
@@ -309,30 +331,19 @@ def _decide_ok(
                 "upstream state success",
                 upstream,
             )
-        bad = watch.bad_result_polls + 1
-        if bad >= BAD_RESULT_LIMIT:
-            return _terminal(
-                watch,
-                EventOutcome(
-                    type=EventType.FAILED,
-                    upstream=data,
-                    fail_code=BAD_RESULT_CODE,
-                    fail_msg=(
-                        f"the upstream reported success {bad} times in a row without a usable "
-                        f"result: {problem}"
-                    ),
-                ),
-                "upstream result unusable",
-                upstream,
-            )
-        at = min(now + policy.initial_interval_s, watch.deadline_at)
-        return Decision(
-            next_poll_at=at,
-            interval_s=watch.interval_s,
-            reason="upstream success without a usable result",
-            upstream_state=upstream,
-            error=f"success without a usable result ({bad}/{BAD_RESULT_LIMIT}): {problem}",
-            bad_result_polls=bad,
+        return _unusable(
+            watch,
+            policy,
+            now,
+            f"success without a usable result: {problem}",
+            BAD_RESULT_CODE,
+            lambda n: (
+                f"the upstream reported success {n} times in a row without a usable result: "
+                f"{problem}"
+            ),
+            "upstream result unusable",
+            data,
+            upstream=upstream,
         )
 
     if state == "failed":
@@ -362,6 +373,44 @@ def _decide_ok(
         return Decision(at, interval, f"upstream state {state}", upstream)
     shown = repr(raw_state) if raw_state is not None else "missing"
     return Decision(at, interval, f"unknown upstream state {shown}", upstream, unknown_state=True)
+
+
+def _unusable(
+    watch: Watch,
+    policy: PollingPolicy,
+    now: float,
+    problem: str,
+    fail_code: str,
+    fail_msg: Callable[[int], str],
+    reason: str,
+    data: Mapping[str, Any] | None,
+    *,
+    upstream: str | None = None,
+) -> Decision:
+    """An answer that may be a success we cannot use: asked again soon (an upstream may write
+    the result a moment late), failed with `fail_code` on the BAD_RESULT_LIMIT-th in a row."""
+    bad = watch.bad_result_polls + 1
+    upstream = upstream if upstream is not None else watch.upstream_state
+    if bad >= BAD_RESULT_LIMIT:
+        return _terminal(
+            watch,
+            EventOutcome(
+                type=EventType.FAILED,
+                upstream=data,
+                fail_code=fail_code,
+                fail_msg=fail_msg(bad),
+            ),
+            reason,
+            upstream,
+        )
+    return Decision(
+        next_poll_at=min(now + policy.initial_interval_s, watch.deadline_at),
+        interval_s=watch.interval_s,
+        reason=reason,
+        upstream_state=upstream,
+        error=f"{problem} ({bad}/{BAD_RESULT_LIMIT})",
+        bad_result_polls=bad,
+    )
 
 
 def apply(watch: Watch, decision: Decision) -> None:

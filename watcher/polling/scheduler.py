@@ -34,6 +34,7 @@ import structlog
 
 from watcher.clock import Clock, Timeline
 from watcher.config.settings import PollingConfig, UpstreamConfig
+from watcher.errors import StoreError
 from watcher.logs import enabled_for
 from watcher.models import Task
 from watcher.polling.decide import (
@@ -63,7 +64,12 @@ STARTS_PER_TURN = 32
 PROBLEM_LOG_INTERVAL_S = 60.0
 # Answers that prove the API key works (anything but a credential error, a 429 or a failure
 # to get an answer at all).
-_KEY_ACCEPTED = (PollOutcome.OK, PollOutcome.NOT_FOUND, PollOutcome.BAD_REQUEST)
+_KEY_ACCEPTED = (
+    PollOutcome.OK,
+    PollOutcome.NOT_FOUND,
+    PollOutcome.BAD_REQUEST,
+    PollOutcome.TOO_LARGE,
+)
 
 
 class StatusClient(Protocol):
@@ -96,6 +102,8 @@ class PollObserver(Protocol):
     def rate_limited(self) -> None: ...
 
     def credentials_paused(self, paused: bool) -> None: ...
+
+    def contained_error(self, loop: str, error_type: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +281,9 @@ class Scheduler:
             self._save_pause(self._clock.monotonic())
 
     async def run(self) -> None:
-        """The loop. Returns after `stop()` once the polls in flight are done; an unexpected
-        error (also one inside a poll) propagates, so the daemon dies loudly."""
+        """The loop. Returns after `stop()` once the polls in flight are done. An error of the
+        loop itself, or the store failing inside a poll, propagates, so the daemon dies loudly;
+        any other error inside one poll is that task's (see `_poll`)."""
         try:
             started = 0
             while not self._stop.is_set():
@@ -393,6 +402,49 @@ class Scheduler:
 
     # -- one poll -------------------------------------------------------------------------------
     async def _poll(self, watch: Watch, *, probe: bool, seq: int) -> None:
+        """One poll inside a boundary: whatever one task's answer makes go wrong (a parser's
+        RecursionError, a bug it triggers) stays that task's error, and polling goes on for
+        every other task. Only the store failing is the daemon's own failure."""
+        try:
+            await self._poll_once(watch, probe=probe, seq=seq)
+        except StoreError:
+            raise
+        except Exception as exc:
+            self._poll_crashed(watch, exc, probe=probe)
+
+    def _poll_crashed(self, watch: Watch, exc: Exception, *, probe: bool) -> None:
+        """Record an unexpected error of one poll as the task's error and back it off like a
+        transient upstream failure (until its deadline, like any)."""
+        error_type = type(exc).__name__
+        log.error(
+            "poll_error",
+            task_id=watch.task_id,
+            model=watch.model,
+            error_type=error_type,
+            exc_info=exc,
+        )
+        if self._observer is not None:
+            self._observer.contained_error("scheduler", error_type)
+        now = self._clock.monotonic()
+        if probe and self._paused:
+            self._probe_at = now + self._probe_delay_s
+        if self._watches.get(watch.task_id) is not watch or watch.next_poll_at is not None:
+            return  # cancelled meanwhile, or already rescheduled when it failed
+        failure = PollResult(
+            PollOutcome.TRANSIENT,
+            None,
+            None,
+            None,
+            None,
+            f"internal error while handling the answer: {error_type}",
+        )
+        decision = decide(watch, failure, self._polling.for_model(watch.model), now, self._rand())
+        apply(watch, decision)
+        self._push(watch)
+        self._dirty_polls[watch.task_id] = watch.polls
+        self._dirty_errors[watch.task_id] = watch.last_error
+
+    async def _poll_once(self, watch: Watch, *, probe: bool, seq: int) -> None:
         try:
             result = await self._client.fetch_status(watch.model, watch.task_id)
         except asyncio.CancelledError:
@@ -599,6 +651,8 @@ class Scheduler:
 def _metric_outcome(result: PollResult) -> str:
     if result.outcome is PollOutcome.OK:
         return "ok"
+    if result.outcome is PollOutcome.TOO_LARGE:
+        return "too_large"
     if result.http_status is None:
         return "timeout" if result.detail.startswith("timeout") else "error"
     status = result.code if result.code is not None and result.code != 200 else result.http_status

@@ -6,12 +6,12 @@ problem is collected, each naming its field, so a caller can fix them all at onc
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from watcher import jsontext
 from watcher.config.durations import parse_duration
 from watcher.errors import FieldProblem, InvalidTask
 from watcher.models import TaskSpec
@@ -135,10 +135,18 @@ def _metadata(value: object, problems: list[FieldProblem]) -> dict[str, Any]:
     if not isinstance(value, dict):
         problems.append(FieldProblem("metadata", "must be a JSON object", "invalid_type"))
         return {}
+    if jsontext.depth(value) > jsontext.MAX_DEPTH:
+        problems.append(
+            FieldProblem(
+                "metadata", f"is nested more than {jsontext.MAX_DEPTH} levels deep", "invalid"
+            )
+        )
+        return {}
     try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        # allow_nan=False: YAML's .nan and .inf are no JSON, and would end up in webhooks.
+        size = len(jsontext.dumps(value).encode())
     except (TypeError, ValueError):
-        problems.append(FieldProblem("metadata", "must be JSON-serialisable", "invalid"))
+        problems.append(FieldProblem("metadata", "must be JSON (no NaN or Infinity)", "invalid"))
         return {}
     if size > MAX_METADATA_BYTES:
         problems.append(

@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import enum
-import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from watcher import jsontext
+
 _DETAIL_MAX = 200
+REDACTED = "**********"
 
 
 class PollOutcome(enum.StrEnum):
@@ -26,6 +28,7 @@ class PollOutcome(enum.StrEnum):
     CREDENTIALS = "credentials"  # 401/402/403: a problem of the account, for every task
     RATE_LIMITED = "rate_limited"  # 429
     TRANSIENT = "transient"  # 5xx, other codes, timeouts, connection errors, malformed answers
+    TOO_LARGE = "too_large"  # 2xx whose body exceeds upstream.max_response_bytes: unread
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +85,24 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def shorten(text: str) -> str:
-    """One line of at most 200 characters, for a result's detail."""
+def shorten(text: str, secrets: Sequence[str] = ()) -> str:
+    """One line of at most 200 characters, for a result's detail, with every one of `secrets`
+    replaced first: cut first, a secret across the cut would keep its first characters."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
 
 
-def classify(http_status: int, body: bytes, retry_after: str | None, *, now: float) -> PollResult:
+def classify(
+    http_status: int,
+    body: bytes,
+    retry_after: str | None,
+    *,
+    now: float,
+    secrets: Sequence[str] = (),
+) -> PollResult:
     """Classify one HTTP answer of the status endpoint.
 
     The envelope's `code` counts like an HTTP status (FACTS.md): on a 2xx answer a body code
@@ -96,13 +110,19 @@ def classify(http_status: int, body: bytes, retry_after: str | None, *, now: flo
     is itself an error code (400-599), because it is the upstream application's own, more
     specific word (e.g. HTTP 400 with code 402 is an account problem, not a bad task);
     otherwise the HTTP status decides. A 2xx answer that is not a JSON envelope with a `data`
-    object is TRANSIENT (an upstream defect; asking again may work). `now` (Unix seconds) is
-    only used to turn a Retry-After date into seconds.
+    object is TRANSIENT (an upstream defect; asking again may work). The body is untrusted
+    (`jsontext.parse`): NaN, Infinity and out-of-range numbers in it become null, and one that
+    nests too deeply counts as no JSON at all. `now` (Unix seconds) is only used to turn a
+    Retry-After date into seconds. `secrets` (the API key) are replaced wherever the answer
+    echoes them, before anything reads it.
     """
+    for secret in secrets:
+        if secret and secret.encode() in body:
+            body = body.replace(secret.encode(), REDACTED.encode())
     envelope: Any = None
     try:
-        envelope = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+        envelope = jsontext.parse(body) if body else None
+    except ValueError:  # not JSON, not UTF-8, or nested too deeply
         envelope = None
     body_code: int | None = None
     message: str | None = None
@@ -137,4 +157,6 @@ def classify(http_status: int, body: bytes, retry_after: str | None, *, now: flo
             outcome, detail = PollOutcome.TRANSIENT, f"{head}: malformed answer ({problem})"
         else:
             data = envelope["data"]
-    return PollResult(outcome, http_status, body_code, data, retry_after_s, shorten(detail))
+    return PollResult(
+        outcome, http_status, body_code, data, retry_after_s, shorten(detail, secrets)
+    )

@@ -18,13 +18,11 @@ from yarl import URL
 
 from watcher import __version__
 from watcher.config.settings import UpstreamConfig
+from watcher.config.sizes import format_size
 from watcher.upstream.classify import PollOutcome, PollResult, classify, shorten
 
 log = structlog.get_logger(__name__)
 
-# A status answer is a small JSON envelope; anything far bigger is not one.
-MAX_BODY_BYTES = 1 << 20
-_REDACTED = "**********"
 # Task ids made only of these characters need no quoting in a URL query.
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._~-]+")
 _CACHE_MAX = 256
@@ -129,23 +127,30 @@ class UpstreamClient:
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as resp:
-                length = resp.content_length
-                if length is not None and length <= MAX_BODY_BYTES:
-                    body: bytes | None = await resp.read()
-                else:
-                    body = await _read_capped(resp)
-                if body is None:
+                body = await _read_capped(resp, config.max_response_bytes)
+                retry_after = resp.headers.get("Retry-After")
+                secrets = (key,) if key else ()
+                if body is not None:
+                    result = classify(
+                        resp.status, body, retry_after, now=time.time(), secrets=secrets
+                    )
+                elif 200 <= resp.status < 300:
+                    # Maybe a success with a huge result: not read, and not a mere transient
+                    # problem either (decide() fails the task after a few of these).
+                    limit = format_size(config.max_response_bytes)
                     result = PollResult(
-                        PollOutcome.TRANSIENT,
+                        PollOutcome.TOO_LARGE,
                         resp.status,
                         None,
                         None,
                         None,
-                        f"HTTP {resp.status}: answer larger than {MAX_BODY_BYTES} bytes",
+                        f"HTTP {resp.status}: answer larger than upstream.max_response_bytes "
+                        f"({limit})",
                     )
                 else:
+                    # An error status says what it needs to; its huge body adds nothing.
                     result = classify(
-                        resp.status, body, resp.headers.get("Retry-After"), now=time.time()
+                        resp.status, b"", retry_after, now=time.time(), secrets=secrets
                     )
         except TimeoutError:
             result = _failure(f"timeout after {timeout:g}s")
@@ -157,7 +162,9 @@ class UpstreamClient:
             # ValueError: a base URL yarl cannot use; reported per poll rather than crashing.
             result = _failure(f"request failed: {type(exc).__name__}: {exc}")
         duration = time.monotonic() - started
-        detail = shorten(result.detail.replace(key, _REDACTED)) if key else result.detail
+        # classify() has scrubbed its details before cutting them; the failures above are
+        # scrubbed (then cut) here, e.g. an exception message that quotes the key.
+        detail = shorten(result.detail, (key,) if key else ())
         return replace(result, detail=detail, duration_s=duration)
 
     async def close(self) -> None:
@@ -171,12 +178,20 @@ class UpstreamClient:
             await session.close()
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None once it is known to exceed `limit` bytes (as decompressed: a small
+    gzip body can hold a huge answer, so Content-Length only decides for plain bodies)."""
+    length = resp.content_length
+    if resp.headers.get("Content-Encoding", "identity").lower() == "identity":
+        if length is not None and length > limit:
+            return None
+        if length is not None:
+            return await resp.read()  # one read for the usual short answer
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(65536):
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             return None
         chunks.append(chunk)
     return b"".join(chunks)

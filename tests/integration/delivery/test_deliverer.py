@@ -18,6 +18,7 @@ from watcher.clock import Clock, ManualClock, SystemClock
 from watcher.config.settings import DeliveryConfig, EndpointConfig, Secret
 from watcher.delivery.deliverer import Deliverer, Target
 from watcher.delivery.events import build_event, plan_deliveries
+from watcher.errors import StoreError
 from watcher.models import (
     CALLBACK_ENDPOINT,
     Attempt,
@@ -662,6 +663,100 @@ async def test_store_failure_propagates_from_run() -> None:
         (delivery,) = submit(store, endpoints, SystemClock())
         deliverer.enqueue([delivery])
         with capture_logs(), pytest.raises(RuntimeError, match="disk on fire"):
+            await asyncio.wait_for(deliverer.run(), 5.0)
+        await deliverer.close()
+
+
+class ObserverRecorder:
+    def __init__(self) -> None:
+        self.contained: list[tuple[str, str]] = []
+        self.attempts: list[tuple[str, str]] = []
+
+    def webhook_attempt(self, endpoint: str, outcome: str, duration_s: float) -> None:
+        self.attempts.append((endpoint, outcome))
+
+    def delivery_latency(self, endpoint: str, seconds: float) -> None:
+        pass
+
+    def contained_error(self, loop: str, error_type: str) -> None:
+        self.contained.append((loop, error_type))
+
+
+async def test_an_unexpected_error_in_one_attempt_is_that_deliverys_error() -> None:
+    # A header value with a control character passes into aiohttp, which raises ValueError
+    # ("Forbidden control character") from the POST: once a crash loop of the whole daemon.
+    store = MemoryStore()
+    observer = ObserverRecorder()
+    async with start_receiver([SECRET]) as receiver:
+        endpoints = [
+            endpoint("poisoned", receiver.url("/poisoned"), headers={"X-Note": "a\x01b"}),
+            endpoint("app", receiver.url("/hook")),
+        ]
+        deliverer = Deliverer(
+            store=store,
+            delivery=settings(),
+            endpoints=endpoints,
+            clock=SystemClock(),
+            user_agent=USER_AGENT,
+            observer=observer,
+        )
+        await deliverer.start()
+        loop = asyncio.create_task(deliverer.run())
+        try:
+            with capture_logs() as logs:
+                first = submit(store, endpoints, SystemClock())
+                deliverer.enqueue(first)
+                poisoned = next(d for d in first if d.endpoint == "poisoned")
+                done = await settled(store, deliverer, poisoned)
+                # The loop is alive: a later event is delivered too.
+                second = submit(store, endpoints, SystemClock())
+                deliverer.enqueue(second)
+                await receiver.wait_for(2, path="/hook")
+                assert not loop.done()
+        finally:
+            deliverer.stop()
+            await deliverer.drain(2.0)
+            await deliverer.close()
+            await asyncio.wait_for(loop, 2.0)
+
+    # Backed off on the schedule like a failed attempt, then failed and kept for redeliver.
+    assert done.status is DeliveryStatus.FAILED
+    assert done.attempts == len(FAST)
+    assert done.last_error == "internal error: ValueError"
+    attempts = store.attempts(poisoned.delivery_id)
+    assert [a.outcome for a in attempts] == [AttemptOutcome.RETRY] * 2 + [AttemptOutcome.FAILED]
+    assert all(a.error == "internal error: ValueError" for a in attempts)
+    assert not any(r.path == "/poisoned" for r in receiver.received)
+    errors = [
+        e
+        for e in logs
+        if e["event"] == "webhook_attempt_error" and e["delivery_id"] == poisoned.delivery_id
+    ]
+    assert len(errors) == len(FAST)
+    assert errors[0]["error_type"] == "ValueError"
+    assert errors[0].get("exc_info")
+    assert len(observer.contained) >= len(FAST)
+    assert set(observer.contained) == {("deliverer", "ValueError")}
+
+
+async def test_a_store_failure_inside_an_attempt_still_ends_run() -> None:
+    class LosingStore(MemoryStore):
+        def event_bodies(self, event_ids: Any) -> dict[str, bytes]:
+            raise StoreError("database disk image is malformed")
+
+    store = LosingStore()
+    async with start_receiver([SECRET]) as receiver:
+        endpoints = [endpoint("app", receiver.url("/hook"))]
+        deliverer = Deliverer(
+            store=store,
+            delivery=settings(),
+            endpoints=endpoints,
+            clock=SystemClock(),
+            user_agent=USER_AGENT,
+        )
+        await deliverer.start()
+        deliverer.enqueue(submit(store, endpoints, SystemClock()))
+        with capture_logs(), pytest.raises(StoreError, match="malformed"):
             await asyncio.wait_for(deliverer.run(), 5.0)
         await deliverer.close()
 

@@ -516,11 +516,6 @@ async def test_the_loop_reports_progress_while_idle(make_harness: Any) -> None:
 
 
 # -- without the network ----------------------------------------------------------------------
-class ExplodingClient:
-    async def fetch_status(self, model: str, task_id: str) -> PollResult:
-        raise RuntimeError("bug in the client")
-
-
 class NullSink:
     async def commit(self, watch: Watch, decision: Decision) -> bool:
         return True
@@ -550,12 +545,109 @@ def offline_task(task_id: str, at: float) -> Task:
     return Task(task_id, "m", None, None, {}, None, TaskSource.API, TaskState.PENDING, at, at)
 
 
-async def test_an_unexpected_error_ends_run_loudly() -> None:
+class StoreFailingClient:
+    async def fetch_status(self, model: str, task_id: str) -> PollResult:
+        raise StoreError("database disk image is malformed")
+
+
+async def test_a_store_failure_inside_a_poll_ends_run_loudly() -> None:
+    # The daemon's own machinery failing is not one task's problem: the daemon must stop.
     clock = ManualClock()
-    scheduler = offline_scheduler(ExplodingClient(), clock)
+    scheduler = offline_scheduler(StoreFailingClient(), clock)
     scheduler.watch(offline_task("a", clock.now()))
-    with pytest.raises(RuntimeError, match="bug in the client"):
+    with pytest.raises(StoreError, match="malformed"):
         await asyncio.wait_for(scheduler.run(), 5)
+
+
+class PoisonedClient:
+    """Answers `pending` for every task, then `success`; handling an answer of a `poison`
+    task raises, as a RecursionError out of a parser did (issue 9)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls: dict[str, int] = {}
+
+    async def fetch_status(self, model: str, task_id: str) -> PollResult:
+        self.calls[task_id] = self.calls.get(task_id, 0) + 1
+        if task_id.startswith("poison"):
+            raise self.error
+        state = "pending" if self.calls[task_id] < 3 else "success"
+        data = {"state": state, "resultJson": '{"resultUrls": []}'}
+        return PollResult(PollOutcome.OK, 200, 200, data, None, "HTTP 200")
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.contained: list[tuple[str, str]] = []
+
+    def upstream_request(self, model: str, outcome: str, duration_s: float) -> None:
+        pass
+
+    def rate_limited(self) -> None:
+        pass
+
+    def credentials_paused(self, paused: bool) -> None:
+        pass
+
+    def contained_error(self, loop: str, error_type: str) -> None:
+        self.contained.append((loop, error_type))
+
+
+@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth"), KeyError("x")])
+async def test_an_unexpected_error_in_one_poll_is_that_tasks_error(error: Exception) -> None:
+    clock = ManualClock()
+    client = PoisonedClient(error)
+    observer = RecordingObserver()
+    sink = RecordingSink(SandboxState())
+    scheduler = Scheduler(
+        client=client,
+        polling=PollingConfig(default=POLICY),
+        upstream=UpstreamConfig("http://127.0.0.1:9", Secret(KEY), 1.0, 2, 1000.0),
+        sink=sink,
+        clock=clock,
+        rand=lambda: 0.5,  # no jitter: the backoff is exact
+        observer=observer,
+    )
+    for task_id in ("poison", "good_1", "good_2"):
+        scheduler.watch(offline_task(task_id, clock.now()))
+    with capture_logs() as logs:
+        run = asyncio.create_task(scheduler.run())
+        try:
+            await wait_until(lambda: client.calls.get("poison") == 1)
+            await wait_until(
+                lambda: (w := scheduler.get("poison")) is not None and bool(w.next_poll_at)
+            )
+            watch = scheduler.get("poison")
+            assert watch is not None
+            assert watch.next_poll_at is not None
+            # Backed off like a transient failure: the interval, then a longer one.
+            assert watch.next_poll_at == pytest.approx(
+                clock.monotonic() + POLICY.initial_interval_s
+            )
+            assert watch.last_error == (
+                f"internal error while handling the answer: {type(error).__name__}"
+            )
+            # The loop goes on: the other tasks finish, the poisoned one is asked again.
+            for _ in range(200):
+                if len(sink.terminal()) == 2 and client.calls["poison"] >= 3:
+                    break
+                clock.advance(POLICY.max_interval_s)
+                await asyncio.sleep(0.005)
+            assert len(sink.terminal()) == 2
+            assert client.calls["poison"] >= 3
+            assert not run.done()
+            assert scheduler.get("poison") is not None  # still watched, never lost
+        finally:
+            scheduler.stop()
+            await asyncio.wait_for(run, 5)
+    assert {c.task_id for c in sink.terminal()} == {"good_1", "good_2"}
+    errors = [e for e in logs if e["event"] == "poll_error"]
+    assert errors
+    assert errors[0]["error_type"] == type(error).__name__
+    assert errors[0]["task_id"] == "poison"
+    assert errors[0].get("exc_info")
+    assert observer.contained
+    assert set(observer.contained) == {("scheduler", type(error).__name__)}
 
 
 class CountingClient:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from watcher.config.settings import Secret, UpstreamConfig
@@ -199,3 +202,103 @@ async def test_a_given_session_is_used_and_left_open(
         await client.close()
         assert not session.closed
     assert sandbox.polls() == 1
+
+
+@pytest.mark.parametrize("pad", [155, 160, 165, 170])
+async def test_a_key_echoed_where_the_detail_is_cut_is_never_shown_in_part(
+    server: TestServer, sandbox: SandboxState, pad: int
+) -> None:
+    # The detail is cut at 200 characters: the cut used to fall inside the echoed key, after
+    # the key had been looked for, so its first characters were logged and shown.
+    sandbox.script("task_1", error(401, "x" * pad + f" invalid key {KEY} given"))
+    client = UpstreamClient(config_for(server))
+    try:
+        result = await client.fetch_status("nano-banana", "task_1")
+    finally:
+        await client.close()
+    assert result.outcome is PollOutcome.CREDENTIALS
+    assert not any(KEY[:end] in result.detail for end in range(6, len(KEY) + 1))
+
+
+# --- answer sizes (issue 9, item 3) -------------------------------------------------------------
+
+BIG_URLS = tuple(f"https://cdn.apixo.ai/output/{i:07d}-{'x' * 40}.png" for i in range(70_000))
+
+
+async def test_a_5_mb_success_is_read_whole_by_default(
+    client: UpstreamClient, sandbox: SandboxState
+) -> None:
+    sandbox.script("task_big", success(BIG_URLS))
+    result = await client.fetch_status("nano-banana", "task_big")
+    assert client.config.max_response_bytes == 16 * 1024 * 1024
+    assert result.outcome is PollOutcome.OK
+    assert result.data is not None
+    assert len(result.data["resultJson"]) > 5_000_000
+
+
+async def test_a_2xx_answer_over_the_cap_is_too_large_not_transient(
+    server: TestServer, sandbox: SandboxState
+) -> None:
+    sandbox.script("task_big", success(BIG_URLS[:2000]))
+    client = UpstreamClient(config_for(server, max_response_bytes=64 * 1024))
+    try:
+        result = await client.fetch_status("nano-banana", "task_big")
+    finally:
+        await client.close()
+    assert result.outcome is PollOutcome.TOO_LARGE
+    assert result.http_status == 200
+    assert result.data is None
+    assert result.detail == "HTTP 200: answer larger than upstream.max_response_bytes (64KiB)"
+
+
+async def test_an_error_answer_over_the_cap_is_classified_by_its_status(
+    server: TestServer, sandbox: SandboxState
+) -> None:
+    html = b"<html>" + b"x" * 1_200_000 + b"</html>"
+    sandbox.script("t503", malformed(503, html))
+    sandbox.script("t401", malformed(401, html))
+    client = UpstreamClient(config_for(server, max_response_bytes=64 * 1024))
+    try:
+        busy = await client.fetch_status("m", "t503")
+        rejected = await client.fetch_status("m", "t401")
+    finally:
+        await client.close()
+    assert (busy.outcome, busy.detail) == (PollOutcome.TRANSIENT, "HTTP 503")
+    assert (rejected.outcome, rejected.detail) == (PollOutcome.CREDENTIALS, "HTTP 401")
+
+
+def _raw_app(handler: Any) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/api/v1/statusTask/{model}", handler)
+    return app
+
+
+async def test_the_cap_holds_without_content_length_and_for_compressed_bodies() -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        await resp.write(b'{"code": 200, "data": {"state": "success", "pad": "')
+        for _ in range(64):
+            await resp.write(b"x" * 4096)
+        await resp.write(b'"}}')
+        return resp
+
+    async def bomb(request: web.Request) -> web.Response:
+        # 300 KB of JSON in a ~1 KB gzip body: the cap counts what is decompressed.
+        raw = b'{"code": 200, "data": {"state": "success", "pad": "' + b"0" * 300_000 + b'"}}'
+        return web.Response(
+            body=gzip.compress(raw),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    for handler in (chunked, bomb):
+        server = TestServer(_raw_app(handler), host="127.0.0.1")
+        await server.start_server()
+        client = UpstreamClient(config_for(server, max_response_bytes=64 * 1024))
+        try:
+            result = await client.fetch_status("m", "t")
+        finally:
+            await client.close()
+            await server.close()
+        assert result.outcome is PollOutcome.TOO_LARGE, handler.__name__

@@ -154,3 +154,16 @@ def test_every_metric_is_prefixed_and_has_no_task_id_label() -> None:
     types, samples = scrape(m)
     assert all(name.startswith("apixo_watcher_") for name in types)
     assert all("task_id" not in s.labels for s in samples)
+
+
+def test_contained_errors_are_counted_by_loop_and_type() -> None:
+    m = Metrics()
+    m.contained_error("scheduler", "RecursionError")
+    m.contained_error("scheduler", "RecursionError")
+    m.contained_error("deliverer", "ValueError")
+    types, samples = scrape(m)
+    assert types["apixo_watcher_contained_errors"] == "counter"
+    assert (
+        value(samples, "contained_errors_total", loop="scheduler", error_type="RecursionError") == 2
+    )
+    assert value(samples, "contained_errors_total", loop="deliverer", error_type="ValueError") == 1

@@ -212,6 +212,7 @@ def test_every_default() -> None:
             timeout_s=10.0,
             max_concurrency=32,
             max_requests_per_second=20.0,
+            max_response_bytes=16 * 1024 * 1024,
         ),
         polling=PollingConfig(
             default=PollingPolicy(
@@ -250,6 +251,14 @@ def test_every_default() -> None:
         "config OK: 0 endpoints, 0 model overrides, intake 127.0.0.1:8787, "
         "store /etc/w/var/watcher.db"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "size"), [("500KiB", 500 * 1024), ("2GiB", 2 * 1024**3), ("65536", 65536)]
+)
+def test_max_response_bytes_takes_a_size(value: str, size: int) -> None:
+    config = parse(f"upstream: {{api_key: k, max_response_bytes: {value}}}\n")
+    assert config.upstream.max_response_bytes == size
 
 
 def test_empty_sections_mean_defaults() -> None:
@@ -637,6 +646,9 @@ def cb_hosts(hosts: str) -> str:
         (up("max_concurrency: true"), "upstream.max_concurrency", "not true/false"),
         (up("max_requests_per_second: 0"), "upstream.max_requests_per_second", "greater than 0"),
         (up("max_requests_per_second: .inf"), "upstream.max_requests_per_second", "finite"),
+        (up("max_response_bytes: 1000"), "upstream.max_response_bytes", "must be at least 1KiB"),
+        (up("max_response_bytes: 16MB"), "upstream.max_response_bytes", "write MiB, not MB"),
+        (up("max_response_bytes: lots"), "upstream.max_response_bytes", "must be a size like"),
         # polling
         ("polling: {initial_delay: -1s}", "polling.initial_delay", "must not be negative"),
         ("polling: {initial_interval: 0s}", "polling.initial_interval", "must be greater than 0"),
@@ -719,6 +731,9 @@ def cb_hosts(hosts: str) -> str:
         (hdr("'a b': x"), 'endpoints[0].headers["a b"]', "is not a valid HTTP header name"),
         (hdr("X-V: 2"), "endpoints[0].headers.X-V", "must be a string (put the value in quotes)"),
         (hdr('X-V: "a\\nb"'), "endpoints[0].headers.X-V", "must not contain line breaks"),
+        # aiohttp refuses to send these ("Forbidden control character"): every attempt failed
+        (hdr('X-V: "a\\x01b"'), "endpoints[0].headers.X-V", "must not contain control characters"),
+        (hdr('X-V: "a\\x7fb"'), "endpoints[0].headers.X-V", "must not contain control characters"),
         (
             f"endpoints:\n  - {{name: app, url: 'https://h', secret: {WHSEC}}}"
             f"\n  - {{name: app, url: 'https://i', secret: {WHSEC}}}",
@@ -1072,6 +1087,88 @@ def test_secrets_in_the_wrong_place_never_reach_an_error(tmp_path: Path) -> None
     assert LEAK not in text
     assert LEAK_WHSEC.removeprefix("whsec_") not in text
     assert all(LEAK not in repr(p) for p in problems)
+
+
+KEY = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e"  # what an APIXO key looks like
+
+
+def shown(problems: list[ConfigProblem]) -> str:
+    """Everything a user sees of the problems: check-config's text and each problem."""
+    return str(ConfigError(problems, source="c.yaml")) + repr(problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "line"),
+    [
+        # pasted as a key instead of a value
+        (f"upstream:\n  api_key: k\n  {KEY}: x\n", "upstream.<hidden>", 3),
+        (f"upstream:\n  api_key: k\n{KEY}:\n", "<hidden>", 3),
+        (
+            f"upstream:\n  api_key: k\nendpoints:\n  - {{name: a, url: 'https://h', {KEY}: 1,"
+            f" secret: {WHSEC}}}\n",
+            "endpoints[0].<hidden>",
+            4,
+        ),
+        # a key pasted under a map of names is not a secret to the schema, but its path is
+        (
+            f"upstream:\n  api_key: k\npolling:\n  models:\n    {KEY}: {{jitter: 2}}\n",
+            "polling.models.<hidden>.jitter",
+            5,
+        ),
+    ],
+)
+def test_a_secret_pasted_as_a_key_is_not_echoed(text: str, path: str, line: int) -> None:
+    problems = problems_of(text)
+    assert [(p.path, p.line) for p in problems] == [(path, line)]
+    assert KEY[:12] not in shown(problems)
+
+
+def test_a_secret_pasted_twice_as_a_key_is_not_echoed() -> None:
+    problems = problems_of(f"upstream:\n  api_key: k\n  {KEY}: 1\n  {KEY}: 2\n")
+    assert KEY[:12] not in shown(problems)
+    assert any("duplicate key" in p.message for p in problems)
+
+
+def test_ordinary_unknown_keys_are_still_named() -> None:
+    problems = problems_of("upstream:\n  api_key: k\n  timout: 5s\n  flux-2-pro: 1\n")
+    assert [p.message for p in problems] == [
+        "unknown key 'flux-2-pro'",
+        "unknown key 'timout'; did you mean 'timeout'?",
+    ] or [p.message for p in problems] == [
+        "unknown key 'timout'; did you mean 'timeout'?",
+        "unknown key 'flux-2-pro'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"upstream:\n  api_key: !{KEY} x\n",
+        f"upstream:\n  api_key: !<tag:{KEY}> x\n",
+        f"upstream:\n  api_key: !!{KEY} x\n",
+    ],
+)
+def test_a_secret_pasted_as_a_yaml_tag_is_not_echoed(text: str) -> None:
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].line == 2
+    assert "tag" in problems[0].message
+    assert KEY[:12] not in shown(problems)
+
+
+@pytest.mark.parametrize("value", [KEY, f"/run/credentials/{KEY}", f"keys/{KEY}/api", f"{KEY}.txt"])
+def test_a_secret_pasted_into_a_file_path_is_not_echoed(tmp_path: Path, value: str) -> None:
+    problems = problems_of(f"upstream:\n  api_key_file: '{value}'\n", base_dir=tmp_path)
+    assert [(p.path, p.line) for p in problems] == [("upstream.api_key_file", 2)]
+    assert "cannot read" in problems[0].message
+    assert KEY[:12] not in shown(problems)
+
+
+def test_an_ordinary_file_path_is_still_shown(tmp_path: Path) -> None:
+    (problem,) = problems_of("upstream:\n  api_key_file: apixo-api-key\n", base_dir=tmp_path)
+    assert problem.message == (
+        f"cannot read {tmp_path / 'apixo-api-key'}: No such file or directory"
+    )
 
 
 def test_secrets_never_show_in_a_config_object() -> None:

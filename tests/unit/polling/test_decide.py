@@ -13,6 +13,7 @@ from watcher.models import EventType, Task, TaskSource, TaskState
 from watcher.polling.decide import (
     BAD_RESULT_CODE,
     REJECTED_CODE,
+    TOO_LARGE_CODE,
     Decision,
     Watch,
     apply,
@@ -72,6 +73,9 @@ def success_data(result_json: Any) -> PollResult:
 GOOD = json.dumps({"resultUrls": URLS, "seed": 7})
 NOT_FOUND = answer(PollOutcome.NOT_FOUND, 404, "HTTP 404: Task not found")
 TRANSIENT_500 = answer(PollOutcome.TRANSIENT, 500, "HTTP 500: boom")
+TOO_LARGE = answer(
+    PollOutcome.TOO_LARGE, 200, "HTTP 200: answer larger than upstream.max_response_bytes (16MiB)"
+)
 
 
 # Each case: id, watch changes, result, seconds after NOW, rand, expected Decision fields.
@@ -137,6 +141,23 @@ CASES: list[Case] = [
      {"event": EventType.FAILED, "fail_code": BAD_RESULT_CODE}),
     ("a non-success answer resets the count", {"bad_result_polls": 2}, ok(state="processing"),
      0, 0.5, {"bad": 0, "event": EventType.PROCESSING}),
+    # -- an answer too large to read: asked again, failed on the third ----------------------
+    ("too large 1/3", {"interval_s": 8.0}, TOO_LARGE, 0, 0.5,
+     {"next": 2.0, "interval": 8.0, "event": None, "new_state": None, "bad": 1,
+      "error_has": "(1/3)"}),
+    ("too large 2/3", {"bad_result_polls": 1}, TOO_LARGE, 0, 0.5,
+     {"next": 2.0, "event": None, "bad": 2}),
+    ("too large 3/3 fails", {"bad_result_polls": 2}, TOO_LARGE, 0, 0.5,
+     {"next": None, "new_state": TaskState.FAILED, "event": EventType.FAILED,
+      "fail_code": TOO_LARGE_CODE, "fail_msg_has": "to read 3 times in a row (HTTP 200: answer"}),
+    ("too large after a transient problem still counts", {"bad_result_polls": 2}, TOO_LARGE,
+     0, 0.5, {"fail_code": TOO_LARGE_CODE}),
+    ("a transient problem keeps the count", {"bad_result_polls": 2}, TRANSIENT_500, 0, 0.5,
+     {"bad": 2, "event": None}),
+    ("an answer that fits resets the count", {"bad_result_polls": 2}, ok(state="pending"),
+     0, 0.5, {"bad": 0, "event": None}),
+    ("too large re-poll capped at the deadline", {"deadline_at": NOW + 1.0}, TOO_LARGE, 0, 0.5,
+     {"next": 1.0, "bad": 1}),
     # -- failed: codes verbatim ------------------------------------------------------------
     ("failed", {}, ok(state="failed", failCode="CONTENT_VIOLATION", failMsg="Content violates"),
      0, 0.5, {"next": None, "new_state": TaskState.FAILED, "event": EventType.FAILED,
@@ -460,3 +481,25 @@ def test_apply_moves_the_watch() -> None:
 
 def test_watch_is_compact() -> None:
     assert not hasattr(make_watch(), "__dict__")
+
+
+@pytest.mark.parametrize(
+    "result_json",
+    [
+        "[" * 1000 + "]" * 1000,  # ~2 KB that exhausts the recursion limit
+        '{"resultUrls": ' * 1000 + "[]" + "}" * 1000,
+        '{"resultUrls": ' * 100 + "[]" + "}" * 100,  # parses, but deeper than accepted
+    ],
+    ids=["deep array", "deep object", "past the limit"],
+)
+def test_a_deeply_nested_result_json_is_an_unusable_result(result_json: str) -> None:
+    watch = make_watch()
+    decision = decide(watch, success_data(result_json), POLICY, NOW, 0.5)
+    assert decision.new_state is None
+    assert decision.bad_result_polls == 1
+    assert decision.error is not None
+    assert "nested more than" in decision.error
+    watch.bad_result_polls = 2
+    final = decide(watch, success_data(result_json), POLICY, NOW, 0.5)
+    assert final.outcome is not None
+    assert final.outcome.fail_code == BAD_RESULT_CODE

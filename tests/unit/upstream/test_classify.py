@@ -135,3 +135,76 @@ def test_status_url_quotes_model_and_task_id() -> None:
     assert url.raw_path == "/api/v1/statusTask/a%2Fb%20c"
     assert url.query["taskId"] == "task_1&x=../y"
     assert str(url).startswith("https://api.apixo.ai/api/v1/statusTask/a%2Fb%20c?taskId=task_1")
+
+
+# --- poison answers: nesting deep enough to exhaust Python's recursion (issue 9, item 1) ------
+
+DEEP = 1000  # about 2 KB of brackets: past the interpreter's default recursion limit
+
+
+def deep_list(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("status", [200, 500, 401])
+def test_a_deeply_nested_envelope_is_a_malformed_answer_not_a_crash(status: int) -> None:
+    body = f'{{"code": {status}, "message": "x", "data": {deep_list(DEEP)}}}'.encode()
+    result = classify(status, body, None, now=NOW)
+    if status == 200:
+        assert result.outcome is PollOutcome.TRANSIENT
+        assert result.detail == "HTTP 200: malformed answer (body is not a JSON object)"
+    else:  # the status still decides; the body only could not add a message
+        assert result.outcome is classify(status, b"", None, now=NOW).outcome
+    assert result.data is None
+
+
+def test_a_deeply_nested_inline_result_json_is_a_malformed_answer() -> None:
+    body = (
+        '{"code": 200, "message": "success", "data": {"state": "success", "resultJson": '
+        + '{"resultUrls": ' * DEEP
+        + "[]"
+        + "}" * DEEP
+        + "}}"
+    ).encode()
+    result = classify(200, body, None, now=NOW)
+    assert result.outcome is PollOutcome.TRANSIENT
+    assert result.data is None
+
+
+def test_nesting_up_to_the_limit_is_kept() -> None:
+    data = {"state": "pending", "deep": json.loads(deep_list(60))}
+    result = classify(200, env(200, data), None, now=NOW)
+    assert result.outcome is PollOutcome.OK
+    assert result.data == data
+
+
+# --- the API key echoed back (issue 9, item 14) ------------------------------------------------
+
+KEY = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e"
+
+
+def leaked_prefix(text: str, secret: str = KEY, shortest: int = 6) -> str | None:
+    """The longest start of `secret` (at least `shortest` characters) found in `text`."""
+    for end in range(len(secret), shortest - 1, -1):
+        if secret[:end] in text:
+            return secret[:end]
+    return None
+
+
+@pytest.mark.parametrize("pad", range(150, 200))
+def test_a_key_echoed_where_the_detail_is_cut_is_never_shown_in_part(pad: int) -> None:
+    # The 200-character cut used to fall inside the key, and its first characters were kept.
+    body = env(401, None, "x" * pad + f" invalid key {KEY} given")
+    result = classify(401, body, None, now=NOW, secrets=[KEY])
+    assert result.outcome is PollOutcome.CREDENTIALS
+    assert len(result.detail) <= 200
+    assert leaked_prefix(result.detail) is None
+
+
+def test_a_key_echoed_anywhere_in_an_answer_is_replaced_before_it_is_read() -> None:
+    data = {"state": "failed", "failCode": "AUTH", "failMsg": f"key {KEY} lacks a scope"}
+    result = classify(200, env(200, data, f"hello {KEY}"), None, now=NOW, secrets=[KEY])
+    assert result.outcome is PollOutcome.OK
+    assert result.data is not None
+    assert result.data["failMsg"] == "key ********** lacks a scope"
+    assert KEY not in result.detail
