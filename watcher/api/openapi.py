@@ -351,6 +351,69 @@ def _schemas() -> dict[str, Any]:
                 "status": {"type": "string", "enum": ["ok", "ready", "reloaded"]},
             },
         },
+        "DaemonStatus": {
+            "type": "object",
+            "required": [
+                "version",
+                "ready",
+                "reasons",
+                "polling",
+                "delivery",
+                "task_states",
+                "delivery_statuses",
+                "model_stats",
+            ],
+            "properties": {
+                "version": {"type": "string"},
+                "ready": {"type": "boolean", "description": "What /readyz says."},
+                "reasons": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Why the daemon is not ready (the reasons of /readyz).",
+                },
+                "polling": {
+                    "type": "object",
+                    "required": [
+                        "watched",
+                        "in_flight",
+                        "credentials_paused",
+                        "pause_reason",
+                        "rate_limited_until",
+                    ],
+                    "properties": {
+                        "watched": {"type": "integer", "minimum": 0},
+                        "in_flight": {"type": "integer", "minimum": 0},
+                        "credentials_paused": {
+                            "type": "boolean",
+                            "description": "The upstream rejected the API key: all polling "
+                            "is paused (every task is kept).",
+                        },
+                        "pause_reason": _nullable({"type": "string"}),
+                        "rate_limited_until": _nullable(
+                            {
+                                **_TIMESTAMP,
+                                "description": "The upstream asked for fewer requests (429): "
+                                "no poll starts before this time.",
+                            }
+                        ),
+                    },
+                },
+                "delivery": {
+                    "type": "object",
+                    "required": ["pending", "in_flight"],
+                    "properties": {
+                        "pending": {"type": "integer", "minimum": 0},
+                        "in_flight": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "task_states": {"type": "array", "items": {"type": "string"}},
+                "delivery_statuses": {"type": "array", "items": {"type": "string"}},
+                "model_stats": {
+                    "type": "boolean",
+                    "description": "Whether this daemon serves `GET /v1/stats/models`.",
+                },
+            },
+        },
         "Unhealthy": {
             "type": "object",
             "required": ["status", "reasons"],
@@ -515,6 +578,16 @@ def _paths() -> dict[str, Any]:
                     store=False,
                 ),
             },
+        },
+        "/v1/status": {
+            "get": {
+                "operationId": "status",
+                "summary": "What the daemon is doing now: readiness, a credential pause, a "
+                "rate-limit slow-down, live counters (read from memory; cheap to poll).",
+                "responses": _secured(
+                    {"200": _response("The status.", "DaemonStatus")}, store=False
+                ),
+            }
         },
         "/healthz": {
             "get": {

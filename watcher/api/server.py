@@ -26,6 +26,7 @@ from aiohttp import web
 
 from watcher.api.metrics import Metrics
 from watcher.api.openapi import openapi_document
+from watcher.api.status import DaemonSnapshot, status_json
 from watcher.api.views import delivery_json, task_detail_json, task_json
 from watcher.config.settings import IntakeConfig
 from watcher.errors import (
@@ -69,6 +70,10 @@ class DaemonControl(Protocol):
 
     def readiness(self) -> list[str]:
         """Reasons the daemon is not ready ([] when it is)."""
+        ...
+
+    def snapshot(self) -> DaemonSnapshot:
+        """The live counters of the scheduler and the deliverer (`GET /v1/status`)."""
         ...
 
 
@@ -156,6 +161,7 @@ class IntakeServer:
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics_text, allow_head=False)
         r.add_get("/openapi.json", self._openapi, allow_head=False)
+        r.add_get("/v1/status", self._status, allow_head=False)
         return app
 
     async def start(self) -> None:
@@ -373,10 +379,14 @@ class IntakeServer:
             return _json({"status": "unhealthy", "reasons": reasons}, 503)
         return _json({"status": "ok"})
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    def _readiness(self) -> list[str]:
         reasons = list(self._control.readiness())
         if self._draining and not any(r.startswith("draining") for r in reasons):
             reasons.append("draining: the daemon is stopping")
+        return reasons
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        reasons = self._readiness()
         if reasons:
             return _json({"status": "not_ready", "reasons": reasons}, 503)
         return _json({"status": "ready"})
@@ -387,6 +397,13 @@ class IntakeServer:
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return _json(openapi_document())
+
+    async def _status(self, request: web.Request) -> web.Response:
+        model_stats = any(
+            resource.canonical == "/v1/stats/models" for resource in request.app.router.resources()
+        )
+        snapshot = self._control.snapshot()
+        return _json(status_json(snapshot, reasons=self._readiness(), model_stats=model_stats))
 
 
 _DOMAIN_ERRORS: Mapping[type[WatcherError], tuple[int, str]] = {
