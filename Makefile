@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: run test lint typecheck unit integration bench clean
+.PHONY: run test lint typecheck unit integration bench screenshots clean
 
 $(BIN)/activate:
 	@$(PYTHON) -m venv $(VENV) >&2
@@ -48,6 +48,10 @@ integration: $(VENV)/.installed-test
 ## bench: the benchmark suite; prints one JSON object (see docs/performance.md)
 bench: $(VENV)/.installed-bench
 	@$(BIN)/python -m bench
+
+## screenshots: regenerate the console screenshots in docs/ (docs/console.md; needs Chromium)
+screenshots: $(VENV)/.installed-test
+	$(BIN)/python -m tests.helpers.screenshots docs
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -589,6 +589,58 @@ def _paths() -> dict[str, Any]:
                 ),
             }
         },
+        "/ui": {
+            "get": {
+                "operationId": "consoleRedirect",
+                "summary": "Redirects to the operator console at /ui/.",
+                "security": open_security,
+                "responses": {
+                    "308": {
+                        "description": "To `ui/`.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/ui/": {
+            "get": {
+                "operationId": "console",
+                "summary": "The operator console (a web page; docs/console.md). Its static "
+                "files need no token; the page asks for it and sends it as a bearer token.",
+                "security": open_security,
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (`If-None-Match`)."},
+                },
+            }
+        },
+        "/ui/{file}": {
+            "parameters": [
+                {
+                    **_path_param("file", "The file's name."),
+                    "schema": {"type": "string", "enum": ["app.js", "app.css"]},
+                }
+            ],
+            "get": {
+                "operationId": "consoleFile",
+                "summary": "The console's script and style sheet.",
+                "security": open_security,
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "304": {"description": "Not modified (`If-None-Match`)."},
+                    "404": _error("No such file (`not_found`)."),
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "operationId": "healthz",
@@ -672,7 +724,8 @@ def openapi_document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "The `intake.token` of the config. Enforced when a token is "
                     "configured (required unless listening on loopback or a unix socket); "
-                    "/healthz, /livez and /readyz never need it.",
+                    "/healthz, /livez, /readyz and the console's static files (/ui/) never "
+                    "need it.",
                 }
             },
             "responses": {

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from aiohttp import web
 
+from watcher.api import console
 from watcher.api.metrics import Metrics
 from watcher.api.openapi import openapi_document
 from watcher.api.status import DaemonSnapshot, status_json
@@ -162,6 +163,7 @@ class IntakeServer:
         r.add_get("/metrics", self._metrics_text, allow_head=False)
         r.add_get("/openapi.json", self._openapi, allow_head=False)
         r.add_get("/v1/status", self._status, allow_head=False)
+        console.Console(lambda: self._config.token is not None).add_routes(r)
         return app
 
     async def start(self) -> None:
@@ -276,7 +278,7 @@ class IntakeServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self._config.token
-        if token is not None and request.path not in OPEN_PATHS:
+        if token is not None and request.path not in OPEN_PATHS and not console.is_open(request):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             expected = token.reveal().encode()
             if scheme.lower() != "bearer" or not hmac.compare_digest(
