@@ -6,7 +6,7 @@ CONFIG ?= config.example.yaml
 
 NODE_EXAMPLES := examples/receivers/node
 
-.PHONY: run test lint typecheck unit integration bench clean receiver-examples
+.PHONY: run test lint typecheck unit integration bench screenshots clean receiver-examples
 
 $(BIN)/activate:
 	@$(PYTHON) -m venv $(VENV) >&2
@@ -66,6 +66,10 @@ integration: $(VENV)/.installed-test receiver-examples
 ## bench: the benchmark suite; prints one JSON object (see docs/performance.md)
 bench: $(VENV)/.installed-bench
 	@$(BIN)/python -m bench
+
+## screenshots: regenerate the console screenshots in docs/ (docs/console.md; needs Chromium)
+screenshots: $(VENV)/.installed-test
+	$(BIN)/python -m tests.helpers.screenshots docs
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache $(NODE_EXAMPLES)/node_modules

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from bench import report, scenarios
+from bench import console, report, scenarios
 from bench.fixtures import build_tasks
 from bench.plot import plot_scaling
 from bench.procs import log
@@ -30,7 +30,7 @@ from bench.procs import log
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 PLOT = ROOT / "docs" / "performance.png"
-ALL = ("rss", "cpu", "latency", "delivery", "docs")
+ALL = ("rss", "cpu", "latency", "delivery", "docs", "console")
 
 
 async def _guard(name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -57,7 +57,7 @@ async def run(only: set[str]) -> dict[str, Any]:
     env = scenarios.Env(OUT, upstream, receiver, OUT / "base-100k.db")
     sections: dict[str, Any] = {}
     try:
-        if only & {"rss", "cpu"}:
+        if only & {"rss", "cpu", "console"}:
             t0 = time.monotonic()
             build_tasks(env.base_100k, 100_000, registered_at=time.time() - 10)
             log(f"store with 100k tasks built in {time.monotonic() - t0:.1f}s")
@@ -100,6 +100,8 @@ async def run(only: set[str]) -> dict[str, Any]:
             sections["delivery"] = await _guard("delivery", lambda: scenarios.delivery(env))
         if "docs" in only:
             sections["docs_loop"] = await _guard("docs_loop", lambda: scenarios.docs_loop(env))
+        if "console" in only:
+            sections["console"] = await _guard("console", lambda: console.console(env))
     finally:
         upstream.close()
         receiver.close()

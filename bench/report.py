@@ -13,6 +13,8 @@ LATENCY_SLACK_MS = 100.0  # p99 <= interval + this
 RESTART_TARGET_S = 3.0
 DELIVERY_RATE_TARGET = 2000.0
 DELIVERY_RATIO_TARGET = 0.7
+CONSOLE_FIRST_PAGE_TARGET_MS = 50.0  # p95, 100k tasks in the store
+CONSOLE_TRANSFER_TARGET_BYTES = 150_000
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -120,6 +122,38 @@ def delivery_section(
         "ratio": _r(r),
         "target": f">= {DELIVERY_RATE_TARGET:g}/s and ratio >= {DELIVERY_RATIO_TARGET}",
         "met": _met(daemon_per_s, ok),
+        **extra,
+    }
+
+
+def console_section(
+    *,
+    first_page_ms: Sequence[float],
+    transfer_bytes: float | None,
+    usable_ms: Sequence[float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The console with many tasks: the first page served (p95), the page's total transfer
+    (both with targets) and the time to a usable list (reported)."""
+    p95 = percentile(first_page_ms, 95)
+    ok = (
+        p95 is not None
+        and p95 <= CONSOLE_FIRST_PAGE_TARGET_MS
+        and transfer_bytes is not None
+        and transfer_bytes <= CONSOLE_TRANSFER_TARGET_BYTES
+    )
+    return {
+        "first_page_p50_ms": _r(percentile(first_page_ms, 50), 2),
+        "first_page_p95_ms": _r(p95, 2),
+        "first_page_max_ms": _r(max(first_page_ms), 2) if first_page_ms else None,
+        "transfer_kb": _r(None if transfer_bytes is None else transfer_bytes / 1000, 1),
+        "usable_ms_median": _r(percentile(usable_ms, 50), 1),
+        "usable_ms_max": _r(max(usable_ms), 1) if usable_ms else None,
+        "target": (
+            f"first page p95 <= {CONSOLE_FIRST_PAGE_TARGET_MS:g} ms and transfer <= "
+            f"{CONSOLE_TRANSFER_TARGET_BYTES / 1000:g} KB"
+        ),
+        "met": _met(p95, ok),
         **extra,
     }
 

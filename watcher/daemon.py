@@ -29,6 +29,7 @@ import structlog
 from watcher import __version__
 from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
+from watcher.api.status import DaemonSnapshot
 from watcher.clock import Clock, SystemClock, Timeline
 from watcher.config.dburl import url_passwords
 from watcher.config.settings import Config, load_config, postgres_not_runnable_yet
@@ -388,6 +389,13 @@ class Daemon:
         if self.scheduler is not None and self.scheduler.stats.credentials_paused:
             reasons.append("upstream rejected the API key: polling is paused")
         return reasons
+
+    def snapshot(self) -> DaemonSnapshot:
+        """The scheduler's and the deliverer's live counters (`GET /v1/status`)."""
+        return DaemonSnapshot(
+            polling=self.scheduler.stats if self.scheduler is not None else None,
+            delivery=self.deliverer.stats if self.deliverer is not None else None,
+        )
 
     # -- housekeeping -----------------------------------------------------------------------------
     def _flush_polls(self) -> None:

@@ -60,3 +60,21 @@ def test_fake_upstream_completes_a_task_at_the_instant_in_its_id() -> None:
     assert after["data"]["state"] == "success"
     assert after["data"]["completeTime"] == 1_700_000_000_500
     assert json.loads(after["data"]["resultJson"])["resultUrls"]
+
+
+def test_console_needs_a_fast_first_page_and_a_small_transfer() -> None:
+    fast = [2.0] * 90 + [40.0] * 10
+    ok = report.console_section(first_page_ms=fast, transfer_bytes=70_000, usable_ms=[300.0])
+    assert ok["met"] is True
+    assert ok["first_page_p95_ms"] == 40.0
+    assert ok["transfer_kb"] == 70.0
+    slow = [2.0] * 90 + [60.0] * 10
+    assert (
+        report.console_section(first_page_ms=slow, transfer_bytes=70_000, usable_ms=[])["met"]
+        is False
+    )
+    big = report.console_section(first_page_ms=fast, transfer_bytes=150_001, usable_ms=[300.0])
+    assert big["met"] is False
+    assert (
+        report.console_section(first_page_ms=[], transfer_bytes=None, usable_ms=[])["met"] is None
+    )

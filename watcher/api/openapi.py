@@ -436,6 +436,69 @@ def _schemas() -> dict[str, Any]:
                 "status": {"type": "string", "enum": ["ok", "ready", "reloaded"]},
             },
         },
+        "DaemonStatus": {
+            "type": "object",
+            "required": [
+                "version",
+                "ready",
+                "reasons",
+                "polling",
+                "delivery",
+                "task_states",
+                "delivery_statuses",
+                "model_stats",
+            ],
+            "properties": {
+                "version": {"type": "string"},
+                "ready": {"type": "boolean", "description": "What /readyz says."},
+                "reasons": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Why the daemon is not ready (the reasons of /readyz).",
+                },
+                "polling": {
+                    "type": "object",
+                    "required": [
+                        "watched",
+                        "in_flight",
+                        "credentials_paused",
+                        "pause_reason",
+                        "rate_limited_until",
+                    ],
+                    "properties": {
+                        "watched": {"type": "integer", "minimum": 0},
+                        "in_flight": {"type": "integer", "minimum": 0},
+                        "credentials_paused": {
+                            "type": "boolean",
+                            "description": "The upstream rejected the API key: all polling "
+                            "is paused (every task is kept).",
+                        },
+                        "pause_reason": _nullable({"type": "string"}),
+                        "rate_limited_until": _nullable(
+                            {
+                                **_TIMESTAMP,
+                                "description": "The upstream asked for fewer requests (429): "
+                                "no poll starts before this time.",
+                            }
+                        ),
+                    },
+                },
+                "delivery": {
+                    "type": "object",
+                    "required": ["pending", "in_flight"],
+                    "properties": {
+                        "pending": {"type": "integer", "minimum": 0},
+                        "in_flight": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "task_states": {"type": "array", "items": {"type": "string"}},
+                "delivery_statuses": {"type": "array", "items": {"type": "string"}},
+                "model_stats": {
+                    "type": "boolean",
+                    "description": "Whether this daemon serves `GET /v1/stats/models`.",
+                },
+            },
+        },
         "Unhealthy": {
             "type": "object",
             "required": ["status", "reasons"],
@@ -627,6 +690,68 @@ def _paths() -> dict[str, Any]:
                 ),
             },
         },
+        "/v1/status": {
+            "get": {
+                "operationId": "status",
+                "summary": "What the daemon is doing now: readiness, a credential pause, a "
+                "rate-limit slow-down, live counters (read from memory; cheap to poll).",
+                "responses": _secured(
+                    {"200": _response("The status.", "DaemonStatus")}, store=False
+                ),
+            }
+        },
+        "/ui": {
+            "get": {
+                "operationId": "consoleRedirect",
+                "summary": "Redirects to the operator console at /ui/.",
+                "security": open_security,
+                "responses": {
+                    "308": {
+                        "description": "To `ui/`.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/ui/": {
+            "get": {
+                "operationId": "console",
+                "summary": "The operator console (a web page; docs/console.md). Its static "
+                "files need no token; the page asks for it and sends it as a bearer token.",
+                "security": open_security,
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (`If-None-Match`)."},
+                },
+            }
+        },
+        "/ui/{file}": {
+            "parameters": [
+                {
+                    **_path_param("file", "The file's name."),
+                    "schema": {"type": "string", "enum": ["app.js", "app.css"]},
+                }
+            ],
+            "get": {
+                "operationId": "consoleFile",
+                "summary": "The console's script and style sheet.",
+                "security": open_security,
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "304": {"description": "Not modified (`If-None-Match`)."},
+                    "404": _error("No such file (`not_found`)."),
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "operationId": "healthz",
@@ -710,7 +835,8 @@ def openapi_document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "The `intake.token` of the config. Enforced when a token is "
                     "configured (required unless listening on loopback or a unix socket); "
-                    "/healthz, /livez and /readyz never need it.",
+                    "/healthz, /livez, /readyz and the console's static files (/ui/) never "
+                    "need it.",
                 }
             },
             "responses": {

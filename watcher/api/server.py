@@ -26,8 +26,10 @@ import structlog
 from aiohttp import web
 
 from watcher import jsontext
+from watcher.api import console
 from watcher.api.metrics import Metrics
 from watcher.api.openapi import openapi_document
+from watcher.api.status import DaemonSnapshot, status_json
 from watcher.api.views import delivery_json, ping_json, task_detail_json, task_json
 from watcher.config.settings import IntakeConfig
 from watcher.errors import (
@@ -72,6 +74,10 @@ class DaemonControl(Protocol):
 
     def readiness(self) -> list[str]:
         """Reasons the daemon is not ready ([] when it is)."""
+        ...
+
+    def snapshot(self) -> DaemonSnapshot:
+        """The live counters of the scheduler and the deliverer (`GET /v1/status`)."""
         ...
 
 
@@ -169,6 +175,8 @@ class IntakeServer:
         r.add_get("/readyz", self._readyz, allow_head=False)
         r.add_get("/metrics", self._metrics_text, allow_head=False)
         r.add_get("/openapi.json", self._openapi, allow_head=False)
+        r.add_get("/v1/status", self._status, allow_head=False)
+        console.Console(lambda: self._config.token is not None).add_routes(r)
         return app
 
     async def start(self) -> None:
@@ -289,7 +297,7 @@ class IntakeServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self._config.token
-        if token is not None and request.path not in OPEN_PATHS:
+        if token is not None and request.path not in OPEN_PATHS and not console.is_open(request):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             expected = token.reveal().encode()
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -402,10 +410,14 @@ class IntakeServer:
             return _json({"status": "unhealthy", "reasons": reasons}, 503)
         return _json({"status": "ok"})
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    def _readiness(self) -> list[str]:
         reasons = list(self._control.readiness())
         if self._draining and not any(r.startswith("draining") for r in reasons):
             reasons.append("draining: the daemon is stopping")
+        return reasons
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        reasons = self._readiness()
         if reasons:
             return _json({"status": "not_ready", "reasons": reasons}, 503)
         return _json({"status": "ready"})
@@ -416,6 +428,13 @@ class IntakeServer:
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return _json(openapi_document())
+
+    async def _status(self, request: web.Request) -> web.Response:
+        model_stats = any(
+            resource.canonical == "/v1/stats/models" for resource in request.app.router.resources()
+        )
+        snapshot = self._control.snapshot()
+        return _json(status_json(snapshot, reasons=self._readiness(), model_stats=model_stats))
 
 
 _DOMAIN_ERRORS: Mapping[type[WatcherError], tuple[int, str]] = {

@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 
 from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
+from watcher.api.status import DaemonSnapshot
 from watcher.clock import ManualClock
 from watcher.config.settings import (
     Config,
@@ -159,6 +160,7 @@ class FakeControl:
     reload_error: Exception | None = None
     liveness_reasons: list[str] = field(default_factory=list)
     readiness_reasons: list[str] = field(default_factory=list)
+    status: DaemonSnapshot = field(default_factory=lambda: DaemonSnapshot(None, None))
     reloads: int = 0
 
     async def reload(self) -> list[ConfigProblem]:
@@ -172,6 +174,9 @@ class FakeControl:
 
     def readiness(self) -> list[str]:
         return list(self.readiness_reasons)
+
+    def snapshot(self) -> DaemonSnapshot:
+        return self.status
 
 
 @dataclass
