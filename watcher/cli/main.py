@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from watcher import __version__
+from watcher.cli import copy_store
 from watcher.cli.common import (
     DEFAULT_CONFIG,
     EXIT_CONFIG,
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "this version; 78 for a config error.",
     )
     _add_config_option(p)
+
+    copy_store.register(sub, _add_config_option)
 
     p = sub.add_parser(
         "reload",

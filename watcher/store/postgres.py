@@ -49,8 +49,10 @@ from watcher.models import (
 )
 from watcher.store import postgres_rows as sql
 from watcher.store.base import apply_transition_to, metadata_json
+from watcher.store.bulk import ImportResult, TaskRecords
 from watcher.store.migrations import Migration, MigrationResult, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
+from watcher.store.postgres_rows import nul_free as _nul_free
 from watcher.store.postgres_schema import migrate, schema_version
 from watcher.store.sqlite_rows import (
     attempt_from_row,
@@ -611,6 +613,17 @@ class PostgresStore:
 
         return await self._write("requeue_delivery", requeue)
 
+    # -- bulk import (copy-store) --------------------------------------------------------------
+    async def import_task_records(self, records: TaskRecords) -> ImportResult:
+        """Copy one batch of tasks with everything recorded about them, in one transaction:
+        what the database lacks is inserted, what the source has further along is updated,
+        the rest is left as it is (watcher/store/bulk.py). Conflicts are returned, not raised."""
+        from watcher.store.postgres_import import import_task_records
+
+        return await self._write(
+            "import_task_records", lambda conn: import_task_records(conn, records)
+        )
+
     # -- housekeeping --------------------------------------------------------------------------
     async def purge_finished(self, *, before: float, limit: int = 1000) -> int:
         """Delete up to `limit` tasks finished before `before` (oldest first) and everything
@@ -646,11 +659,3 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise self._secrets.error(f"cannot close the store {self.location}", exc) from exc
         log.debug("store_closed", store=self.location)
-
-
-def _nul_free(params: Sequence[Any]) -> tuple[Any, ...]:
-    """`params` with NUL characters in strings replaced: PostgreSQL text cannot hold them, and
-    free text from outside (an upstream error, a state name) must not fail a whole write."""
-    return tuple(
-        p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p for p in params
-    )

@@ -8,7 +8,8 @@ constant text: queries only ever append constant fragments and bind values.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 # -- tasks -----------------------------------------------------------------------------------------
 SELECT_TASKS: Final = (
@@ -152,3 +153,11 @@ HEARTBEAT: Final = (
     "INSERT INTO heartbeat (id, beats) VALUES (1, 1) "
     "ON CONFLICT (id) DO UPDATE SET beats = heartbeat.beats + 1"
 )
+
+
+def nul_free(params: Sequence[Any]) -> tuple[Any, ...]:
+    """`params` with NUL characters in strings replaced: PostgreSQL text cannot hold them, and
+    free text from outside (an upstream error, a state name) must not fail a whole write."""
+    return tuple(
+        p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p for p in params
+    )
