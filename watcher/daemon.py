@@ -153,7 +153,9 @@ class Daemon:
         )
         if config.store.path is None:  # store.url: the daemon runs on PostgreSQL in a later version
             raise postgres_not_runnable_yet(config)
-        self.store = SqliteStore(config.store.path)
+        # Exclusive: a second daemon on this store would poll every task and send every
+        # webhook a second time; it refuses to start instead (StoreInUse, exit 75).
+        self.store = SqliteStore(config.store.path, exclusive=True)
         # Anchored now: the stored wall times are read against the wall clock of this start.
         self._timeline = Timeline(self._clock)
         self.service = WatchService(

@@ -48,6 +48,16 @@ class StoreError(WatcherError):
     """The task store failed."""
 
 
+class StoreInUse(StoreError):
+    """Another apixo-watcher process holds the store: two daemons on one store would both
+    poll every task and both deliver every webhook."""
+
+
+class StoreLost(StoreError):
+    """The store's file was deleted or replaced under the running daemon: what it commits now
+    would be lost at the next start."""
+
+
 class TaskNotFound(WatcherError):
     """No such task."""
 

@@ -19,6 +19,7 @@ import pytest
 from tests.helpers.daemon import DaemonProcess, write_config
 from tests.helpers.receiver import Receiver
 from tests.integration.conftest import Upstream
+from watcher.cli.common import EXIT_CONFIG, EXIT_STORE_IN_USE
 from watcher.cli.main import build_parser
 from watcher.config.settings import load_config
 from watcher.upstream.sandbox import success
@@ -138,9 +139,11 @@ def test_exec_reload_is_the_synchronous_reload_command() -> None:
     assert build_parser().parse_args(argv[1:]).command == "reload"
 
 
-def test_restarts_on_failure_but_not_on_a_config_error() -> None:
+def test_restarts_on_failure_but_not_on_a_config_error_or_a_store_in_use() -> None:
     assert _one("Restart") == "on-failure"
-    assert "78" in _one("RestartPreventExitStatus").split()
+    prevented = _one("RestartPreventExitStatus").split()
+    assert str(EXIT_CONFIG) in prevented
+    assert str(EXIT_STORE_IN_USE) in prevented
 
 
 def test_stop_timeout_exceeds_the_grace_period() -> None:

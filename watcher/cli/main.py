@@ -1,8 +1,9 @@
 """The `apixo-watcher` command: parses arguments, loads config, sets up logging, starts things.
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 config error (EX_CONFIG: systemd's
-RestartPreventExitStatus=78 stops a restart loop on a broken config). Errors are one clear line
-on stderr (a config error lists every problem), never a traceback.
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 75 the store is in use by another daemon
+(EX_TEMPFAIL), 78 config error (EX_CONFIG). systemd's RestartPreventExitStatus=78 75 stops a
+restart loop on either: restarting cannot fix them. Errors are one clear line on stderr (a
+config error lists every problem), never a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from watcher.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_STORE_IN_USE,
     EXIT_USAGE,
     default_config_path,
 )
@@ -156,11 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # the last line of defence: no traceback reaches a user
-        from watcher.errors import ConfigError, WatcherError
+        from watcher.errors import ConfigError, StoreInUse, WatcherError
 
         if isinstance(exc, ConfigError):
             error_line(exc.message)
             return EXIT_CONFIG
+        if isinstance(exc, StoreInUse):
+            error_line(exc.message)
+            return EXIT_STORE_IN_USE
         if isinstance(exc, WatcherError):
             error_line(exc.message)
             return EXIT_FAILURE

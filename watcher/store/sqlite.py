@@ -6,8 +6,13 @@ are single statements. A write that meets "database is locked" (another process 
 lock longer than the busy timeout) is retried a few times with a short backoff, then raised as
 StoreError like every other database error.
 
-The SQL text and the row <-> record conversions live in watcher/sqlite_rows.py; this module
-holds the connection, its transactions and retries, and the Store methods.
+The SQL text and the row <-> record conversions live in watcher/store/sqlite_rows.py; the lock
+and the file identity checks in watcher/store/sqlite_files.py; this module holds the connection,
+its transactions and retries, and the Store methods.
+
+The daemon opens its store `exclusive`: it holds `<file>.lock` for the life of the process, so a
+second daemon on the same file refuses to start (StoreInUse) instead of polling and delivering
+everything a second time. Other connections (tests, `sqlite3 .backup`) need no lock.
 
 The schema is versioned (watcher/store/migrations/sqlite): each missing migration is applied in
 its own transaction on open; a database newer than the code is refused rather than misread.
@@ -55,6 +60,7 @@ from watcher.models import (
 from watcher.store.base import apply_transition_to, metadata_json
 from watcher.store.migrations import Migration, check_numbering, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
+from watcher.store.sqlite_files import StoreLock
 from watcher.store.sqlite_rows import (
     COUNT_RETRYING_DELIVERIES,
     DELIVERY_BY_ID,
@@ -115,7 +121,11 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 class SqliteStore:
-    """The Store on one SQLite file. Opening creates the directory and file and migrates it."""
+    """The Store on one SQLite file. Opening creates the directory and file and migrates it.
+
+    `exclusive`: hold the store's lock file until `close()` (the daemon does; StoreInUse when
+    another process holds it).
+    """
 
     def __init__(
         self,
@@ -123,9 +133,11 @@ class SqliteStore:
         *,
         busy_timeout_s: float = 5.0,
         migrations: Sequence[Migration] | None = None,
+        exclusive: bool = False,
     ) -> None:
         self._path = Path(path)
         self._conn: sqlite3.Connection | None = None
+        self._lock: StoreLock | None = None
         # Cheap on purpose: SQLite's busy handler already waited busy_timeout_s on each try.
         # Tries 2 and 3 of a write that met a lock (the first is made directly in `_write`).
         self._retrying = Retrying(
@@ -137,8 +149,14 @@ class SqliteStore:
         )
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+        if exclusive:
+            self._lock = StoreLock(self._path)
+        try:
             conn = sqlite3.connect(self._path, timeout=busy_timeout_s, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            self._release_lock()
             raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
         self._conn = conn
         try:
@@ -147,6 +165,7 @@ class SqliteStore:
         except BaseException:
             self._conn = None
             conn.close()
+            self._release_lock()
             raise
         log.debug("store_opened", path=str(self._path))
 
@@ -702,7 +721,8 @@ class SqliteStore:
         )
 
     def close(self) -> None:
-        """Close the database (the last connection checkpoints the WAL); idempotent."""
+        """Close the database (the last connection checkpoints the WAL) and release the lock;
+        idempotent."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -710,4 +730,11 @@ class SqliteStore:
             conn.close()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot close the store {self._path}: {exc}") from exc
+        finally:
+            self._release_lock()
         log.debug("store_closed", path=str(self._path))
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()

