@@ -3,7 +3,8 @@
 start: open the store, resume every active task and pending delivery, import the tasks file,
 bind the intake, then tell systemd READY=1. run: the scheduler, the deliverer and a few small
 housekeeping loops; if any of them dies, the daemon stops loudly (exit 1) so systemd restarts
-it. stop (SIGTERM/SIGINT): the intake refuses new tasks, no new polls or attempts start,
+it; so does a store whose file was deleted or replaced under it (checked every second). stop
+(SIGTERM/SIGINT): the intake refuses new tasks, no new polls or attempts start,
 in-flight ones get a grace period, poll counts are flushed, the store is closed, exit 0. A second
 signal exits at once. SIGHUP reloads, like `apixo-watcher reload`.
 
@@ -34,7 +35,7 @@ from watcher.clock import Clock, SystemClock, Timeline
 from watcher.config.dburl import url_passwords
 from watcher.config.settings import Config, load_config, postgres_not_runnable_yet
 from watcher.delivery.deliverer import Deliverer
-from watcher.errors import ConfigError, ConfigProblem, StoreError, WatcherError
+from watcher.errors import ConfigError, ConfigProblem, StoreError, StoreLost, WatcherError
 from watcher.logs import configure_logging, scrubber
 from watcher.models import DeliveryStatus
 from watcher.notify import Notifier
@@ -51,6 +52,8 @@ FLUSH_INTERVAL_S = 5.0  # how often live poll counts are written to the store
 STATUS_INTERVAL_S = 5.0
 PURGE_INTERVAL_S = 3600.0  # how often finished tasks past store.retention are deleted
 PURGE_BATCH = 1000  # tasks per transaction, so a large purge never holds the store for long
+# How often the store's files are checked (a few stat calls); every commit checks them too.
+STORE_CHECK_INTERVAL_S = 1.0
 # A loop that has not reported progress for this long is considered wedged.
 STALL_AFTER_S = 30.0
 CLOCK_CHECK_INTERVAL_S = 1.0  # how often the wall clock is checked for a step
@@ -107,6 +110,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once READY=1 would be sent (tests wait on it)
         self._stopping = False
+        self._exit_code = 0  # set by a fault of the daemon's own machinery
         self._reload_lock = asyncio.Lock()
         self._loops: dict[str, asyncio.Task[Any]] = {}
         self._started_at = time.monotonic()
@@ -221,13 +225,14 @@ class Daemon:
         self._spawn("tasks_file", self._importer.watch())
         self._spawn("purge", self._every(PURGE_INTERVAL_S, self._purge))
         self._spawn("clock", self._every(CLOCK_CHECK_INTERVAL_S, self._check_clock))
+        self._spawn("store_guard", self._every(STORE_CHECK_INTERVAL_S, self._check_store))
         if self._notifier.watchdog_interval_s:
             self._spawn("watchdog", self._every(self._notifier.watchdog_interval_s, self._watchdog))
         stop_waiter = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait(
             [stop_waiter, *self._loops.values()], return_when=asyncio.FIRST_COMPLETED
         )
-        code = 0
+        code = self._exit_code
         for name, task in self._loops.items():
             if task in done:
                 exc = task.exception() if not task.cancelled() else None
@@ -274,6 +279,12 @@ class Daemon:
             self.store.close()
         self._notifier.close()
         log.info("daemon_stopped")
+
+    def _fail(self, event: str, **context: Any) -> None:
+        """Stop loudly: a fault of the daemon's own machinery; exit 1, systemd restarts it."""
+        log.error(event, **context)
+        self._exit_code = 1
+        self.stop()
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
         self._loops[name] = asyncio.create_task(coro, name=name)
@@ -385,7 +396,10 @@ class Daemon:
             reasons.append("draining: the daemon is stopping")
         if self.store is not None:
             try:
+                self.store.check_files()
                 self.store.check_writable()
+            except StoreLost as exc:
+                reasons.append(f"store lost: {exc.message}")
             except StoreError as exc:
                 reasons.append(f"store not writable: {exc.message}")
         if self.scheduler is not None and self.scheduler.stats.credentials_paused:
@@ -400,6 +414,18 @@ class Daemon:
         )
 
     # -- housekeeping -----------------------------------------------------------------------------
+    def _check_store(self) -> None:
+        if self.store is None or self._exit_code:
+            return
+        try:
+            self.store.check_files()
+        except StoreLost as exc:
+            # Everything committed from now on would vanish at the next start: refuse it
+            # (the intake already answers 503) and let systemd restart on a fresh store.
+            self._fail("store_lost", path=str(self.store.path), error=exc.message)
+        except StoreError as exc:
+            log.warning("store_check_failed", path=str(self.store.path), error=exc.message)
+
     def _flush_polls(self) -> None:
         if self.scheduler is None or self.store is None:
             return

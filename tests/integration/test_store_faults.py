@@ -7,6 +7,7 @@ webhooks, silently lost registrations or a SIGBUS.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -105,3 +106,65 @@ async def test_the_lock_dies_with_its_process_even_on_kill_9(
     await third.start()
     third.signal(signal.SIGTERM)
     assert await third.wait_exit() == 0
+
+
+# -- the store deleted or replaced under a running daemon -------------------------------------
+def _delete_every_file(db: Path) -> None:
+    for path in db.parent.glob(db.name + "*"):
+        path.unlink()
+
+
+def _replace_with_a_copy(db: Path) -> None:
+    # What a restore from a backup under a running daemon does: a new file at the same path.
+    copy = db.with_name("copy.db")
+    copy.write_bytes(db.read_bytes())
+    copy.replace(db)
+
+
+@pytest.mark.parametrize(
+    "damage", [_delete_every_file, _replace_with_a_copy], ids=["deleted", "replaced"]
+)
+async def test_a_store_deleted_or_replaced_under_the_daemon_stops_it_loudly(
+    tmp_path: Path,
+    upstream: Upstream,
+    daemons: Callable[..., DaemonProcess],
+    damage: Callable[[Path], None],
+) -> None:
+    config = write_config(tmp_path, upstream_url=upstream.url)
+    daemon = daemons(config)
+    await daemon.start()
+    assert (await _post_task(daemon, "kept"))[0] == 201
+    db = tmp_path / "watcher.db"
+
+    damage(db)
+    statuses = []
+    for i in range(10):
+        try:
+            status, body = await _post_task(daemon, f"after-{i}")
+        except aiohttp.ClientConnectionError:
+            break  # the daemon has already stopped: nothing acknowledged either
+        statuses.append(status)
+        assert status == 503, body
+        assert body["error"]["code"] == "store_unavailable"
+
+    assert await daemon.wait_exit(timeout=10) == 1
+    lost = [e for e in daemon.log_events() if e.get("event") == "store_lost"]
+    assert lost, daemon.log_text()
+    assert lost[0]["level"] == "error"
+    assert str(db) in lost[0]["error"]
+    assert ("deleted" if damage is _delete_every_file else "replaced") in lost[0]["error"]
+    assert "Traceback" not in daemon.log_text()
+    assert 201 not in statuses
+
+
+async def test_a_lost_store_makes_the_daemon_not_ready_at_once(
+    tmp_path: Path, start_daemon: Callable[..., Any]
+) -> None:
+    running = await start_daemon()
+    _delete_every_file(tmp_path / "watcher.db")
+
+    async with running.http.get(running.base + "/readyz") as resp:
+        assert resp.status == 503
+        reasons = (await resp.json())["reasons"]
+    assert any(r.startswith("store lost: the store file") for r in reasons), reasons
+    assert await asyncio.wait_for(running.task, 10) == 1

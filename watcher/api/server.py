@@ -285,8 +285,12 @@ class IntakeServer:
         except InvalidCursor:
             message = "cursor must be the next_cursor of an earlier page"
             return _json(error_body("invalid_parameter", message, field="cursor"), 400)
-        except StoreError:
-            log.error("intake_store_error", method=request.method, path=request.path, exc_info=True)
+        except StoreError as exc:
+            # The message says what failed (the store's errors are wrapped with it); the answer
+            # does not: it may name files, and the client can only retry.
+            log.error(
+                "intake_store_error", method=request.method, path=request.path, error=exc.message
+            )
             return _json(error_body("store_unavailable", "the task store is unavailable"), 503)
         except Exception:
             log.error(

@@ -14,6 +14,12 @@ The daemon opens its store `exclusive`: it holds `<file>.lock` for the life of t
 second daemon on the same file refuses to start (StoreInUse) instead of polling and delivering
 everything a second time. Other connections (tests, `sqlite3 .backup`) need no lock.
 
+A database deleted or replaced under the running store (an `rm`, a restore over it) would keep
+taking commits into a file nobody can open again. So the identity (device, inode) of the
+database, its WAL and the lock file is checked after every commit, before the caller
+acknowledges anything, and by `check_files()` (the daemon calls it every second): a stat(2)
+per file, about a microsecond each. Once lost, the store stays lost (StoreLost).
+
 The schema is versioned (watcher/store/migrations/sqlite): each missing migration is applied in
 its own transaction on open; a database newer than the code is refused rather than misread.
 """
@@ -41,6 +47,7 @@ from tenacity import (
 from watcher.errors import (
     DeliveryNotFound,
     StoreError,
+    StoreLost,
     TaskConflict,
     TaskFinished,
     TaskNotFound,
@@ -60,7 +67,7 @@ from watcher.models import (
 from watcher.store.base import apply_transition_to, metadata_json
 from watcher.store.migrations import Migration, check_numbering, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
-from watcher.store.sqlite_files import StoreLock
+from watcher.store.sqlite_files import FileIdentity, StoreLock, identity
 from watcher.store.sqlite_rows import (
     COUNT_RETRYING_DELIVERIES,
     DELIVERY_BY_ID,
@@ -138,6 +145,8 @@ class SqliteStore:
         self._path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock: StoreLock | None = None
+        self._files: dict[Path, FileIdentity] = {}
+        self._lost: str | None = None  # why the store is lost, once it is
         # Cheap on purpose: SQLite's busy handler already waited busy_timeout_s on each try.
         # Tries 2 and 3 of a write that met a lock (the first is made directly in `_write`).
         self._retrying = Retrying(
@@ -162,6 +171,7 @@ class SqliteStore:
         try:
             self._configure(conn, busy_timeout_s)
             self._migrate(conn, load_migrations() if migrations is None else list(migrations))
+            self._remember_files()
         except BaseException:
             self._conn = None
             conn.close()
@@ -240,9 +250,44 @@ class SqliteStore:
             raise StoreError("the store is closed")
         return self._conn
 
+    # -- the files under the connection ------------------------------------------------------
+    def _remember_files(self) -> None:
+        # The files SQLite has open now: the database and, in WAL mode, its WAL (created by
+        # the first read, kept until the last connection closes; checkpoints only truncate it).
+        for path in (self._path, self._path.with_name(self._path.name + "-wal")):
+            found = identity(path)
+            if found is not None:
+                self._files[path] = found
+
+    def check_files(self) -> None:
+        """StoreLost if the database or its WAL is no longer at its path (deleted, or replaced
+        by another file), or the daemon's lock file is gone; from then on every write fails."""
+        if self._lost is not None:
+            raise StoreLost(self._lost)
+        for path, known in self._files.items():
+            now = identity(path)
+            if now != known:
+                what = "deleted" if now is None else "replaced by another file"
+                self._lose(
+                    f"the store file {path} was {what} while the daemon ran: what it commits "
+                    f"now would be lost at the next start"
+                )
+        if self._lock is not None:
+            try:
+                self._lock.check()
+            except StoreLost as exc:
+                self._lose(exc.message)
+
+    def _lose(self, reason: str) -> None:
+        self._lost = reason
+        raise StoreLost(reason)
+
     def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one write transaction, retried while the database is locked."""
+        """Run `fn` in one write transaction, retried while the database is locked; then
+        check that the commit went to the store's own file (StoreLost if not)."""
         conn = self._live()
+        if self._lost is not None:
+            raise StoreLost(self._lost)
 
         def once() -> T:
             conn.execute("BEGIN IMMEDIATE")
@@ -262,15 +307,17 @@ class SqliteStore:
             # The first try runs without tenacity: its bookkeeping cost more than a small
             # commit, and a lock held elsewhere is rare.
             try:
-                return once()
+                result = once()
             except sqlite3.OperationalError as exc:
                 if not _is_locked(exc):
                     raise
-            log.warning("store_locked_retry", attempt=1)
-            time.sleep(_FIRST_RETRY_WAIT_S)
-            return self._retrying(once)
+                log.warning("store_locked_retry", attempt=1)
+                time.sleep(_FIRST_RETRY_WAIT_S)
+                result = self._retrying(once)
         except sqlite3.Error as exc:
             raise StoreError(f"store write failed ({what}): {exc}") from exc
+        self.check_files()  # before anyone acknowledges what was just committed
+        return result
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -726,6 +773,11 @@ class SqliteStore:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        setconfig = getattr(conn, "setconfig", None)  # Python 3.12+
+        if self._lost is not None and setconfig is not None:
+            # Closing the last connection checkpoints and then deletes the WAL *by name*: once
+            # the files were replaced, that name may belong to a new store.
+            setconfig(getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE"), True)  # noqa: B009
         try:
             conn.close()
         except sqlite3.Error as exc:

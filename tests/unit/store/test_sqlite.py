@@ -9,12 +9,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from watcher.errors import StoreError, StoreInUse
+from watcher.errors import StoreError, StoreInUse, StoreLost
 from watcher.models import (
     Attempt,
     AttemptOutcome,
@@ -177,6 +178,61 @@ def test_a_store_that_fails_to_open_leaves_no_lock_behind(db: Path) -> None:
     SqliteStore(db, exclusive=True).close()
 
 
+# -- the files deleted or replaced under the store -------------------------------------------------
+def test_a_deleted_database_fails_every_write_after_the_commit_and_stays_lost(
+    store: SqliteStore, db: Path
+) -> None:
+    store.add_task(TaskSpec("before", "m"), source=API, now=T0)
+    store.check_files()
+    for path in db.parent.glob("watcher.db*"):
+        path.unlink()
+
+    # The commit lands in the deleted file; the caller learns it before acknowledging.
+    with pytest.raises(StoreLost, match=r"watcher\.db was deleted while the daemon ran"):
+        store.add_task(TaskSpec("after", "m"), source=API, now=T0)
+    with pytest.raises(StoreLost):
+        store.check_writable()
+    with pytest.raises(StoreLost):
+        store.check_files()
+    assert not db.exists()  # nothing recreates it behind the operator's back
+
+
+def test_a_replaced_wal_or_database_is_noticed(db: Path) -> None:
+    store = SqliteStore(db)
+    wal = db.with_name("watcher.db-wal")
+    copy = db.with_name("copy")
+    copy.write_bytes(wal.read_bytes())
+    copy.replace(wal)
+    with pytest.raises(StoreLost, match=r"watcher\.db-wal was replaced by another file"):
+        store.check_files()
+    store.close()
+
+    store = SqliteStore(db)
+    copy.write_bytes(db.read_bytes())
+    copy.replace(db)
+    with pytest.raises(StoreLost, match=r"watcher\.db was replaced by another file"):
+        store.record_polls({"t": 1}, errors={})
+    store.close()
+
+
+def test_a_deleted_lock_file_is_noticed(db: Path) -> None:
+    store = SqliteStore(db, exclusive=True)
+    try:
+        db.with_name("watcher.db.lock").unlink()
+        with pytest.raises(StoreLost, match=r"another daemon could now open the store"):
+            store.check_files()
+    finally:
+        store.close()
+
+
+def test_checking_the_files_costs_a_few_stat_calls(store: SqliteStore) -> None:
+    started = time.perf_counter()
+    for _ in range(1000):
+        store.check_files()
+    per_check = (time.perf_counter() - started) / 1000
+    assert per_check < 0.001  # ~5 us here; a commit costs ~200 us
+
+
 # -- migrations --------------------------------------------------------------------------------
 def test_the_schema_version_is_the_number_of_migrations(store: SqliteStore, db: Path) -> None:
     assert SCHEMA_FILES
@@ -327,7 +383,7 @@ def test_a_task_added_before_sigkill_is_in_the_file(db: Path, tmp_path: Path) ->
 # bind it like any other user (root's CAP_DAC_OVERRIDE would otherwise ignore chmod).
 _READ_ONLY_CHILD = """
 import ctypes, os, sys
-from watcher.errors import StoreError, StoreInUse
+from watcher.errors import StoreError, StoreInUse, StoreLost
 from watcher.store.sqlite import SqliteStore
 
 if os.geteuid() == 0:
