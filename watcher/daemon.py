@@ -160,6 +160,9 @@ class Daemon:
         # Exclusive: a second daemon on this store would poll every task and send every
         # webhook a second time; it refuses to start instead (StoreInUse, exit 75).
         self.store = SqliteStore(config.store.path, exclusive=True)
+        # A store it cannot write would take no task and record no result: refuse to start
+        # with the reason rather than run not ready.
+        self.store.check_writable()
         # Anchored now: the stored wall times are read against the wall clock of this start.
         self._timeline = Timeline(self._clock)
         self.service = WatchService(

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,17 @@ class DaemonProcess:
     """One `apixo-watcher run` subprocess."""
 
     def __init__(
-        self, config_path: Path, *, env: Mapping[str, str] | None = None, grace_s: float = 5.0
+        self,
+        config_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        grace_s: float = 5.0,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.config_path = config_path
         self._env = dict(env or {})
+        # A command the daemon runs under, e.g. ("prlimit", "--nofile=64:128", "--").
+        self._wrapper = tuple(wrapper)
         self._grace_s = grace_s
         # AF_UNIX paths are limited to ~108 bytes; pytest's tmp_path can be longer.
         self._sockdir = Path(tempfile.mkdtemp(prefix="aw-", dir="/tmp"))
@@ -104,6 +111,7 @@ class DaemonProcess:
         env.update(self._env)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in close()
         self.proc = await asyncio.create_subprocess_exec(
+            *self._wrapper,
             sys.executable,
             "-m",
             "watcher",

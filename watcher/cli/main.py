@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -230,6 +231,9 @@ def _run(args: argparse.Namespace) -> int:
     if config.store.url is not None:
         raise postgres_not_runnable_yet(config)
     configure_logging(level=config.logging.level, fmt=config.logging.format)
+    # A fatal signal (SIGBUS from a mapped file that shrank mid-call, SIGSEGV) kills the
+    # process outside any Python code: say so, with the Python stack, on stderr (the journal).
+    faulthandler.enable()
     daemon = Daemon(config, config_path=path, grace_s=args.grace)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(daemon.run())

@@ -47,7 +47,6 @@ from tenacity import (
 from watcher.errors import (
     DeliveryNotFound,
     StoreError,
-    StoreLost,
     TaskConflict,
     TaskFinished,
     TaskNotFound,
@@ -67,7 +66,7 @@ from watcher.models import (
 from watcher.store.base import apply_transition_to, metadata_json
 from watcher.store.migrations import Migration, check_numbering, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
-from watcher.store.sqlite_files import FileIdentity, StoreLock, identity
+from watcher.store.sqlite_files import StoreFiles, StoreLock, read_only_message
 from watcher.store.sqlite_rows import (
     COUNT_RETRYING_DELIVERIES,
     DELIVERY_BY_ID,
@@ -123,6 +122,21 @@ def _is_locked(exc: BaseException) -> bool:
     )
 
 
+def _explain(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's message, and what it means for the operator where that is not obvious."""
+    code = exc.sqlite_errorcode & 0xFF
+    if code == sqlite3.SQLITE_READONLY:
+        return read_only_message(path, str(exc))
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return (
+            f"cannot open the store {path} ({exc}): its directory must exist and be readable "
+            f"and writable by the daemon's user"
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return f"the disk holding the store {path} is full ({exc})"
+    return str(exc)
+
+
 def _log_retry(state: RetryCallState) -> None:
     log.warning("store_locked_retry", attempt=state.attempt_number + 1)
 
@@ -145,8 +159,6 @@ class SqliteStore:
         self._path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock: StoreLock | None = None
-        self._files: dict[Path, FileIdentity] = {}
-        self._lost: str | None = None  # why the store is lost, once it is
         # Cheap on purpose: SQLite's busy handler already waited busy_timeout_s on each try.
         # Tries 2 and 3 of a write that met a lock (the first is made directly in `_write`).
         self._retrying = Retrying(
@@ -162,16 +174,17 @@ class SqliteStore:
             raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
         if exclusive:
             self._lock = StoreLock(self._path)
+        self._files = StoreFiles(self._path, self._lock)
         try:
             conn = sqlite3.connect(self._path, timeout=busy_timeout_s, isolation_level=None)
         except sqlite3.Error as exc:
             self._release_lock()
-            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+            raise StoreError(self._open_failure(exc)) from exc
         self._conn = conn
         try:
             self._configure(conn, busy_timeout_s)
             self._migrate(conn, load_migrations() if migrations is None else list(migrations))
-            self._remember_files()
+            self._files.remember()
         except BaseException:
             self._conn = None
             conn.close()
@@ -195,10 +208,21 @@ class SqliteStore:
             conn.execute("PRAGMA journal_size_limit = 67108864")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            # Never map the database: a mapped file that shrinks under the daemon (truncated,
+            # a full or read-only tmpfs) is SIGBUS, which kills the process outside any
+            # Python code; read() calls fail with an error instead. Set explicitly because
+            # SQLite's compiled-in default is not 0 everywhere.
+            conn.execute("PRAGMA mmap_size = 0")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {self._path}: {exc}") from exc
+            raise StoreError(self._open_failure(exc)) from exc
         if mode != "wal":
             log.warning("store_wal_unavailable", path=str(self._path), journal_mode=mode)
+
+    def _open_failure(self, exc: sqlite3.Error) -> str:
+        explained = _explain(exc, self._path)
+        if explained != str(exc):
+            return explained
+        return f"cannot open the store {self._path}: {exc}"
 
     def _migrate(self, conn: sqlite3.Connection, migrations: list[Migration]) -> None:
         check_numbering(migrations)
@@ -250,44 +274,17 @@ class SqliteStore:
             raise StoreError("the store is closed")
         return self._conn
 
-    # -- the files under the connection ------------------------------------------------------
-    def _remember_files(self) -> None:
-        # The files SQLite has open now: the database and, in WAL mode, its WAL (created by
-        # the first read, kept until the last connection closes; checkpoints only truncate it).
-        for path in (self._path, self._path.with_name(self._path.name + "-wal")):
-            found = identity(path)
-            if found is not None:
-                self._files[path] = found
-
     def check_files(self) -> None:
-        """StoreLost if the database or its WAL is no longer at its path (deleted, or replaced
-        by another file), or the daemon's lock file is gone; from then on every write fails."""
-        if self._lost is not None:
-            raise StoreLost(self._lost)
-        for path, known in self._files.items():
-            now = identity(path)
-            if now != known:
-                what = "deleted" if now is None else "replaced by another file"
-                self._lose(
-                    f"the store file {path} was {what} while the daemon ran: what it commits "
-                    f"now would be lost at the next start"
-                )
-        if self._lock is not None:
-            try:
-                self._lock.check()
-            except StoreLost as exc:
-                self._lose(exc.message)
-
-    def _lose(self, reason: str) -> None:
-        self._lost = reason
-        raise StoreLost(reason)
+        """StoreLost if the database, its WAL or its shared-memory file is no longer the file
+        SQLite opened (deleted, replaced, truncated), or the daemon's lock file is gone; from
+        then on every use of the store fails with it."""
+        self._files.check()
 
     def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one write transaction, retried while the database is locked; then
         check that the commit went to the store's own file (StoreLost if not)."""
         conn = self._live()
-        if self._lost is not None:
-            raise StoreLost(self._lost)
+        self._files.check_mapped()
 
         def once() -> T:
             conn.execute("BEGIN IMMEDIATE")
@@ -315,13 +312,15 @@ class SqliteStore:
                 time.sleep(_FIRST_RETRY_WAIT_S)
                 result = self._retrying(once)
         except sqlite3.Error as exc:
-            raise StoreError(f"store write failed ({what}): {exc}") from exc
+            raise StoreError(f"store write failed ({what}): {_explain(exc, self._path)}") from exc
         self.check_files()  # before anyone acknowledges what was just committed
         return result
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn = self._live()
+        self._files.check_mapped()
         try:
-            return self._live().execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
 
@@ -774,7 +773,7 @@ class SqliteStore:
         if conn is None:
             return
         setconfig = getattr(conn, "setconfig", None)  # Python 3.12+
-        if self._lost is not None and setconfig is not None:
+        if self._files.lost is not None and setconfig is not None:
             # Closing the last connection checkpoints and then deletes the WAL *by name*: once
             # the files were replaced, that name may belong to a new store.
             setconfig(getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE"), True)  # noqa: B009

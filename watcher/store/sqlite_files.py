@@ -1,6 +1,7 @@
 """The SQLite store's files seen from outside SQLite: the daemon's lock on the store, and the
-identity of the database and its WAL, so that a file deleted or replaced under the running
-daemon is noticed instead of silently swallowing commits.
+identity of the database, its WAL and its shared-memory file, so that a file deleted, replaced
+or truncated under the running daemon is noticed instead of silently swallowing commits or
+killing the process with SIGBUS.
 
 Only stat(2) and flock(2) touch the database's files here, never an open-and-close: closing any
 descriptor of a file drops every POSIX record lock the process holds on it, and SQLite keeps
@@ -10,6 +11,7 @@ its own locks on the database that way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -34,6 +36,14 @@ def identity(path: Path) -> FileIdentity | None:
     except OSError as exc:
         raise StoreError(f"cannot inspect the store file {path}: {exc.strerror}") from exc
     return FileIdentity(st.st_dev, st.st_ino)
+
+
+def read_only_message(db_path: Path, detail: str) -> str:
+    """What to say when the store cannot be written: where, why, and what to check."""
+    return (
+        f"the store {db_path} is read-only ({detail}): the daemon's user must be able to write "
+        f"it, its -wal and -shm files and its directory, on a filesystem mounted read-write"
+    )
 
 
 def lock_path(db_path: Path) -> Path:
@@ -83,18 +93,18 @@ class StoreLock:
         flags = os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             return os.open(self.path, flags | os.O_RDWR | os.O_CREAT, 0o600)
-        except PermissionError:
-            pass  # left by another user: locking needs no write access
         except OSError as exc:
-            raise StoreError(
-                f"cannot create the lock file {self.path} of the store: {exc.strerror}"
-            ) from exc
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise StoreError(
+                    f"cannot create the lock file {self.path} of the store: {exc.strerror}"
+                ) from exc
+            refused = exc  # locking needs no write access: an existing file will do
         try:
             return os.open(self.path, flags | os.O_RDONLY)
-        except OSError as exc:
+        except OSError:
             raise StoreError(
-                f"cannot open the lock file {self.path} of the store: {exc.strerror}"
-            ) from exc
+                read_only_message(self._db_path, f"cannot create {self.path}: {refused.strerror}")
+            ) from refused
 
     def check(self) -> None:
         """StoreLost unless the lock file at the path is still the one this process holds."""
@@ -119,4 +129,92 @@ def _recorded_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-__all__ = ["FileIdentity", "StoreLock", "identity", "lock_path"]
+class StoreFiles:
+    """The database, its WAL and its shared-memory file as SQLite opened them, and whether
+    they are still those files.
+
+    Deleted or replaced (an `rm`, a restore over a running daemon): commits would go to files
+    nobody can open again. The shared-memory file (`-shm`, the WAL index) is mapped into
+    memory by SQLite, and touching a mapped page past the end of a file that shrank is SIGBUS,
+    which kills the process outside any Python code; while a connection is open the file only
+    grows, so a smaller size means someone truncated it. `check_mapped()` runs before every
+    use of the connection: it puts the old size back (by path: opening and closing the file
+    here would drop SQLite's locks on it), which SQLite then reads as an empty WAL index and
+    rebuilds from the WAL, and reports the store lost so that the daemon stops.
+    """
+
+    def __init__(self, db_path: Path, lock: StoreLock | None) -> None:
+        self._db_path = db_path
+        self._lock = lock
+        self._shm = db_path.with_name(db_path.name + "-shm")
+        self._known: dict[Path, FileIdentity] = {}
+        self._shm_size = 0
+        self.lost: str | None = None  # why the store is lost, once it is
+
+    def remember(self) -> None:
+        """Note the files SQLite has open now (call once the database has been read)."""
+        # The WAL and the shared-memory file exist from the first read in WAL mode until the
+        # last connection closes; checkpoints truncate the WAL but never remove it.
+        for suffix in ("", "-wal", "-shm"):
+            path = self._db_path.with_name(self._db_path.name + suffix)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            self._known[path] = FileIdentity(st.st_dev, st.st_ino)
+            if suffix == "-shm":
+                self._shm_size = st.st_size
+
+    def check_mapped(self) -> None:
+        """StoreLost if the shared-memory file shrank (after making it safe to touch again)."""
+        if self.lost is not None:
+            raise StoreLost(self.lost)
+        known = self._known.get(self._shm)
+        if known is None:
+            return
+        try:
+            st = os.stat(self._shm)
+        except OSError:
+            return  # check() tells a deleted file apart
+        if FileIdentity(st.st_dev, st.st_ino) != known:
+            return
+        if st.st_size >= self._shm_size:
+            self._shm_size = st.st_size
+            return
+        with contextlib.suppress(OSError):
+            os.truncate(self._shm, self._shm_size)  # zeros: read as an index to rebuild
+        self._lose(
+            f"the store file {self._shm} was truncated while the daemon ran (by another "
+            f"program): stopping before SQLite touches the missing part"
+        )
+
+    def check(self) -> None:
+        """StoreLost if any of the files is no longer at its path, or the lock file is gone."""
+        self.check_mapped()
+        for path, known in self._known.items():
+            now = identity(path)
+            if now != known:
+                what = "deleted" if now is None else "replaced by another file"
+                self._lose(
+                    f"the store file {path} was {what} while the daemon ran: what it commits "
+                    f"now would be lost at the next start"
+                )
+        if self._lock is not None:
+            try:
+                self._lock.check()
+            except StoreLost as exc:
+                self._lose(exc.message)
+
+    def _lose(self, reason: str) -> None:
+        self.lost = reason
+        raise StoreLost(reason)
+
+
+__all__ = [
+    "FileIdentity",
+    "StoreFiles",
+    "StoreLock",
+    "identity",
+    "lock_path",
+    "read_only_message",
+]
