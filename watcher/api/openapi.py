@@ -38,9 +38,18 @@ _INTERNAL = {"$ref": "#/components/responses/Internal"}
 _STORE_DOWN = {"$ref": "#/components/responses/StoreUnavailable"}
 
 
-def _secured(responses: dict[str, Any], *, store: bool = True) -> dict[str, Any]:
-    """The answers every token-protected route can also give."""
-    out = {**responses, "401": _UNAUTHORIZED, "500": _INTERNAL}
+_FORBIDDEN = {"$ref": "#/components/responses/Forbidden"}
+_UNSUPPORTED = {"$ref": "#/components/responses/UnsupportedMediaType"}
+
+
+def _secured(
+    responses: dict[str, Any], *, store: bool = True, body: bool = False
+) -> dict[str, Any]:
+    """The answers every token-protected route can also give; `body`: the method may carry
+    a body (which must be JSON)."""
+    out = {**responses, "401": _UNAUTHORIZED, "403": _FORBIDDEN, "500": _INTERNAL}
+    if body:
+        out["415"] = _UNSUPPORTED
     if store and "503" not in out:
         out["503"] = _STORE_DOWN
     return out
@@ -553,7 +562,8 @@ def _paths() -> dict[str, Any]:
                             "The daemon is stopping (`draining`) or the store is unavailable "
                             "(`store_unavailable`); retry later."
                         ),
-                    }
+                    },
+                    body=True,
                 ),
             },
             "get": {
@@ -596,7 +606,8 @@ def _paths() -> dict[str, Any]:
                         "409": _error(
                             "The task has already finished on its own (`task_finished`)."
                         ),
-                    }
+                    },
+                    body=True,
                 ),
             },
         },
@@ -648,7 +659,8 @@ def _paths() -> dict[str, Any]:
                     {
                         "202": _response("Queued; the delivery, now `pending`.", "Delivery"),
                         "404": not_found_delivery,
-                    }
+                    },
+                    body=True,
                 ),
             },
         },
@@ -687,6 +699,7 @@ def _paths() -> dict[str, Any]:
                         ),
                     },
                     store=False,
+                    body=True,
                 ),
             },
         },
@@ -850,6 +863,16 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "content": {_JSON: {"schema": _ref("Error")}},
                 },
+                "Forbidden": _error(
+                    "The request's `Host` is not an address of this daemon "
+                    "(`host_not_allowed`: add the name to `intake.allowed_hosts`), or its "
+                    "`Origin` is another web origin (`origin_not_allowed`): web pages cannot "
+                    "drive the API."
+                ),
+                "UnsupportedMediaType": _error(
+                    "A request body that is not declared `application/json` "
+                    "(`unsupported_media_type`)."
+                ),
                 "Internal": _error("An unexpected failure (`internal`); details are logged."),
                 "StoreUnavailable": _error(
                     "The task store failed (`store_unavailable`); retry later."

@@ -5,6 +5,11 @@ describes it.
 Every answer is JSON (except /metrics); every error is `{"error": {"code", "message", ...}}`.
 The server runs inside the daemon's event loop and never handles signals itself. Domain work
 goes through `WatchService`, so a 201/200 on `POST /v1/tasks` means the task is committed.
+
+A web page in the operator's browser must not be able to drive the API (watcher/api/guard.py):
+requests for another Host or from another Origin get 403, and a body must be declared
+`application/json` (415): HTML forms and CORS-free `fetch` calls can only send form encodings
+and `text/plain`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from aiohttp import web
 
 from watcher import jsontext
 from watcher.api import console
+from watcher.api.guard import HostPolicy
 from watcher.api.metrics import Metrics
 from watcher.api.openapi import openapi_document
 from watcher.api.status import DaemonSnapshot, status_json
@@ -55,6 +61,10 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # Probes must answer without credentials: systemd, load balancers and orchestrators call them.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+# Routes whose request has a JSON body; on the others a body is refused unless it is JSON too.
+BODY_ROUTES = frozenset({("POST", "/v1/tasks")})
+JSON_TYPE = "application/json"
+FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 _SHUTDOWN_TIMEOUT_S = 5.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -152,12 +162,20 @@ class IntakeServer:
         self._draining = False
         self._runner: web.AppRunner | None = None
         self._unix_path: Path | None = None
+        # Until bound, the configured address; the real port (of `:0`) once listening.
+        self._hosts = self._host_policy()
         self.app = self._build_app()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._observe, self._errors, self._auth],
+            middlewares=[
+                self._observe,
+                self._errors,
+                self._browsers,
+                self._auth,
+                self._json_bodies,
+            ],
             client_max_size=max(self._config.max_body_bytes, 1024),
         )
         r = app.router
@@ -210,6 +228,7 @@ class IntakeServer:
             reason = exc.strerror or str(exc)
             raise WatcherError(f"cannot listen on {cfg.listen}: {reason}") from exc
         self._runner = runner
+        self._hosts = self._host_policy()
         log.info("intake_listening", address=self.address, token=cfg.token is not None)
 
     @property
@@ -224,16 +243,29 @@ class IntakeServer:
                     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return self._config.listen
 
+    def _host_policy(self) -> HostPolicy:
+        cfg = self._config
+        if cfg.unix_path is not None:
+            return HostPolicy(None, None, cfg.allowed_hosts)
+        host, port = cfg.host or "127.0.0.1", cfg.port
+        if self._runner is not None:
+            for sockname in self._runner.addresses:
+                if isinstance(sockname, tuple):
+                    host, port = sockname[0], sockname[1]
+                    break
+        return HostPolicy(host, port, cfg.allowed_hosts)
+
     def set_draining(self) -> None:
         """Graceful stop: refuse new tasks (503) and report not ready; the rest still answers."""
         self._draining = True
 
     def update_config(self, config: IntakeConfig) -> None:
-        """Apply a reloaded intake config: the token and body limit apply at once.
+        """Apply a reloaded intake config: the token, body limit and allowed hosts apply at once.
 
         A changed `listen` needs a restart (the daemon logs that); the bound socket stays.
         """
         self._config = config
+        self._hosts = self._host_policy()
 
     async def stop(self) -> None:
         """Stop serving (in-flight requests get a short grace) and remove the socket file."""
@@ -297,6 +329,48 @@ class IntakeServer:
                 "intake_handler_failed", method=request.method, path=request.path, exc_info=True
             )
             return _json(error_body("internal", "internal error"), 500)
+
+    @web.middleware
+    async def _browsers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuse what a web page could make the operator's browser send: see guard.py."""
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        host = request.headers.get("Host")
+        if not self._hosts.host_allowed(host):
+            shown = (host or "")[:100]
+            raise ApiError(
+                403,
+                "host_not_allowed",
+                f"Host {shown!r} is not an address of this daemon; a name it is reached by "
+                f"(e.g. through a proxy) must be listed in intake.allowed_hosts",
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._hosts.origin_allowed(origin, host):
+            raise ApiError(
+                403,
+                "origin_not_allowed",
+                f"requests from web pages of another origin ({origin[:100]!r}) are refused",
+            )
+        return await handler(request)
+
+    @web.middleware
+    async def _json_bodies(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A body must be declared JSON: HTML forms and `fetch` without CORS can only send
+        form encodings and text/plain."""
+        route = request.match_info.route.resource
+        takes_body = (request.method, route.canonical if route else "") in BODY_ROUTES
+        # What a page can send without the browser asking first ("simple" requests); an empty
+        # body declared so is refused too (clients such as aiohttp's declare
+        # application/octet-stream on an empty POST: that is fine).
+        form = "Content-Type" in request.headers and request.content_type in FORM_TYPES
+        if (takes_body or request.body_exists or form) and request.content_type != JSON_TYPE:
+            shown = request.headers.get("Content-Type", "none")[:100]
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"the body must be {JSON_TYPE} (Content-Type: {shown!r})",
+            )
+        return await handler(request)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -344,6 +344,11 @@ class IntakeSection(Section):
     listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_LISTEN
     token: Annotated[_OptionalSecret, AfterValidator(_header_safe)] = None
     max_body_bytes: Annotated[int, BeforeValidator(_no_bool), Field(ge=1024)] = 65536
+    # Names (host or host:port) the intake also answers to besides its listen address, e.g.
+    # the name a reverse proxy forwards: the Host and Origin checks refuse any other.
+    allowed_hosts: list[Annotated[str, AfterValidator(_callback_host)]] = Field(
+        default_factory=list
+    )
 
 
 class EndpointSection(Section):

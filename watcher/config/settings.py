@@ -184,6 +184,7 @@ class IntakeConfig:
     unix_path: Path | None = None
     token: Secret | None = None
     max_body_bytes: int = 65536
+    allowed_hosts: tuple[str, ...] = ()  # lower-case host or host:port, besides `listen`
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +501,7 @@ class _Builder:
             unix_path=self._path(unix) if unix is not None else None,
             token=_optional_secret(model.token),
             max_body_bytes=model.max_body_bytes,
+            allowed_hosts=tuple(dict.fromkeys(model.allowed_hosts)),
         )
 
     def _endpoints(self, items: list[Any]) -> tuple[EndpointConfig, ...] | None:

@@ -71,6 +71,7 @@ def make_config(
     token: str | None = None,
     unix_path: Path | None = None,
     max_body_bytes: int = 65536,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> Config:
     if unix_path is not None:
         intake = IntakeConfig(
@@ -80,6 +81,7 @@ def make_config(
             unix_path=unix_path,
             token=Secret(token) if token else None,
             max_body_bytes=max_body_bytes,
+            allowed_hosts=allowed_hosts,
         )
     else:
         intake = IntakeConfig(
@@ -88,6 +90,7 @@ def make_config(
             port=0,
             token=Secret(token) if token else None,
             max_body_bytes=max_body_bytes,
+            allowed_hosts=allowed_hosts,
         )
     endpoint_secrets = (Secret(ENDPOINT_SECRET),)
     return Config(
@@ -316,10 +319,17 @@ async def running_intake(
     token: str | None = None,
     unix: bool = False,
     max_body_bytes: int = 65536,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> AsyncIterator[Harness]:
     """A started intake server over a real SQLite store, with recording fakes around it."""
     unix_path = tmp_path / "intake.sock" if unix else None
-    config = make_config(tmp_path, token=token, unix_path=unix_path, max_body_bytes=max_body_bytes)
+    config = make_config(
+        tmp_path,
+        token=token,
+        unix_path=unix_path,
+        max_body_bytes=max_body_bytes,
+        allowed_hosts=allowed_hosts,
+    )
     clock = ManualClock(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
     store = SqliteStore(config.store.path)
     scheduler, deliverer = FakeScheduler(), FakeDeliverer()
@@ -538,7 +548,9 @@ async def test_a_body_over_max_body_bytes_is_413(start: Starter) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield json.dumps(padded).encode()
 
-    async with h.session.post(h.base_url + "/v1/tasks", data=chunks()) as resp:
+    async with h.session.post(
+        h.base_url + "/v1/tasks", data=chunks(), headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "payload_too_large"
 

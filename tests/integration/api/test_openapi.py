@@ -82,6 +82,19 @@ def test_every_secured_operation_documents_401_and_the_probes_are_open() -> None
                 assert "security" not in operation
 
 
+def test_the_browser_guards_are_documented() -> None:
+    doc = openapi_document()
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters" or path in ("/healthz", "/livez", "/readyz"):
+                continue
+            assert "403" in operation["responses"], (method, path)
+            assert ("415" in operation["responses"]) == (method in ("post", "delete")), (
+                method,
+                path,
+            )
+
+
 def has_inputs(operation: Any) -> bool:
     return bool(len(operation.path_parameters) or len(operation.query) or operation.body)
 
