@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -52,6 +53,8 @@ FLUSH_INTERVAL_S = 5.0  # how often live poll counts are written to the store
 STATUS_INTERVAL_S = 5.0
 PURGE_INTERVAL_S = 3600.0  # how often finished tasks past store.retention are deleted
 PURGE_BATCH = 1000  # tasks per transaction, so a large purge never holds the store for long
+# What "as many as allowed" means when the hard limit on open files is unlimited (not on Linux).
+_UNLIMITED_FILES = 1 << 20
 # How often the store's files are checked (a few stat calls); every commit checks them too.
 STORE_CHECK_INTERVAL_S = 1.0
 # A loop that has not reported progress for this long is considered wedged.
@@ -71,6 +74,25 @@ def config_secrets(config: Config) -> list[str]:
     if config.store.url is not None:
         values += [config.store.url.reveal(), *url_passwords(config.store.url.reveal())]
     return values
+
+
+def raise_open_files_limit() -> tuple[int, int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit: (soft before, soft now, hard).
+
+    The soft limit is often 1024 (systemd's default for services) while the hard one allows
+    far more; every intake connection, poll and webhook holds a descriptor, and running out
+    refuses all of them at once. Nothing here uses select(), which is what the low default
+    protects.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, _UNLIMITED_FILES)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft, hard
+    return soft, target, hard
 
 
 def stalled_loops(
@@ -149,11 +171,15 @@ class Daemon:
     async def _start(self) -> None:
         config = self.config
         loop = type(asyncio.get_running_loop())
+        before, soft, hard = raise_open_files_limit()
         log.info(
             "daemon_starting",
             version=__version__,
             pid=os.getpid(),
             event_loop=f"{loop.__module__}.{loop.__qualname__}",
+            open_files_limit=soft,
+            open_files_limit_was=before,
+            open_files_hard_limit=hard,
         )
         if config.store.path is None:  # store.url: the daemon runs on PostgreSQL in a later version
             raise postgres_not_runnable_yet(config)
@@ -362,6 +388,8 @@ class Daemon:
             log.warning("config_change_needs_restart", key="store.path")
         if new.intake.listen != old.intake.listen:
             log.warning("config_change_needs_restart", key="intake.listen")
+        if new.intake.idle_timeout_s != old.intake.idle_timeout_s:
+            log.warning("config_change_needs_restart", key="intake.idle_timeout")
         if self.service is not None:
             self.service.set_config(new)
         if self._client is not None:

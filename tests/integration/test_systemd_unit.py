@@ -146,6 +146,11 @@ def test_restarts_on_failure_but_not_on_a_config_error_or_a_store_in_use() -> No
     assert str(EXIT_STORE_IN_USE) in prevented
 
 
+def test_the_open_files_limit_leaves_room_for_many_connections() -> None:
+    # One value: soft and hard limit alike (the daemon raises its soft limit to the hard one).
+    assert int(_one("LimitNOFILE")) >= 16384
+
+
 def test_stop_timeout_exceeds_the_grace_period() -> None:
     args = build_parser().parse_args(_command("ExecStart")[1:])
     grace_s = float(args.grace)

@@ -552,6 +552,10 @@ def _paths() -> dict[str, Any]:
                         "409": _error(
                             "The task_id is registered with another model (`task_conflict`)."
                         ),
+                        "408": _error(
+                            "The body did not arrive within `intake.body_timeout` "
+                            "(`request_timeout`)."
+                        ),
                         "413": _error("The body is over `intake.max_body_bytes`."),
                         "422": _response(
                             "The registration is invalid (`validation_failed`); `field` names "

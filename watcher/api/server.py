@@ -14,6 +14,7 @@ and `text/plain`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -66,6 +67,7 @@ BODY_ROUTES = frozenset({("POST", "/v1/tasks")})
 JSON_TYPE = "application/json"
 FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 _SHUTDOWN_TIMEOUT_S = 5.0
+_LINGER_MAX_S = 2.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 E = TypeVar("E", bound=StrEnum)
@@ -204,6 +206,15 @@ class IntakeServer:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+            # Closes a connection with no request in flight: idle between requests, or not
+            # done sending its headers idle_timeout after it opened or got its last answer
+            # (aiohttp >= 3.14.5 starts the timer when the connection opens). Idle clients
+            # must not hold file descriptors the webhooks and polls need.
+            keepalive_timeout=self._config.idle_timeout_s,
+            # After an early answer (413, 408), the rest of the body is read and dropped for
+            # this long so that the client sees the answer rather than a reset; not longer: a
+            # client that trickles its body would hold the connection all that time.
+            lingering_time=min(_LINGER_MAX_S, self._config.body_timeout_s),
         )
         await runner.setup()
         cfg = self._config
@@ -260,9 +271,10 @@ class IntakeServer:
         self._draining = True
 
     def update_config(self, config: IntakeConfig) -> None:
-        """Apply a reloaded intake config: the token, body limit and allowed hosts apply at once.
+        """Apply a reloaded intake config: the token, body limit and timeout and the allowed
+        hosts apply at once.
 
-        A changed `listen` needs a restart (the daemon logs that); the bound socket stays.
+        A changed `listen` or `idle_timeout` needs a restart (the daemon logs that).
         """
         self._config = config
         self._hosts = self._host_policy()
@@ -418,11 +430,21 @@ class IntakeServer:
         # the limit may have changed on reload (the app's client_max_size can't).
         chunks: list[bytes] = []
         size = 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        timeout_s = self._config.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {timeout_s:g}s",
+                headers={"Connection": "close"},
+            ) from None
         return b"".join(chunks)
 
     async def _list_tasks(self, request: web.Request) -> web.Response:

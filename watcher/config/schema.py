@@ -344,6 +344,10 @@ class IntakeSection(Section):
     listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_LISTEN
     token: Annotated[_OptionalSecret, AfterValidator(_header_safe)] = None
     max_body_bytes: Annotated[int, BeforeValidator(_no_bool), Field(ge=1024)] = 65536
+    # A connection without a request in flight (idle, or still sending its headers) is closed
+    # after idle_timeout; a request body must arrive within body_timeout.
+    idle_timeout: _PositiveDuration = 15.0
+    body_timeout: _PositiveDuration = 10.0
     # Names (host or host:port) the intake also answers to besides its listen address, e.g.
     # the name a reverse proxy forwards: the Host and Origin checks refuse any other.
     allowed_hosts: list[Annotated[str, AfterValidator(_callback_host)]] = Field(

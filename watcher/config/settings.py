@@ -185,6 +185,8 @@ class IntakeConfig:
     token: Secret | None = None
     max_body_bytes: int = 65536
     allowed_hosts: tuple[str, ...] = ()  # lower-case host or host:port, besides `listen`
+    idle_timeout_s: float = 15.0  # no request in flight (idle, or headers still arriving)
+    body_timeout_s: float = 10.0  # the whole request body
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +504,8 @@ class _Builder:
             token=_optional_secret(model.token),
             max_body_bytes=model.max_body_bytes,
             allowed_hosts=tuple(dict.fromkeys(model.allowed_hosts)),
+            idle_timeout_s=model.idle_timeout,
+            body_timeout_s=model.body_timeout,
         )
 
     def _endpoints(self, items: list[Any]) -> tuple[EndpointConfig, ...] | None:

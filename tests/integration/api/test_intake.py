@@ -72,6 +72,8 @@ def make_config(
     unix_path: Path | None = None,
     max_body_bytes: int = 65536,
     allowed_hosts: tuple[str, ...] = (),
+    idle_timeout_s: float = 15.0,
+    body_timeout_s: float = 10.0,
 ) -> Config:
     if unix_path is not None:
         intake = IntakeConfig(
@@ -82,6 +84,8 @@ def make_config(
             token=Secret(token) if token else None,
             max_body_bytes=max_body_bytes,
             allowed_hosts=allowed_hosts,
+            idle_timeout_s=idle_timeout_s,
+            body_timeout_s=body_timeout_s,
         )
     else:
         intake = IntakeConfig(
@@ -91,6 +95,8 @@ def make_config(
             token=Secret(token) if token else None,
             max_body_bytes=max_body_bytes,
             allowed_hosts=allowed_hosts,
+            idle_timeout_s=idle_timeout_s,
+            body_timeout_s=body_timeout_s,
         )
     endpoint_secrets = (Secret(ENDPOINT_SECRET),)
     return Config(
@@ -320,6 +326,8 @@ async def running_intake(
     unix: bool = False,
     max_body_bytes: int = 65536,
     allowed_hosts: tuple[str, ...] = (),
+    idle_timeout_s: float = 15.0,
+    body_timeout_s: float = 10.0,
 ) -> AsyncIterator[Harness]:
     """A started intake server over a real SQLite store, with recording fakes around it."""
     unix_path = tmp_path / "intake.sock" if unix else None
@@ -329,6 +337,8 @@ async def running_intake(
         unix_path=unix_path,
         max_body_bytes=max_body_bytes,
         allowed_hosts=allowed_hosts,
+        idle_timeout_s=idle_timeout_s,
+        body_timeout_s=body_timeout_s,
     )
     clock = ManualClock(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
     store = SqliteStore(config.store.path)

@@ -697,6 +697,10 @@ def cb_hosts(hosts: str) -> str:
         ("intake: {listen: '[::]:8787', token: ''}", "intake.token", TOKEN),
         ("intake: {listen: 'example.com:80'}", "intake.token", TOKEN),
         ("intake: {max_body_bytes: 1000}", "intake.max_body_bytes", "must be at least 1024"),
+        ("intake: {idle_timeout: 0s}", "intake.idle_timeout", "must be greater than 0"),
+        ("intake: {body_timeout: soon}", "intake.body_timeout", "must be a duration"),
+        ("intake: {allowed_hosts: ['http://h']}", "intake.allowed_hosts[0]", HOST),
+        ("intake: {allowed_hosts: h}", "intake.allowed_hosts", "must be a list"),
         # tasks_file
         ("tasks_file: [a]", "tasks_file", "must be a string"),
         # endpoints
@@ -876,6 +880,25 @@ def test_delivery_settings() -> None:
     assert delivery.max_concurrency == 2
     assert delivery.allowed_callback_hosts == ("hooks.example.com", "h:8443", "[::1]:9")
     assert delivery.callback_secret == Secret(WHSEC)
+
+
+def test_intake_connection_settings() -> None:
+    intake = parse(
+        with_minimal(
+            """\
+            intake:
+              idle_timeout: 2s
+              body_timeout: 500ms
+              allowed_hosts: [Watcher.Internal, "watcher.internal", "proxy.example.com:443"]
+            """
+        )
+    ).intake
+    assert intake.idle_timeout_s == 2.0
+    assert intake.body_timeout_s == 0.5
+    assert intake.allowed_hosts == ("watcher.internal", "proxy.example.com:443")
+    defaults = parse(with_minimal("")).intake
+    assert (defaults.idle_timeout_s, defaults.body_timeout_s) == (15.0, 10.0)
+    assert defaults.allowed_hosts == ()
 
 
 @pytest.mark.parametrize(
