@@ -687,6 +687,7 @@ def _paths() -> dict[str, Any]:
                         ),
                     },
                     store=False,
+                    body=True,
                 ),
             },
         },
