@@ -727,7 +727,8 @@ def _paths() -> dict[str, Any]:
                     "308": {
                         "description": "To `ui/`.",
                         "headers": {"Location": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "403": _FORBIDDEN,
                 },
             }
         },
@@ -743,6 +744,7 @@ def _paths() -> dict[str, Any]:
                         "content": {"text/html": {"schema": {"type": "string"}}},
                     },
                     "304": {"description": "Not modified (`If-None-Match`)."},
+                    "403": _FORBIDDEN,
                 },
             }
         },
@@ -766,6 +768,7 @@ def _paths() -> dict[str, Any]:
                         },
                     },
                     "304": {"description": "Not modified (`If-None-Match`)."},
+                    "403": _FORBIDDEN,
                     "404": _error("No such file (`not_found`)."),
                 },
             },
