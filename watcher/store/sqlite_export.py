@@ -21,10 +21,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreInUse
 from watcher.models import Task
 from watcher.store.bulk import TASK_TABLES, TaskRecords
 from watcher.store.migrations import load_migrations
+from watcher.store.sqlite_files import lock_path
 from watcher.store.sqlite_rows import (
     SELECT_DELIVERIES,
     SELECT_TASKS,
@@ -54,11 +55,6 @@ _ATTEMPTS: Final = (
     "webhook_timestamp FROM attempts WHERE delivery_id IN "
     "(SELECT delivery_id FROM deliveries WHERE task_id IN ({ids})) ORDER BY delivery_id, id"
 )
-
-
-def lock_path(db_path: Path) -> Path:
-    """The lock file a daemon holds while it runs on the store at `db_path`."""
-    return db_path.with_name(db_path.name + ".lock")
 
 
 class SqliteSnapshot:
@@ -96,7 +92,7 @@ class SqliteSnapshot:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StoreError(
+            raise StoreInUse(
                 f"the SQLite store {self.path} is in use by a running apixo-watcher daemon "
                 f"(it holds {lock}); stop it first (systemctl stop apixo-watcher), then copy"
             ) from None

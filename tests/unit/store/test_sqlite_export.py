@@ -18,7 +18,8 @@ from watcher.errors import StoreError
 from watcher.models import TaskSource, TaskSpec
 from watcher.store.migrations import load_migrations
 from watcher.store.sqlite import SqliteStore
-from watcher.store.sqlite_export import SqliteSnapshot, lock_path
+from watcher.store.sqlite_export import SqliteSnapshot
+from watcher.store.sqlite_files import lock_path
 
 
 @pytest.fixture
