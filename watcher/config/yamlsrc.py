@@ -129,20 +129,35 @@ def load_yaml_collecting(text: str, source: str) -> tuple[Any, LineMap, list[Con
     For callers that go on validating and report every problem at once. Syntax errors still
     raise ConfigError, since nothing after them can be trusted.
     """
+    node = compose(text, source)
+    if node is None:
+        return None, LineMap(), []
+    lines: dict[YamlPath, int] = {(): node.start_mark.line + 1}
+    problems: list[ConfigProblem] = []
+    aliases: list[int] = []
+    try:
+        _walk(node, (), lines, problems, set(), aliases)
+    except RecursionError as exc:
+        raise ConfigError([_TOO_DEEP], source=source) from exc
+    if aliases:
+        alias_problem = _alias_problem(node, aliases[0])
+        if alias_problem is not None:
+            raise ConfigError([alias_problem], source=source)
+    return construct(node, source), LineMap(lines), problems
+
+
+_TOO_DEEP = ConfigProblem("", None, "the document is nested too deeply")
+
+
+def compose(text: str, source: str) -> yaml.Node | None:
+    """The document's node tree (None for an empty document); nothing is constructed yet.
+
+    Raises ConfigError for bad syntax, more than one document, or unacceptable characters.
+    An alias is the anchor's node object itself, so nothing is expanded here.
+    """
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, LineMap(), []
-        lines: dict[YamlPath, int] = {(): node.start_mark.line + 1}
-        problems: list[ConfigProblem] = []
-        aliases: list[int] = []
-        _walk(node, (), lines, problems, set(), aliases)
-        if aliases:
-            alias_problem = _alias_problem(node, aliases[0])
-            if alias_problem is not None:
-                raise ConfigError([alias_problem], source=source)
-        data = loader.construct_document(node)
+        return loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_syntax_problem(exc, text)], source=source) from exc
     except yaml.reader.ReaderError as exc:
@@ -152,15 +167,28 @@ def load_yaml_collecting(text: str, source: str) -> tuple[Any, LineMap, list[Con
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem("", None, "not valid YAML")], source=source) from exc
     except RecursionError as exc:
-        problem = ConfigProblem("", None, "the document is nested too deeply")
-        raise ConfigError([problem], source=source) from exc
+        raise ConfigError([_TOO_DEEP], source=source) from exc
+    finally:
+        loader.dispose()
+
+
+def construct(node: yaml.Node, source: str) -> Any:
+    """Plain Python data from a composed node, with PyYAML's safe constructors."""
+    loader = _Loader("")
+    try:
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag
+        raise ConfigError([_syntax_problem(exc, "")], source=source) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", None, "not valid YAML")], source=source) from exc
+    except RecursionError as exc:
+        raise ConfigError([_TOO_DEEP], source=source) from exc
     except ValueError as exc:
         # A constructor given an impossible value, e.g. the date 2024-13-45.
         problem = ConfigProblem("", None, f"invalid value: {exc}")
         raise ConfigError([problem], source=source) from exc
     finally:
         loader.dispose()
-    return data, LineMap(lines), problems
 
 
 def node_lines(node: yaml.Node, path: YamlPath = ()) -> LineMap:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +74,72 @@ async def test_bad_callback_ports_in_the_tasks_file_are_skipped_with_their_lines
         assert await _task_ids(daemon) == {"good_1", "good_2"}
     finally:
         await daemon.close()
+
+
+async def test_a_big_file_is_reread_off_the_loop_and_reloads_coalesce(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    # Re-reading a 50,000-entry file took ~8.5 s on the event loop for a one-line append, and
+    # each SIGHUP re-read it again: 50 of them stalled /healthz for 30 s.
+    count = 20_000
+    path = tmp_path / "tasks.yaml"
+    write_tasks_file(
+        path,
+        "tasks:\n"
+        + "".join(
+            f"  - task_id: order-{i:06d}\n    model: m\n    metadata: {{order_id: {i}}}\n"
+            for i in range(count)
+        ),
+    )
+    config = write_config(tmp_path, upstream_url=upstream.url, polling={"initial_delay": "1h"})
+    _with_tasks_file(config, path)
+    daemon = DaemonProcess(config)
+    await daemon.start()
+    try:
+        first = await daemon.wait_log(_is("tasks_file_imported"), timeout=50)
+        assert first["registered"] == count
+        base = f"http://{daemon.intake_address()}"
+
+        with path.open("a") as out:
+            out.write("  - {task_id: appended, model: m}\n")
+        write_tasks_file(path, path.read_text())  # dated back: settled
+        worst = 0.0
+        stop = asyncio.Event()
+
+        async def probe() -> None:
+            nonlocal worst
+            async with aiohttp.ClientSession() as http:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    async with http.get(f"{base}/healthz") as resp:
+                        assert resp.status == 200, await resp.text()
+                    worst = max(worst, time.monotonic() - started)
+                    await asyncio.sleep(0.02)
+
+        prober = asyncio.create_task(probe())
+        for _ in range(20):
+            daemon.signal(signal.SIGHUP)
+            await asyncio.sleep(0.005)
+        second = await daemon.wait_log(
+            lambda e: (
+                e.get("event") == "tasks_file_imported"
+                and e is not first
+                and e.get("registered") == 1
+            ),
+            timeout=50,
+        )
+        await daemon.wait_log(lambda e: e.get("event") == "config_reloaded", timeout=10)
+        await asyncio.sleep(1.0)  # room for further (wrong) reads
+        stop.set()
+        await prober
+    finally:
+        await daemon.close()
+
+    assert second["unchanged"] == count  # only the appended entry was read and registered
+    reads = [
+        e
+        for e in daemon.log_events()
+        if e.get("event") in ("tasks_file_imported", "tasks_file_unchanged")
+    ]
+    assert len(reads) - 1 <= 2  # twenty SIGHUPs: the read they found running, and one more
+    assert worst < 1.0, f"/healthz took {worst:.2f}s while the file was read"
