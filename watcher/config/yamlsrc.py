@@ -37,9 +37,47 @@ _QUOTED = re.compile(r"'([^']*)'")
 _NO_CONSTRUCTOR = "could not determine a constructor for the tag"
 
 try:  # the libyaml parser is several times faster on large tasks files; same safe semantics
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
+    _Base: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+# The type of a plain scalar (str, int, bool, ...) depends on its text alone in a safe loader;
+# a big tasks file repeats the same keys and values (`model: nano-banana`) on every entry.
+_CACHED_TYPES = 100_000  # per document, of at most ...
+_CACHED_LENGTH = 32  # ... characters each
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc,unused-ignore]
+    """The safe loader, remembering the type of each short plain scalar it has resolved."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._types: dict[str, str] = {}
+
+    # A safe loader has no path resolvers: these run for every node and do nothing.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(
+        self,
+        kind: type[yaml.Node],
+        value: Any,
+        implicit: Any,
+        _resolve: Any = _Base.resolve,  # bound at definition: this runs once per scalar
+        _scalar: type[yaml.Node] = yaml.ScalarNode,
+    ) -> Any:
+        if kind is _scalar and implicit[0] and len(value) <= _CACHED_LENGTH:
+            types = self._types
+            tag = types.get(value)
+            if tag is None:
+                tag = _resolve(self, kind, value, implicit)
+                if len(types) < _CACHED_TYPES:
+                    types[value] = tag
+            return tag
+        return _resolve(self, kind, value, implicit)
 
 
 class LineMap(Mapping[YamlPath, int]):
@@ -157,7 +195,8 @@ def compose(text: str, source: str) -> yaml.Node | None:
     """
     loader = _Loader(text)
     try:
-        return loader.get_single_node()
+        node: yaml.Node | None = loader.get_single_node()
+        return node
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_syntax_problem(exc, text)], source=source) from exc
     except yaml.reader.ReaderError as exc:

@@ -11,18 +11,20 @@ exhausts memory or crashes the parser) can only take the child down: the import 
 logged, and the daemon goes on.
 
 The protocol: the daemon writes one JSON header line, then the known fingerprints (16 bytes
-each), then the file's bytes, and closes stdin. The child answers JSON lines:
-`{"entries": [...]}` and `{"problems": [...]}` in file order as it reads, then `{"done": ...}`;
-or only `{"rejected": [...]}` when the document does not parse (nothing may be imported).
+each), then the file's bytes, and closes stdin. The child answers with frames (a 4-byte length,
+then a `marshal`led tuple: the same interpreter on both sides, and several times faster to
+decode than JSON, which matters on the daemon's loop): entries and problems in file order as it
+reads, then "done"; or only "rejected" when the document does not parse (nothing may be
+imported).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import gc
 import json
+import marshal
 import sys
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,8 +42,9 @@ from watcher.tasks.document import (
 )
 
 BATCH = 1000  # entries per message: the daemon registers (and commits) this many at a time
-# A message holds at most BATCH entries of at most ~4.5 KiB each (metadata is capped at 4 KiB).
-_LINE_LIMIT = 64 * 1024 * 1024
+# A message holds at most BATCH entries of at most ~4.5 KiB each (metadata is capped at 4 KiB);
+# the done message holds 16 bytes per entry of the file.
+_FRAME_LIMIT = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,62 +145,66 @@ def read_messages(request: ReadRequest) -> Iterator[Message]:
 
 
 def encode(message: Message) -> bytes:
-    """One message as a JSON line."""
-    body: dict[str, Any]
+    """One message as a frame: its length (4 bytes, big-endian), then its body."""
+    body: tuple[Any, ...]
     if isinstance(message, Entries):
-        body = {"entries": [_entry_row(e) for e in message.entries]}
+        body = ("entries", [_entry_row(e) for e in message.entries])
     elif isinstance(message, Problems):
-        body = {"problems": [[p.path, p.line, p.message] for p in message.problems]}
+        body = ("problems", [(p.path, p.line, p.message) for p in message.problems])
     elif isinstance(message, Rejected):
-        body = {"rejected": [[p.path, p.line, p.message] for p in message.problems]}
+        body = ("rejected", [(p.path, p.line, p.message) for p in message.problems])
     else:
-        unchanged = base64.b64encode(message.unchanged).decode()
-        body = {"done": {"entries": message.entries, "unchanged": unchanged}}
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        body = ("done", message.entries, message.unchanged)
+    data = marshal.dumps(body)
+    return len(data).to_bytes(4, "big") + data
 
 
-def decode(line: bytes) -> Message:
-    """The message of one JSON line (ValueError when it is none)."""
-    body = json.loads(line)
-    if "entries" in body:
-        return Entries([_entry(row) for row in body["entries"]])
-    if "problems" in body:
-        return Problems([ConfigProblem(*row) for row in body["problems"]])
-    if "rejected" in body:
-        return Rejected([ConfigProblem(*row) for row in body["rejected"]])
-    if "done" in body:
-        done = body["done"]
-        return Done(entries=int(done["entries"]), unchanged=base64.b64decode(done["unchanged"]))
+def decode(data: bytes) -> Message:
+    """The message of one frame's body (ValueError when it is none)."""
+    try:
+        # Safe here: the frames are our own child's marshal.dumps of plain validated values; the
+        # file's text never reaches marshal's format.
+        body = marshal.loads(data)  # noqa: S302
+        kind = body[0]
+        if kind == "entries":
+            return Entries([_entry(row) for row in body[1]])
+        if kind == "problems":
+            return Problems([ConfigProblem(*row) for row in body[1]])
+        if kind == "rejected":
+            return Rejected([ConfigProblem(*row) for row in body[1]])
+        if kind == "done":
+            return Done(entries=int(body[1]), unchanged=bytes(body[2]))
+    except (EOFError, TypeError, IndexError, KeyError) as exc:
+        raise ValueError("not a reader message") from exc
     raise ValueError("not a reader message")
 
 
-def _entry_row(entry: FileEntry) -> list[Any]:
+def _entry_row(entry: FileEntry) -> tuple[Any, ...]:
     s = entry.spec
-    endpoints = None if s.endpoints is None else list(s.endpoints)
-    return [
-        entry.fingerprint.hex(),
+    return (
+        entry.fingerprint,
         entry.path,
         entry.line,
         s.task_id,
         s.model,
-        endpoints,
+        s.endpoints,
         s.callback_url,
         s.metadata,
         s.deadline_s,
-    ]
+    )
 
 
-def _entry(row: list[Any]) -> FileEntry:
+def _entry(row: tuple[Any, ...]) -> FileEntry:
     fingerprint, path, line, task_id, model, endpoints, callback_url, metadata, deadline_s = row
     spec = TaskSpec(
         task_id=task_id,
         model=model,
-        endpoints=None if endpoints is None else tuple(endpoints),
+        endpoints=endpoints,
         callback_url=callback_url,
         metadata=metadata,
         deadline_s=deadline_s,
     )
-    return FileEntry(spec=spec, fingerprint=bytes.fromhex(fingerprint), path=path, line=line)
+    return FileEntry(spec=spec, fingerprint=fingerprint, path=path, line=line)
 
 
 def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
@@ -235,7 +242,6 @@ class ChildProcessReader:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                limit=_LINE_LIMIT,
             )
         except OSError as exc:
             raise ReaderFailed(f"cannot start the tasks file reader: {exc}") from exc
@@ -261,12 +267,14 @@ class ChildProcessReader:
                 pass  # the child died early; its exit status says why, below
             finished = False
             while not finished:
-                line = await proc.stdout.readline()
-                if not line:
-                    break
                 try:
-                    message = decode(line)
-                except (ValueError, KeyError, TypeError) as exc:
+                    size = int.from_bytes(await proc.stdout.readexactly(4), "big")
+                    if size > _FRAME_LIMIT:
+                        raise ReaderFailed("the tasks file reader answered garbage")
+                    message = decode(await proc.stdout.readexactly(size))
+                except asyncio.IncompleteReadError:
+                    break  # the child ended early: its exit status says why, below
+                except ValueError as exc:
                     raise ReaderFailed("the tasks file reader answered garbage") from exc
                 finished = isinstance(message, Done | Rejected)
                 yield message
