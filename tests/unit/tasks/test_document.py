@@ -134,7 +134,7 @@ def test_a_bad_entry_is_one_problem_with_its_line_and_the_rest_import() -> None:
         ),
         (
             "{task_id: t, model: m, metadata: {x: .nan}}",
-            "tasks[0].metadata (line 2): must be JSON (no dates, NaN or infinity)",
+            "tasks[0].metadata (line 2): must be JSON (no NaN or Infinity)",
         ),
         (
             "{<<: {task_id: t}, model: m}",
