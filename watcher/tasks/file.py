@@ -172,7 +172,6 @@ class TasksFileImporter:
         self._done: Signature | None = None  # the signature of the last version dealt with
         self._digest: tuple[bytes, tuple[object, ...]] | None = None  # of the last import
         self._known = b""  # fingerprints of the entries imported from the file
-        self.attempts = 0  # import attempts that read the file (for tests and metrics)
 
     def set_path(self, path: Path | None) -> None:
         if path != self._path:
@@ -280,7 +279,6 @@ class TasksFileImporter:
         if digest == self._digest:
             log.info("tasks_file_unchanged", path=str(path), duration_s=_since(started))
             return ImportResult("unchanged")
-        self.attempts += 1
         request = ReadRequest(
             data=data,
             source=str(path),
