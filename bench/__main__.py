@@ -30,7 +30,7 @@ from bench.procs import log
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 PLOT = ROOT / "docs" / "performance.png"
-ALL = ("rss", "cpu", "latency", "delivery", "docs", "console")
+ALL = ("rss", "cpu", "latency", "delivery", "docs", "console", "tasks")
 
 
 async def _guard(name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -102,6 +102,8 @@ async def run(only: set[str]) -> dict[str, Any]:
             sections["docs_loop"] = await _guard("docs_loop", lambda: scenarios.docs_loop(env))
         if "console" in only:
             sections["console"] = await _guard("console", lambda: console.console(env))
+        if "tasks" in only:
+            sections["tasks_file"] = await _guard("tasks_file", lambda: scenarios.tasks_file(env))
     finally:
         upstream.close()
         receiver.close()

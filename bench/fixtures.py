@@ -4,6 +4,7 @@ had registered them."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -98,3 +99,22 @@ def build_backlog(path: Path, count: int, *, endpoint: str) -> int:
     finally:
         store.close()
     return body_size
+
+
+def write_tasks_file(path: Path, count: int, *, prefix: str = "f") -> None:
+    """A tasks file of `count` entries `{prefix}-{i}`, each with a model and metadata, written
+    as people write it (block style), dated a minute back so the daemon need not wait for it to
+    settle."""
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("tasks:\n")
+        for i in range(count):
+            out.write(
+                f"  - task_id: {prefix}-{i:06d}\n    model: {MODEL}\n"
+                f"    metadata: {{order_id: {i}, customer: c{i % 997}}}\n"
+            )
+    settle(path)
+
+
+def settle(path: Path) -> None:
+    past = time.time() - 60
+    os.utime(path, (past, past))

@@ -69,6 +69,7 @@ def write_config(
     upstream: dict[str, Any] | None = None,
     polling: dict[str, Any] | None = None,
     delivery: dict[str, Any] | None = None,
+    tasks_file: Path | None = None,
 ) -> Path:
     """A daemon config for one scenario."""
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -103,6 +104,8 @@ def write_config(
         },
         "logging": {"format": "json", "level": "info"},
     }
+    if tasks_file is not None:
+        config["tasks_file"] = str(tasks_file.resolve())
     path = directory / f"config-{db.stem}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -190,6 +193,12 @@ class DaemonProcess:
         t = self.ps.cpu_times()
         return float(t.user + t.system)
 
+    def children_cpu_s(self) -> float:
+        """CPU of the daemon's finished child processes (e.g. the tasks file reader)."""
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return float(t.children_user + t.children_system)
+
     def rss_mb(self) -> float:
         assert self.ps is not None
         return float(self.ps.memory_info().rss) / (1024 * 1024)
@@ -201,6 +210,28 @@ class DaemonProcess:
                 if event.get("event") == "daemon_ready":
                     return f"http://{event['intake']}"
         raise RuntimeError(f"no daemon_ready in {self.log_path}")
+
+    def log_events(self, name: str) -> list[dict[str, Any]]:
+        """The daemon's log events called `name`, oldest first."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("event") == name:
+                    events.append(event)
+        return events
+
+    async def wait_log(self, name: str, count: int = 1, timeout: float = 60.0) -> dict[str, Any]:
+        """The `count`-th log event called `name`, once it is written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = self.log_events(name)
+            if len(events) >= count:
+                return events[count - 1]
+            if not self.alive():
+                break
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"no {name} #{count} in {self.log_path}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

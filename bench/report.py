@@ -15,6 +15,9 @@ DELIVERY_RATE_TARGET = 2000.0
 DELIVERY_RATIO_TARGET = 0.7
 CONSOLE_FIRST_PAGE_TARGET_MS = 50.0  # p95, 100k tasks in the store
 CONSOLE_TRANSFER_TARGET_BYTES = 150_000
+TASKS_FILE_IMPORT_TARGET_S = 3.0
+TASKS_FILE_RSS_TARGET_MB = 150.0
+TASKS_FILE_UNCHANGED_TARGET_S = 0.5
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -154,6 +157,35 @@ def console_section(
             f"{CONSOLE_TRANSFER_TARGET_BYTES / 1000:g} KB"
         ),
         "met": _met(p95, ok),
+        **extra,
+    }
+
+
+def tasks_file_section(
+    import_s: float | None,
+    rss_mb: float | None,
+    unchanged_s: float | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A big tasks file: import time, RSS after the import, an unchanged re-read on SIGHUP."""
+    ok = (
+        import_s is not None
+        and rss_mb is not None
+        and unchanged_s is not None
+        and import_s <= TASKS_FILE_IMPORT_TARGET_S
+        and rss_mb <= TASKS_FILE_RSS_TARGET_MB
+        and unchanged_s < TASKS_FILE_UNCHANGED_TARGET_S
+        and extra.get("unchanged_reread_wrote") is not True
+    )
+    return {
+        "import_s": _r(import_s),
+        "rss_after_import_mb": _r(rss_mb, 1),
+        "unchanged_reread_s": _r(unchanged_s),
+        "target": (
+            f"import <= {TASKS_FILE_IMPORT_TARGET_S:g} s, RSS <= {TASKS_FILE_RSS_TARGET_MB:g} MB, "
+            f"unchanged re-read < {TASKS_FILE_UNCHANGED_TARGET_S:g} s writing nothing"
+        ),
+        "met": _met(import_s, ok),
         **extra,
     }
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import sys
 import time
 import urllib.request
@@ -17,7 +19,7 @@ import aiohttp
 import psutil
 
 from bench import report
-from bench.fixtures import build_backlog, build_tasks
+from bench.fixtures import build_backlog, build_tasks, settle, write_tasks_file
 from bench.procs import DaemonProcess, Server, log, run_json, write_config
 
 __all__ = ["Env", "Server"]
@@ -342,3 +344,73 @@ async def docs_loop(env: Env, *, tasks: int = 1000) -> dict[str, Any]:
         "p99_ms": None if p99 is None else round(p99 * 1000, 1),
         "note": "reported, no target (sampled every 0.25 s from outside)",
     }
+
+
+# -- the tasks file --------------------------------------------------------------------------
+def _store_files(db: Path) -> list[tuple[int, int] | None]:
+    """(size, mtime_ns) of the store's files: unchanged means nothing was written."""
+    out: list[tuple[int, int] | None] = []
+    for suffix in ("", "-wal"):
+        try:
+            st = os.stat(f"{db}{suffix}")
+        except FileNotFoundError:
+            out.append(None)
+        else:
+            out.append((st.st_size, st.st_mtime_ns))
+    return out
+
+
+async def tasks_file(env: Env, *, entries: int = 100_000) -> dict[str, Any]:
+    """A fresh daemon with a tasks file of `entries` entries: how long the import takes (the
+    daemon's own figure, from the first stat to the last commit), the RSS after it, then what a
+    SIGHUP with the file unchanged costs (and that it writes nothing), and what appending one
+    entry costs."""
+    path = env.out / f"tasks-{entries}.yaml"
+    t0 = time.monotonic()
+    write_tasks_file(path, entries)
+    log(
+        f"tasks file of {entries} entries ({path.stat().st_size / 1e6:.1f} MB) written in "
+        f"{time.monotonic() - t0:.1f}s"
+    )
+    db = _fresh_db(env, "tasks-file")
+    daemon = await _daemon(env, "tasks-file", db, tasks_file=path)
+    try:
+        cpu0, child0 = daemon.cpu_s(), daemon.children_cpu_s()
+        imported = await daemon.wait_log("tasks_file_imported", timeout=120)
+        start_to_imported = time.time() - daemon.started_at
+        cpu, child_cpu = daemon.cpu_s() - cpu0, daemon.children_cpu_s() - child0
+        rss = await _settled_rss(daemon, 2.0)
+
+        await asyncio.sleep(0.5)  # let the poll-count flush of the first polls pass
+        before = _store_files(db)
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        unchanged = await daemon.wait_log("tasks_file_unchanged")
+        writes = _store_files(db) != before
+
+        with open(path, "a", encoding="utf-8") as out:
+            out.write("  - {task_id: f-appended, model: nano-banana}\n")
+        settle(path)
+        daemon.proc.send_signal(signal.SIGHUP)
+        appended = await daemon.wait_log("tasks_file_imported", count=2)
+        alive = daemon.alive()
+    finally:
+        await daemon.stop()
+    return report.tasks_file_section(
+        imported.get("duration_s"),
+        rss,
+        unchanged.get("duration_s"),
+        entries=entries,
+        registered=imported.get("registered"),
+        parsed_s=imported.get("parsed_s"),
+        register_s=imported.get("register_s"),
+        daemon_cpu_s=round(cpu, 2),
+        reader_cpu_s=round(child_cpu, 2),
+        file_mb=round(path.stat().st_size / 1e6, 1),
+        start_to_imported_s=round(start_to_imported, 2),
+        unchanged_reread_wrote=writes,
+        append_one_s=appended.get("duration_s"),
+        append_one_registered=appended.get("registered"),
+        append_one_unchanged=appended.get("unchanged"),
+        daemon_alive=alive,
+    )

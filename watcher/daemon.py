@@ -1,13 +1,14 @@
 """The daemon's lifecycle: start, run, reload, stop.
 
 start: raise the open-files limit, open the store (exclusive: one daemon per store; it must be
-writable), resume every active task and pending delivery, import the tasks file, bind the
-intake, then tell systemd READY=1. run: the scheduler, the deliverer and a few small
-housekeeping loops; if any of them dies, the daemon stops loudly (exit 1) so systemd restarts
-it; so does a store whose files were deleted, replaced or truncated under it (checked every
-second and after every commit). stop (SIGTERM/SIGINT): the intake refuses new tasks, no new
-polls or attempts start, in-flight ones get a grace period, poll counts are flushed, the store
-is closed, exit 0. A second signal exits at once. SIGHUP reloads, like `apixo-watcher reload`.
+writable), resume every active task and pending delivery, bind the intake, then tell systemd
+READY=1. run: the scheduler, the deliverer, the tasks file importer (whose first import runs
+right away) and a few small housekeeping loops; if any of them dies, the daemon stops loudly
+(exit 1) so systemd restarts it; so does a store whose files were deleted, replaced or
+truncated under it (checked every second and after every commit). stop (SIGTERM/SIGINT): the
+intake refuses new tasks, no new polls or attempts start, in-flight ones get a grace period,
+poll counts are flushed, the store is closed, exit 0. A second signal exits at once. SIGHUP
+reloads, like `apixo-watcher reload`.
 
 Time: the daemon anchors one `Timeline` at start and shares it; every second it checks the wall
 clock for a step, and on one logs `clock_step_detected` and moves the stored times still to come
@@ -44,7 +45,7 @@ from watcher.notify import Notifier
 from watcher.polling.scheduler import Scheduler
 from watcher.service import WatchService
 from watcher.store.sqlite import SqliteStore
-from watcher.tasks.file import TasksFileImporter
+from watcher.tasks.file import SETTLE_S, TasksFileImporter
 from watcher.upstream.client import UpstreamClient
 
 log = structlog.get_logger(__name__)
@@ -122,6 +123,7 @@ class Daemon:
         notifier: Notifier | None = None,
         grace_s: float = 10.0,
         reconfigure_logging: bool = True,
+        tasks_settle_s: float = SETTLE_S,
     ) -> None:
         self.config = config
         self._config_path = config_path
@@ -130,11 +132,14 @@ class Daemon:
         self._notifier = notifier or Notifier()
         self._grace_s = grace_s
         self._reconfigure_logging = reconfigure_logging
+        self._tasks_settle_s = tasks_settle_s
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once READY=1 would be sent (tests wait on it)
         self._stopping = False
         self._exit_code = 0  # set by a fault of the daemon's own machinery
         self._reload_lock = asyncio.Lock()
+        self._hangup_waiting = False  # a SIGHUP reload is queued and has not started yet
+        self._signal_reloads: set[asyncio.Task[None]] = set()
         self._loops: dict[str, asyncio.Task[Any]] = {}
         self._started_at = time.monotonic()
         self.metrics = Metrics()
@@ -225,10 +230,14 @@ class Daemon:
             resumed += 1
         await self.deliverer.start()
         gc.freeze()  # the records loaded above live long: keep the collector from rescanning them
+        # The tasks file is imported by its own loop, started with the others: a big file is
+        # read in a child process while the daemon already serves.
         self._importer = TasksFileImporter(
-            service=self.service, clock=self._clock, path=config.tasks_file
+            service=self.service,
+            clock=self._clock,
+            path=config.tasks_file,
+            settle_s=self._tasks_settle_s,
         )
-        self._importer.import_now(force=True)
         self.metrics.set_collect_hook(self._collect_metrics)
         self.intake = IntakeServer(
             service=self.service, config=config.intake, control=self, metrics=self.metrics
@@ -252,7 +261,9 @@ class Daemon:
         self._spawn("deliverer", self.deliverer.run())
         self._spawn("poll_flusher", self._every(FLUSH_INTERVAL_S, self._flush_polls))
         self._spawn("status", self._every(STATUS_INTERVAL_S, self._report_status))
-        self._spawn("tasks_file", self._importer.watch())
+        # Checked once a second (more often when a test shortens the settle time).
+        interval_s = max(0.05, min(1.0, self._tasks_settle_s / 2))
+        self._spawn("tasks_file", self._importer.run(interval_s=interval_s))
         self._spawn("purge", self._every(PURGE_INTERVAL_S, self._purge))
         self._spawn("clock", self._every(CLOCK_CHECK_INTERVAL_S, self._check_clock))
         self._spawn("store_guard", self._every(STORE_CHECK_INTERVAL_S, self._check_store))
@@ -293,9 +304,10 @@ class Daemon:
             drains.append(self.deliverer.drain(self._grace_s))
         if drains:
             await asyncio.gather(*drains, return_exceptions=True)
-        for task in self._loops.values():
+        tasks = [*self._loops.values(), *self._signal_reloads]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._loops.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()
         with contextlib.suppress(StoreError):
             self._flush_polls()
@@ -346,38 +358,57 @@ class Daemon:
         self.stop()
 
     def _on_hangup(self) -> None:
+        # Coalesced: one reload runs, at most one more waits, and every SIGHUP that arrives
+        # meanwhile joins the waiting one (it will read everything anew anyway). A burst of
+        # signals is then a reload or two, not one each. Reload tasks are not loops: they are
+        # kept apart so that a finished one never shows in the health checks.
+        if self._hangup_waiting:
+            log.info("reload_signal_received", signal="SIGHUP", coalesced=True)
+            return
         log.info("reload_signal_received", signal="SIGHUP")
-        task = asyncio.ensure_future(self.reload())
-        self._loops.setdefault(f"reload-{id(task)}", task)
-        task.add_done_callback(lambda t: self._loops.pop(f"reload-{id(t)}", None))
+        self._hangup_waiting = True
+        task = asyncio.ensure_future(self._reload_on_signal())
+        self._signal_reloads.add(task)
+        task.add_done_callback(self._signal_reloads.discard)
+
+    async def _reload_on_signal(self) -> None:
+        async with self._reload_lock:
+            self._hangup_waiting = False
+            try:
+                await self._reload_locked()
+            except Exception as exc:  # a failed reload keeps the running config; never crash
+                log.error("config_reload_failed", error=repr(exc), exc_info=exc)
 
     # -- reload -----------------------------------------------------------------------------------
     async def reload(self) -> list[ConfigProblem]:
-        """Re-read config, secrets, API key and tasks file; [] when applied, else every problem
-        (the running config stays)."""
+        """Re-read config, secrets and API key, and ask for the tasks file to be imported (in the
+        background); [] when applied, else every problem (the running config stays)."""
         async with self._reload_lock:
-            if self._config_path is None:
-                return [ConfigProblem("", None, "the daemon was started without a config file")]
-            self._notifier.reloading(time.monotonic_ns() // 1000)
-            try:
-                new = load_config(self._config_path)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    log.error(
-                        "config_reload_problem",
-                        key=problem.path,
-                        line=problem.line,
-                        problem=problem.message,
-                    )
-                log.error("config_reload_failed", problems=len(exc.problems))
-                self.metrics.config_reload(False)
-                self._notifier.ready(self._status_text())
-                return list(exc.problems)
-            self._apply(new)
-            self.metrics.config_reload(True)
-            log.info("config_reloaded", endpoints=len(new.endpoints))
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> list[ConfigProblem]:
+        if self._config_path is None:
+            return [ConfigProblem("", None, "the daemon was started without a config file")]
+        self._notifier.reloading(time.monotonic_ns() // 1000)
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error(
+                    "config_reload_problem",
+                    key=problem.path,
+                    line=problem.line,
+                    problem=problem.message,
+                )
+            log.error("config_reload_failed", problems=len(exc.problems))
+            self.metrics.config_reload(False)
             self._notifier.ready(self._status_text())
-            return []
+            return list(exc.problems)
+        self._apply(new)
+        self.metrics.config_reload(True)
+        log.info("config_reloaded", endpoints=len(new.endpoints))
+        self._notifier.ready(self._status_text())
+        return []
 
     def _apply(self, new: Config) -> None:
         old = self.config
@@ -406,7 +437,7 @@ class Daemon:
             self.intake.update_config(new.intake)
         if self._importer is not None:
             self._importer.set_path(new.tasks_file)
-            self._importer.import_now(force=True)
+            self._importer.request()  # in the background; reloads meanwhile coalesce
 
     # -- health -----------------------------------------------------------------------------------
     def liveness(self) -> list[str]:

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,25 @@ def write_config(
         "logging": {"format": "json", "level": "debug"},
     }
     if tasks is not None:
-        (directory / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
+        write_tasks_file(directory / "tasks.yaml", tasks)
         config["tasks_file"] = str(directory / "tasks.yaml")
     if extra:
         config.update(extra)
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def write_tasks_file(
+    path: Path, tasks: list[dict[str, Any]] | str, *, settled: bool = True
+) -> None:
+    """Write a tasks file (a list of entries, or the YAML text itself). `settled` dates it a
+    minute back, as a file written and then left alone."""
+    text = tasks if isinstance(tasks, str) else yaml.safe_dump({"tasks": tasks})
+    path.write_text(text)
+    if settled:
+        past = time.time() - 60
+        os.utime(path, (past, past))
 
 
 class DaemonProcess:
@@ -182,6 +195,23 @@ class DaemonProcess:
             except ValueError:
                 continue
         return events
+
+    async def wait_log(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Wait for a log event matching predicate (already written ones count)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for event in self.log_events():
+                if predicate(event):
+                    return event
+            if self.proc is not None and self.proc.returncode is not None:
+                raise AssertionError(
+                    f"daemon exited with {self.proc.returncode}; log:\n{self.log_text()}"
+                )
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no matching log event in {timeout}s:\n{self.log_text()}")
+            await asyncio.sleep(0.05)
 
     def intake_address(self) -> str:
         """The intake's bound address, from the daemon_ready log line."""

@@ -110,7 +110,9 @@ async def start_daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Call
     again (after `Running.stop()`) restarts it on the same store; `clock=` injects a clock."""
     running: list[Running] = []
 
-    async def start(*, clock: Clock | None = None, **kwargs: Any) -> Running:
+    async def start(
+        *, clock: Clock | None = None, tasks_settle_s: float = 0.2, **kwargs: Any
+    ) -> Running:
         kwargs.setdefault("upstream_url", upstream.url)
         path = write_config(tmp_path, **kwargs)
         daemon = Daemon(
@@ -119,6 +121,7 @@ async def start_daemon(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Call
             clock=clock,
             grace_s=2.0,
             reconfigure_logging=False,
+            tasks_settle_s=tasks_settle_s,
         )
         task = asyncio.create_task(daemon.run())
         ready = asyncio.ensure_future(daemon.ready.wait())

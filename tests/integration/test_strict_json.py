@@ -6,6 +6,7 @@ bodies, webhook bodies and intake answers; a strict receiver rejects all three.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -111,6 +112,10 @@ async def test_tasks_file_metadata_that_is_not_json_is_a_bad_entry(
                 {"task_id": "fine", "model": "m", "metadata": {"x": 1.5}},
             ]
         )
+        # The tasks file is imported by its own loop right after the daemon is ready.
+        async with asyncio.timeout(10):
+            while not any(e["event"] == "tasks_file_imported" for e in logs):
+                await asyncio.sleep(0.02)
     async with running.http.get(f"{running.base}/v1/tasks") as resp:
         listed = {t["task_id"] for t in (await resp.json())["tasks"]}
     assert listed == {"fine"}

@@ -78,3 +78,13 @@ def test_console_needs_a_fast_first_page_and_a_small_transfer() -> None:
     assert (
         report.console_section(first_page_ms=[], transfer_bytes=None, usable_ms=[])["met"] is None
     )
+
+
+def test_the_tasks_file_row_needs_every_figure_and_no_write() -> None:
+    ok = report.tasks_file_section(2.5, 120.0, 0.1, unchanged_reread_wrote=False)
+    assert ok["met"] is True
+    assert report.tasks_file_section(3.5, 120.0, 0.1)["met"] is False
+    assert report.tasks_file_section(2.5, 151.0, 0.1)["met"] is False
+    assert report.tasks_file_section(2.5, 120.0, 0.5)["met"] is False
+    assert report.tasks_file_section(2.5, 120.0, 0.1, unchanged_reread_wrote=True)["met"] is False
+    assert report.tasks_file_section(None, 120.0, 0.1)["met"] is None

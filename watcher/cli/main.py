@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config",
         help="validate a config file",
         description="Validate a config file: exit 0 with a one-line summary, or exit 78 with "
-        "every problem, its YAML path and line.",
+        "every problem, its YAML path and line. The tasks file it names is read too: its bad "
+        "entries are listed with their lines as warnings (the daemon skips them), which do not "
+        "change the exit code.",
     )
     _add_config_option(p)
 
@@ -215,9 +217,19 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _check_config(args: argparse.Namespace) -> int:
     from watcher.config.settings import load_config, summary
+    from watcher.tasks.file import check_tasks_file
 
     config = load_config(_config_path(args))
     print(summary(config))
+    # The tasks file's problems are warnings: the daemon starts all the same, skipping bad
+    # entries (or the whole file) and importing the rest, so they do not change the exit code.
+    tasks = check_tasks_file(config)
+    if tasks is not None:
+        print(tasks.summary)
+        if tasks.problems:
+            where = str(config.tasks_file)
+            lines = "\n".join(f"  {p}" for p in tasks.problems)
+            error_line(f"warning: {where}: {tasks.headline}:\n{lines}")
     return EXIT_OK
 
 

@@ -4,6 +4,12 @@ Problems in a config or tasks file are reported with their YAML path and line, s
 a `LineMap` next to the data: path tuple (mapping keys as str, list indices as int) -> 1-based
 line. Loading is safe (plain data only, no arbitrary tags). Syntax errors and duplicate keys in a
 mapping (a typo magnet: the second silently wins in plain PyYAML) become `ConfigError`s.
+
+Anchors and aliases are allowed (`<<: *defaults` keeps a config short), but an alias is a
+reference: ~600 bytes of nested aliases stand for tens of millions of values, which validation
+or JSON would expand until memory runs out (an "alias bomb"). So aliases may add at most
+`MAX_ALIAS_EXPANSION` values to a document, and an alias inside its own anchor is refused;
+both are checked on the composed nodes, before anything is expanded.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from watcher.errors import ConfigError, ConfigProblem
 YamlPath = tuple[str | int, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Values that aliases may add to one document (beyond those written out); a config that uses
+# `<<: *defaults` a few dozen times stays far below it.
+MAX_ALIAS_EXPANSION = 10_000
 _PLAIN_KEY = re.compile(r"[^.\[\]\s\"']+")
 HIDDEN = "<hidden>"
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
@@ -28,9 +37,47 @@ _QUOTED = re.compile(r"'([^']*)'")
 _NO_CONSTRUCTOR = "could not determine a constructor for the tag"
 
 try:  # the libyaml parser is several times faster on large tasks files; same safe semantics
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
+    _Base: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+# The type of a plain scalar (str, int, bool, ...) depends on its text alone in a safe loader;
+# a big tasks file repeats the same keys and values (`model: nano-banana`) on every entry.
+_CACHED_TYPES = 100_000  # per document, of at most ...
+_CACHED_LENGTH = 32  # ... characters each
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc,unused-ignore]
+    """The safe loader, remembering the type of each short plain scalar it has resolved."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._types: dict[str, str] = {}
+
+    # A safe loader has no path resolvers: these run for every node and do nothing.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(
+        self,
+        kind: type[yaml.Node],
+        value: Any,
+        implicit: Any,
+        _resolve: Any = _Base.resolve,  # bound at definition: this runs once per scalar
+        _scalar: type[yaml.Node] = yaml.ScalarNode,
+    ) -> Any:
+        if kind is _scalar and implicit[0] and len(value) <= _CACHED_LENGTH:
+            types = self._types
+            tag = types.get(value)
+            if tag is None:
+                tag = _resolve(self, kind, value, implicit)
+                if len(types) < _CACHED_TYPES:
+                    types[value] = tag
+            return tag
+        return _resolve(self, kind, value, implicit)
 
 
 class LineMap(Mapping[YamlPath, int]):
@@ -120,15 +167,36 @@ def load_yaml_collecting(text: str, source: str) -> tuple[Any, LineMap, list[Con
     For callers that go on validating and report every problem at once. Syntax errors still
     raise ConfigError, since nothing after them can be trusted.
     """
+    node = compose(text, source)
+    if node is None:
+        return None, LineMap(), []
+    lines: dict[YamlPath, int] = {(): node.start_mark.line + 1}
+    problems: list[ConfigProblem] = []
+    aliases: list[int] = []
+    try:
+        _walk(node, (), lines, problems, set(), aliases)
+    except RecursionError as exc:
+        raise ConfigError([_TOO_DEEP], source=source) from exc
+    if aliases:
+        alias_problem = _alias_problem(node, aliases[0])
+        if alias_problem is not None:
+            raise ConfigError([alias_problem], source=source)
+    return construct(node, source), LineMap(lines), problems
+
+
+_TOO_DEEP = ConfigProblem("", None, "the document is nested too deeply")
+
+
+def compose(text: str, source: str) -> yaml.Node | None:
+    """The document's node tree (None for an empty document); nothing is constructed yet.
+
+    Raises ConfigError for bad syntax, more than one document, or unacceptable characters.
+    An alias is the anchor's node object itself, so nothing is expanded here.
+    """
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, LineMap(), []
-        lines: dict[YamlPath, int] = {(): node.start_mark.line + 1}
-        problems: list[ConfigProblem] = []
-        _walk(node, (), lines, problems, set())
-        data = loader.construct_document(node)
+        node: yaml.Node | None = loader.get_single_node()
+        return node
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_syntax_problem(exc, text)], source=source) from exc
     except yaml.reader.ReaderError as exc:
@@ -138,15 +206,81 @@ def load_yaml_collecting(text: str, source: str) -> tuple[Any, LineMap, list[Con
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem("", None, "not valid YAML")], source=source) from exc
     except RecursionError as exc:
-        problem = ConfigProblem("", None, "the document is nested too deeply")
-        raise ConfigError([problem], source=source) from exc
+        raise ConfigError([_TOO_DEEP], source=source) from exc
+    finally:
+        loader.dispose()
+
+
+def construct(node: yaml.Node, source: str) -> Any:
+    """Plain Python data from a composed node, with PyYAML's safe constructors."""
+    loader = _Loader("")
+    try:
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag
+        raise ConfigError([_syntax_problem(exc, "")], source=source) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", None, "not valid YAML")], source=source) from exc
+    except RecursionError as exc:
+        raise ConfigError([_TOO_DEEP], source=source) from exc
     except ValueError as exc:
         # A constructor given an impossible value, e.g. the date 2024-13-45.
         problem = ConfigProblem("", None, f"invalid value: {exc}")
         raise ConfigError([problem], source=source) from exc
     finally:
         loader.dispose()
-    return data, LineMap(lines), problems
+
+
+def node_lines(node: yaml.Node, path: YamlPath = ()) -> LineMap:
+    """The lines of a composed node and everything below it, its paths starting with `path`."""
+    lines: dict[YamlPath, int] = {path: node.start_mark.line + 1}
+    _walk(node, path, lines, [], set(), [])
+    return LineMap(lines)
+
+
+class _SelfReference(Exception):
+    pass
+
+
+def _alias_problem(root: yaml.Node, first_alias_line: int) -> ConfigProblem | None:
+    """A problem when the aliases of a document expand it too far or into itself."""
+    sizes: dict[int, int] = {}
+    try:
+        expanded = _expanded_size(root, sizes, set())
+    except _SelfReference:
+        return ConfigProblem(
+            "", first_alias_line, "a YAML alias refers to a value that contains itself"
+        )
+    if expanded - len(sizes) > MAX_ALIAS_EXPANSION:
+        return ConfigProblem(
+            "",
+            first_alias_line,
+            f"YAML aliases (first used here) expand the document by more than "
+            f"{MAX_ALIAS_EXPANSION} values; write the values out instead",
+        )
+    return None
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], active: set[int]) -> int:
+    # Memoised by node: each node is sized once however often it is aliased, so this is linear
+    # in the composed document, never in its expansion.
+    key = id(node)
+    known = sizes.get(key)
+    if known is not None:
+        return known
+    if key in active:
+        raise _SelfReference
+    active.add(key)
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            size += _expanded_size(key_node, sizes, active)
+            size += _expanded_size(value_node, sizes, active)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            size += _expanded_size(item, sizes, active)
+    active.discard(key)
+    sizes[key] = size
+    return size
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> ConfigProblem:
@@ -180,17 +314,24 @@ def _walk(
     lines: dict[YamlPath, int],
     problems: list[ConfigProblem],
     seen: set[int],
+    aliases: list[int],
+    used_on: int = 0,
 ) -> None:
     # An aliased node is the anchor's node object; walk it once, so paths through an alias
-    # fall back to the line where the alias is used, and `&a [*a]` cannot loop.
+    # fall back to the line where the alias is used, and `&a [*a]` cannot loop. `aliases`
+    # collects the lines where aliases are used (`used_on`: the line that refers to `node`).
     if id(node) in seen:
+        aliases.append(used_on)
         return
     seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         first: dict[tuple[str, str], int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
-                continue  # `<<: *base` and complex keys: their contents keep the parent's line
+                # `<<: *base` and complex keys: their contents keep the parent's line
+                line = key_node.start_mark.line + 1
+                _walk(value_node, path, {}, [], seen, aliases, line)
+                continue
             key: str = key_node.value
             line = key_node.start_mark.line + 1
             child = (*path, key)
@@ -206,9 +347,13 @@ def _walk(
             else:
                 first[identity] = line
             lines[child] = line
-            _walk(value_node, child, lines, problems, seen)
+            _walk(value_node, child, lines, problems, seen, aliases, line)
     elif isinstance(node, yaml.SequenceNode):
+        # An alias item has no position of its own (it is the anchor's node); the item before
+        # it ends where it starts.
+        previous_end = node.start_mark.line + 1
         for index, item in enumerate(node.value):
             child = (*path, index)
             lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines, problems, seen)
+            _walk(item, child, lines, problems, seen, aliases, previous_end)
+            previous_end = item.end_mark.line + 1

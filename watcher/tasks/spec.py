@@ -110,23 +110,52 @@ def _callback_url(
     if not isinstance(value, str):
         problems.append(FieldProblem("callback_url", "must be a string", "invalid_type"))
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(FieldProblem("callback_url", "must be an http(s) URL", "invalid"))
-        return None
-    host = parts.hostname.lower()
-    hostport = f"{host}:{parts.port}" if parts.port else host
-    allowed = {h.lower() for h in allowed_hosts}
-    if host not in allowed and hostport not in allowed:
+    target = _http_target(value)
+    if target is None:
         problems.append(
             FieldProblem(
                 "callback_url",
-                f"host {host!r} is not in delivery.allowed_callback_hosts",
+                "must be an http(s) URL with a host and, if any, a port from 1 to 65535",
+                "invalid",
+            )
+        )
+        return None
+    host, port = target
+    # The config writes an IPv6 host in brackets, as in a URL: `[::1]` or `[::1]:9000`.
+    shown = f"[{host}]" if ":" in host else host
+    allowed = {h.lower() for h in allowed_hosts}
+    if shown not in allowed and (port is None or f"{shown}:{port}" not in allowed):
+        problems.append(
+            FieldProblem(
+                "callback_url",
+                f"host {shown!r} is not in delivery.allowed_callback_hosts",
                 "callback_host_not_allowed",
             )
         )
         return None
     return value
+
+
+def _http_target(url: str) -> tuple[str, int | None] | None:
+    """The (lowercase host, port) of an http(s) URL; None when it has no usable host or port.
+
+    urlsplit raises ValueError for some bad ports and IP literals and, depending on the Python
+    version, accepts others (`+80`, non-ASCII digits), so the port text is checked here too.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if port_text and not (port_text.isascii() and port_text.isdigit()):
+        return None
+    if port is not None and not 1 <= port <= 65535:
+        return None
+    return host.lower(), port
 
 
 def _metadata(value: object, problems: list[FieldProblem]) -> dict[str, Any]:

@@ -506,6 +506,15 @@ BIG_METADATA = {"blob": "x" * 4100}
             "callback_url",
             "invalid",
         ),
+        *(
+            ({"task_id": "t1", "model": "m", "callback_url": url}, "callback_url", "invalid")
+            for url in (
+                "http://hooks.example.com:99999/x",
+                "http://hooks.example.com:abc/x",
+                "http://hooks.example.com:+80/x",
+                "http://[x]/y",
+            )
+        ),
         ({"task_id": "t1", "model": "m", "metadata": BIG_METADATA}, "metadata", "too_large"),
         ({"task_id": "t1", "model": "m", "metadata": [1]}, "metadata", "invalid_type"),
         ({"task_id": "t1", "model": "m", "deadline": "soon"}, "deadline", "invalid"),

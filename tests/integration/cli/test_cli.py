@@ -223,6 +223,49 @@ async def test_check_config_summary_and_every_problem_with_lines(tmp_path: Path)
     assert missing.code == 78
 
 
+async def test_check_config_reports_bad_tasks_file_entries_with_their_lines(
+    tmp_path: Path,
+) -> None:
+    # check-config said OK while an entry like these kept the daemon from starting.
+    config = write_config(
+        tmp_path,
+        upstream_url="http://127.0.0.1:1/api/v1",
+        delivery={"allowed_callback_hosts": ["h"], "callback_secret": generate_secret()},
+        tasks=[],
+    )
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(
+        "tasks:\n"
+        "  - {task_id: good, model: m}\n"
+        "  - {task_id: bad_port, model: m, callback_url: 'http://h:99999/x'}\n"
+        "  - {task_id: no_model}\n"
+    )
+    result = await cli("check-config", "-c", str(config))
+    # The daemon skips bad entries and imports the rest, so they are warnings: exit 0.
+    assert result.code == 0, result.err
+    assert result.out.startswith("config OK")
+    assert f"tasks file {tasks}: 3 entries, 2 bad" in result.out
+    assert "tasks[1].callback_url (line 3): must be an http(s) URL" in result.err
+    assert "tasks[2].model (line 4): is required" in result.err
+
+    tasks.write_text("tasks:\n  - {task_id: a, model: m")
+    result = await cli("check-config", "-c", str(config))
+    assert result.code == 0
+    assert "(line 2): the last line has no newline" in result.err
+
+    tasks.write_text("tasks: [\n")
+    result = await cli("check-config", "-c", str(config))
+    assert result.code == 0
+    assert "nothing in it can be imported" in result.err
+    assert "(line 2): invalid YAML" in result.err
+
+    tasks.unlink()  # merely absent: the daemon imports it once it appears
+    result = await cli("check-config", "-c", str(config))
+    assert result.code == 0
+    assert result.err == ""
+    assert f"tasks file {tasks}: does not exist yet" in result.out
+
+
 async def test_usage_errors_and_gen_secret() -> None:
     usage = await cli("add")
     assert usage.code == 2

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.yamlbomb import alias_bomb
 from watcher.config.durations import format_duration, parse_duration
 from watcher.config.settings import (
     Config,
@@ -315,6 +316,19 @@ def test_load_config_of_a_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml", environ={})
     [problem] = info.value.problems
     assert "cannot read the config file: No such file or directory" in problem.message
+
+
+def test_load_config_refuses_an_alias_bomb_with_its_line(tmp_path: Path) -> None:
+    # Eight levels of anchors under one key: 43 million values once expanded. Validation
+    # took minutes per level and then ran out of memory; now it is refused unexpanded.
+    bomb = alias_bomb(8, indent="    ")
+    file = tmp_path / "c.yaml"
+    file.write_text(MINIMAL + "endpoints:\n  - name: a\n    headers:\n" + bomb)
+    with pytest.raises(ConfigError) as info:
+        load_config(file, environ={})
+    [problem] = info.value.problems
+    assert problem.line == 7
+    assert "aliases" in problem.message
 
 
 def test_load_config_reads_os_environ_by_default(

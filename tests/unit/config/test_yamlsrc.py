@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import textwrap
+import tracemalloc
 
 import pytest
 
+from tests.helpers.yamlbomb import alias_bomb
 from watcher.config.yamlsrc import LineMap, format_path, load_yaml, load_yaml_collecting
 from watcher.errors import ConfigError
 
@@ -201,10 +203,37 @@ def test_anchors_aliases_and_merge_keys() -> None:
     assert lines.line_for(("endpoints", 1, "extra", "timeout")) == 8
 
 
-def test_a_recursive_alias_does_not_hang() -> None:
-    data, lines = load_yaml("a: &x [1, *x]\n", "c.yaml")
-    assert data["a"][1] is data["a"]
-    assert lines.line_for(("a", 1, 1, 1)) == 1
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    text = "upstream: {api_key: k}\nheaders:\n" + alias_bomb(8, indent="  ")
+    assert len(text) < 700
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            load_yaml(text, "c.yaml")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000  # the expansion would take gigabytes
+    (problem,) = caught.value.problems
+    assert problem.line == 4  # where the first alias is used
+    assert "aliases" in problem.message
+    assert "10000" in problem.message
+
+
+def test_aliases_that_expand_modestly_are_fine() -> None:
+    data, _ = load_yaml(alias_bomb(3), "c.yaml")  # 9 + 81 + 729 values
+    assert len(data["c"]) == 9
+    assert data["c"][8][8] == ["x"] * 9
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    # It would be a value that contains itself: no config key can take it, and expanding it
+    # (validation, JSON) never ends.
+    with pytest.raises(ConfigError) as caught:
+        load_yaml("x: 1\na: &x [1, *x]\n", "c.yaml")
+    (problem,) = caught.value.problems
+    assert problem.line == 2
+    assert "contains itself" in problem.message
 
 
 def test_line_map_is_a_read_only_mapping() -> None:
