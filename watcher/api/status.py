@@ -15,7 +15,7 @@ from typing import Any
 from watcher import __version__
 from watcher.api.views import iso
 from watcher.delivery.deliverer import DeliveryStats
-from watcher.models import DeliveryStatus, TaskState
+from watcher.models import PublicDeliveryStatus, TaskState
 from watcher.polling.scheduler import SchedulerStats
 
 
@@ -53,6 +53,6 @@ def status_json(
             "in_flight": delivery.in_flight if delivery else 0,
         },
         "task_states": [s.value for s in TaskState],
-        "delivery_statuses": [s.value for s in DeliveryStatus],
+        "delivery_statuses": [s.value for s in PublicDeliveryStatus],
         "model_stats": model_stats,
     }

@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a local fake of the upstream status API (no credentials needed)",
         description="Serve a fake APIXO status API on 127.0.0.1 for trying the daemon and a "
         "receiver without credentials. Any task id is known: it is pending, then processing, "
-        "then succeeds (task ids containing 'fail' fail). Point upstream.base_url at "
+        "then succeeds (task ids containing 'fail' fail; ids containing 'notfound' answer 404). "
+        "Point upstream.base_url at "
         "http://127.0.0.1:PORT/api/v1.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

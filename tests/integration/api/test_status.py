@@ -21,6 +21,7 @@ async def test_status_reports_readiness_pause_and_slow_down(tmp_path: Path) -> N
         assert idle.body["polling"]["credentials_paused"] is False
         assert idle.body["polling"]["rate_limited_until"] is None
         assert "failed" in idle.body["delivery_statuses"]
+        assert "retrying" in idle.body["delivery_statuses"]  # the console filter offers it
         assert "timed_out" in idle.body["task_states"]
         assert idle.body["model_stats"] is False
 

@@ -15,7 +15,7 @@
   const FALLBACK_TASK_STATES = [
     'pending', 'processing', 'succeeded', 'failed', 'timed_out', 'not_found', 'cancelled',
   ];
-  const FALLBACK_DELIVERY_STATUSES = ['pending', 'succeeded', 'failed'];
+  const FALLBACK_DELIVERY_STATUSES = ['pending', 'retrying', 'succeeded', 'failed'];
   const ACTIVE_STATES = new Set(['pending', 'processing']);
   const TONE = {
     succeeded: 'ok',
