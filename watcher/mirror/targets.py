@@ -17,6 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Final, Protocol
 
+from watcher.config.settings import MirrorConfig
 from watcher.errors import MirrorError
 from watcher.mirror.fetch import Fetched
 
@@ -199,3 +200,10 @@ class FileUpload:
             self._fd = None
         with contextlib.suppress(OSError):
             self._temp.unlink(missing_ok=True)
+
+
+def open_target(config: MirrorConfig) -> Target:
+    """The target `config` names: a directory, or an S3 bucket."""
+    if config.directory is not None:
+        return FileTarget(config.directory)
+    raise MirrorError("s3:// mirror targets land with the next step of issue 12", permanent=True)
