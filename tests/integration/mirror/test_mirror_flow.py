@@ -181,3 +181,34 @@ async def test_a_restart_resumes_the_copies_and_sends_once(
     task = await running.wait_task("t4", lambda t: t["deliveries"][0]["status"] == "succeeded")
     assert len(task["events"]) == 1
     assert len(receiver.received) == 1
+
+
+async def test_a_target_that_refuses_writes_is_a_mirror_error_not_a_lost_webhook(
+    start_daemon: Any,
+    upstream: Upstream,
+    receiver: Receiver,
+    secret: str,
+    files: FileServer,
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "r"
+    upstream.state.script("t5", success((files.file(MiB, "x.png"),)))
+    running = await start_daemon(
+        endpoints=[endpoint(receiver, secret)], extra=mirror_config(results, timeout="1500ms")
+    )
+    # The directory is gone and a file took its place (tests may run as root, which no
+    # permission stops): every write fails, as on a full disk.
+    results.rmdir()
+    results.write_bytes(b"")
+    await running.add("t5")
+
+    (hook,) = await receiver.wait_for(1, timeout=5)
+    data = hook.body["data"]
+    assert data["mirrored"] == []
+    assert data["mirror_error"]["message"] == "cannot write the mirrored file: Not a directory"
+    assert data["mirror_error"]["failed_urls"] == [data["result_urls"][0]]
+    assert files.hits["/files/1048576/x.png"] >= 2  # retried within the timeout
+    async with running.http.get(running.base + "/metrics") as resp:
+        text = await resp.text()
+    assert 'apixo_watcher_mirror_files_total{outcome="failed"} 1.0' in text
+    assert running.daemon.mirror is not None  # still running
