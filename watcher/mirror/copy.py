@@ -25,7 +25,14 @@ async def copy_file(
     """
     upload = target.upload(key)
     try:
-        fetched = await fetch(session, url, upload.write, max_bytes=max_bytes, timeout_s=timeout_s)
+        fetched = await fetch(
+            session,
+            url,
+            upload.write,
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
+            start=upload.start,
+        )
         await upload.commit(fetched)
     except BaseException:
         await upload.abort()

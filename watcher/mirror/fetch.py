@@ -55,8 +55,10 @@ async def fetch(
     *,
     max_bytes: int,
     timeout_s: float,
+    start: Callable[[str | None], None] | None = None,
 ) -> Fetched:
-    """Download `url`, handing each chunk to `write`; the whole within `timeout_s`.
+    """Download `url`, handing each chunk to `write`; the whole within `timeout_s`. `start`
+    is told the content type once the answer is known good, before the first chunk.
 
     Raises MirrorError: permanent for a URL or redirect that is not http(s), too many
     redirects, a 4xx answer (but 408/425/429) and a file over `max_bytes`; otherwise (a 5xx,
@@ -65,7 +67,7 @@ async def fetch(
     check_url(url)
     try:
         async with asyncio.timeout(timeout_s):
-            return await _follow(session, url, write, max_bytes)
+            return await _follow(session, url, write, max_bytes, start)
     except TimeoutError:
         raise MirrorError("the download timed out") from None
     except aiohttp.ClientError as exc:
@@ -77,6 +79,7 @@ async def _follow(
     url: str,
     write: Callable[[bytes], Awaitable[None]],
     max_bytes: int,
+    start: Callable[[str | None], None] | None,
 ) -> Fetched:
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -93,17 +96,24 @@ async def _follow(
             if not 200 <= resp.status < 300:
                 permanent = 400 <= resp.status < 500 and resp.status not in _TRANSIENT_4XX
                 raise MirrorError(f"HTTP {resp.status}", permanent=permanent)
-            return await _copy(resp, write, max_bytes)
+            return await _copy(resp, write, max_bytes, start)
     raise MirrorError(f"more than {MAX_REDIRECTS} redirects", permanent=True)
 
 
 async def _copy(
-    resp: aiohttp.ClientResponse, write: Callable[[bytes], Awaitable[None]], max_bytes: int
+    resp: aiohttp.ClientResponse,
+    write: Callable[[bytes], Awaitable[None]],
+    max_bytes: int,
+    start: Callable[[str | None], None] | None,
 ) -> Fetched:
     too_large = f"the file is larger than mirror.max_file_bytes ({format_size(max_bytes)})"
     length = resp.content_length
     if length is not None and length > max_bytes:
         raise MirrorError(too_large, permanent=True)
+    header = resp.headers.get("Content-Type")
+    content_type = header.strip() if header else None
+    if start is not None:
+        start(content_type)
     digest = hashlib.sha256()
     size = 0
     async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
@@ -115,8 +125,7 @@ async def _copy(
     encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
     if length is not None and size != length and not encoded:
         raise MirrorError(f"the download ended after {size} of {length} bytes")
-    content_type = resp.headers.get("Content-Type")
-    return Fetched(digest.hexdigest(), size, content_type.strip() if content_type else None)
+    return Fetched(digest.hexdigest(), size, content_type)
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

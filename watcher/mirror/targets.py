@@ -28,6 +28,10 @@ _BUFFER_BYTES: Final = 1024 * 1024  # handed to the writer thread in pieces of t
 class Upload(Protocol):
     """One file on its way into the target."""
 
+    def start(self, content_type: str | None) -> None:
+        """The file's content type, known before its first byte."""
+        ...
+
     async def write(self, chunk: bytes) -> None: ...
 
     async def commit(self, fetched: Fetched) -> None:
@@ -147,6 +151,9 @@ class FileUpload:
         self._fd: int | None = None
         self._buffer = bytearray()
 
+    def start(self, content_type: str | None) -> None:
+        return None  # a file keeps no content type; the store records it
+
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
         if len(self._buffer) >= _BUFFER_BYTES:
@@ -206,4 +213,6 @@ def open_target(config: MirrorConfig) -> Target:
     """The target `config` names: a directory, or an S3 bucket."""
     if config.directory is not None:
         return FileTarget(config.directory)
-    raise MirrorError("s3:// mirror targets land with the next step of issue 12", permanent=True)
+    from watcher.mirror.s3 import S3Target  # botocore loads only when S3 is used
+
+    return S3Target(config)
