@@ -9,10 +9,11 @@ may be a credential.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -116,16 +117,44 @@ async def _copy(
         start(content_type)
     digest = hashlib.sha256()
     size = 0
-    async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
-        size += len(chunk)
-        if size > max_bytes:
-            raise MirrorError(too_large, permanent=True)
-        digest.update(chunk)
-        await write(chunk)
+    batch: list[bytes] = []
+    batched = 0
+    # One batch is hashed (in a thread: hashlib lets go of the GIL) and written while the next
+    # is read, so hashing costs little time on a machine with a spare core; at most two
+    # batches are held, so memory stays flat.
+    in_flight: asyncio.Future[Any] | None = None
+    try:
+        async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+            size += len(chunk)
+            if size > max_bytes:
+                raise MirrorError(too_large, permanent=True)
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= CHUNK_BYTES:
+                if in_flight is not None:
+                    await in_flight
+                in_flight = _hash_and_write(digest, b"".join(batch), write)
+                batch, batched = [], 0
+        if in_flight is not None:
+            await in_flight
+            in_flight = None
+        if batch:
+            await _hash_and_write(digest, b"".join(batch), write)
+    finally:
+        if in_flight is not None:  # an error while the last batch was on its way
+            in_flight.cancel()
+            with contextlib.suppress(BaseException):
+                await in_flight
     encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
     if length is not None and size != length and not encoded:
         raise MirrorError(f"the download ended after {size} of {length} bytes")
     return Fetched(digest.hexdigest(), size, content_type)
+
+
+def _hash_and_write(
+    digest: Any, data: bytes, write: Callable[[bytes], Awaitable[None]]
+) -> asyncio.Future[Any]:
+    return asyncio.gather(asyncio.to_thread(digest.update, data), write(data))
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

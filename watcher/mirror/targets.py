@@ -14,6 +14,7 @@ import hashlib
 import mimetypes
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -150,11 +151,18 @@ class FileUpload:
         self._temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         self._fd: int | None = None
         self._buffer = bytearray()
+        # A write runs in a thread that a cancelled coroutine cannot stop: abort takes this
+        # lock, so it waits for that write to end, and a write after the abort does nothing.
+        self._lock = threading.Lock()
+        self._aborted = False
 
     def start(self, content_type: str | None) -> None:
         return None  # a file keeps no content type; the store records it
 
     async def write(self, chunk: bytes) -> None:
+        if not self._buffer and len(chunk) >= _BUFFER_BYTES:
+            await asyncio.to_thread(self._write_all, chunk)  # no copy for a whole batch
+            return
         self._buffer += chunk
         if len(self._buffer) >= _BUFFER_BYTES:
             await self._flush()
@@ -164,30 +172,52 @@ class FileUpload:
         await asyncio.to_thread(self._write_all, data)
 
     def _write_all(self, data: bytes) -> None:
+        with self._lock:
+            self._write_locked(data)
+
+    def _write_locked(self, data: bytes) -> None:
+        if self._aborted:
+            raise MirrorError("the copy was abandoned")
         try:
             if self._fd is None:
-                self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                self._fd = self._create()
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             raise _os_error("cannot write the mirrored file", exc) from exc
 
+    def _create(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            return os.open(self._temp, flags, 0o644)
+        except FileNotFoundError:
+            # The directory went away while the daemon ran (cleaned up by hand): make it again.
+            self._temp.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self._temp, flags, 0o644)
+
     async def commit(self, fetched: Fetched) -> None:
         await self._flush()
         await asyncio.to_thread(self._commit)
 
     def _commit(self) -> None:
+        with self._lock:
+            self._commit_locked()
+
+    def _commit_locked(self) -> None:
         try:
             if self._fd is None:  # an empty file
-                self._write_all(b"")
+                self._write_locked(b"")
             assert self._fd is not None
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
+            # The task's directory is new for its first file: then its parent records it.
+            new_dir = not self._final.parent.is_dir()
             self._final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._temp, self._final)
-            for directory in (self._final.parent, self._final.parent.parent):
+            # The rename is durable before the store records the file as done.
+            for directory in (self._final.parent, self._final.parent.parent)[: 1 + new_dir]:
                 dir_fd = os.open(directory, os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)
@@ -201,6 +231,11 @@ class FileUpload:
         await asyncio.to_thread(self._abort)
 
     def _abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            self._abort_locked()
+
+    def _abort_locked(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -2,12 +2,12 @@
 back (`MirrorSink.mirror_finished`) so that its webhook goes out.
 
 Each held task is one asyncio task; its files are copied concurrently, all tasks together
-bounded by `mirror.max_concurrency`. Progress is durable, file by file: a try is recorded
-(`attempts`) before it starts and the result (done, with sha256, size and type, or failed, with
-the message) when it ends. After a crash, `start` resumes every held success: a file whose try
-was cut short is first looked up in the target (a copy committed just before the crash counts
-as done, without fetching it again), then fetched afresh; temporaries the crash left are
-removed by the target's `prepare`.
+bounded by `mirror.max_concurrency`. Progress is durable, file by file: each try's outcome is
+recorded when it ends (done, with sha256, size and type; failed, with the message; or the error
+of a try to be repeated), with the count of tries. After a crash, `start` resumes every held
+success: each unfinished file is first looked up in the target (a copy committed just before
+the crash counts as done, without fetching it again), then fetched afresh; temporaries the
+crash left are removed by the target's `prepare`.
 
 A file's own failures (the source, the network, the target) are contained to that file: retried
 within its `timeout`, then recorded as failed and reported in `mirror_error`. A failure of the
@@ -100,14 +100,15 @@ class MirrorWorker:
             log.info("mirror_leftovers_removed", files=removed)
         holds = self._store.held_mirrors()
         for hold in holds:
-            self.hold(hold)
+            self.hold(hold, resumed=True)
         return len(holds)
 
-    def hold(self, hold: MirrorHold) -> None:
-        """Copy the files of `hold` (committed already), then hand it back."""
+    def hold(self, hold: MirrorHold, *, resumed: bool = False) -> None:
+        """Copy the files of `hold` (committed already), then hand it back. `resumed`: held
+        before this start, so a copy may have been committed just before a crash."""
         task_id = hold.event.task_id
         if task_id not in self._jobs:
-            job = asyncio.create_task(self._mirror(hold), name=f"mirror {task_id}")
+            job = asyncio.create_task(self._mirror(hold, resumed), name=f"mirror {task_id}")
             self._jobs[task_id] = job
             job.add_done_callback(functools.partial(self._done, task_id))
 
@@ -152,8 +153,8 @@ class MirrorWorker:
         return len(keys)
 
     # -- one held success ---------------------------------------------------------------------
-    async def _mirror(self, hold: MirrorHold) -> None:
-        files = await asyncio.gather(*(self._file(f) for f in hold.files))
+    async def _mirror(self, hold: MirrorHold, resumed: bool) -> None:
+        files = await asyncio.gather(*(self._file(f, resumed) for f in hold.files))
         assert finished(files)
         urls = [
             public_url(
@@ -169,11 +170,12 @@ class MirrorWorker:
             extra["mirror_error"] = error
         await self._sink.mirror_finished(hold, extra)
 
-    async def _file(self, file: MirrorFile) -> MirrorFile:
+    async def _file(self, file: MirrorFile, resumed: bool) -> MirrorFile:
         if file.status is not MirrorStatus.PENDING:
             return file
-        if file.attempts:
-            # A try was cut short by a crash: its copy may have been committed all the same.
+        if resumed:
+            # A try may have been cut short by a crash after its copy was committed: one
+            # look-up in the target, rather than fetching a whole file again.
             try:
                 stored = await self._target.stat(file.key)
             except MirrorError:
@@ -193,7 +195,9 @@ class MirrorWorker:
         while True:
             async with self._slots:
                 tries += 1
-                file = self._record(file, attempts=file.attempts + 1)
+                # Recorded with the try's outcome (one write per try): a try a crash cuts
+                # short is not counted, and the look-up above covers its copy.
+                attempts = file.attempts + 1
                 began = self._clock.monotonic()
                 remaining = self._config.timeout_s - (began - started)
                 try:
@@ -215,10 +219,11 @@ class MirrorWorker:
                         task_id=file.task_id,
                         key=file.key,
                         bytes=fetched.bytes,
-                        attempt=file.attempts,
+                        attempt=attempts,
                     )
                     return self._record(
                         file,
+                        attempts=attempts,
                         status=MirrorStatus.DONE,
                         sha256=fetched.sha256,
                         bytes=fetched.bytes,
@@ -238,18 +243,20 @@ class MirrorWorker:
                     task_id=file.task_id,
                     key=file.key,
                     error=failure.message,
-                    attempt=file.attempts,
+                    attempt=attempts,
                 )
-                return self._record(file, status=MirrorStatus.FAILED, error=failure.message)
+                return self._record(
+                    file, attempts=attempts, status=MirrorStatus.FAILED, error=failure.message
+                )
             log.info(
                 "mirror_file_retry",
                 task_id=file.task_id,
                 key=file.key,
                 error=failure.message,
-                attempt=file.attempts,
+                attempt=attempts,
                 retry_in_s=delay,
             )
-            file = self._record(file, error=failure.message)
+            file = self._record(file, attempts=attempts, error=failure.message)
             await self._clock.sleep(delay)
 
     def _record(self, file: MirrorFile, **changes: Any) -> MirrorFile:

@@ -204,3 +204,13 @@ async def test_retention_deletes_old_files_and_empty_task_directories(tmp_path: 
     assert sorted(await target.delete_older_than(2000.0)) == ["mixed/0-a", "old/0-a", "old/1-b"]
     assert on_disk(target) == ["mixed", "mixed/1-new"]
     assert target.location("mixed/1-new") == (target.directory / "mixed/1-new").as_uri()
+
+
+async def test_a_directory_removed_while_running_is_made_again(
+    files: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    target = FileTarget(tmp_path / "r")
+    await target.prepare()
+    target.directory.rmdir()
+    fetched = await copy(session, target, files.file(10, "x.png"), "t/0-x.png")
+    assert sha256_file(target.directory / "t" / "0-x.png") == fetched.sha256
