@@ -11,14 +11,20 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from tests.helpers.files import FileServer, sha256_of, start_file_server
+from watcher.clock import ManualClock
+from watcher.config.settings import MirrorConfig
 from watcher.errors import MirrorError
 from watcher.mirror.copy import copy_file
 from watcher.mirror.fetch import Fetched
 from watcher.mirror.targets import TEMP_PREFIX, FileTarget
+from watcher.mirror.worker import MirrorWorker
+from watcher.store.memory import MemoryStore
 
 MiB = 1024 * 1024
+NOW = 1_800_000_000.0
 
 
 @pytest.fixture
@@ -214,3 +220,34 @@ async def test_a_directory_removed_while_running_is_made_again(
     target.directory.rmdir()
     fetched = await copy(session, target, files.file(10, "x.png"), "t/0-x.png")
     assert sha256_file(target.directory / "t" / "0-x.png") == fetched.sha256
+
+
+async def test_the_worker_deletes_expired_files_logs_and_counts_them(tmp_path: Path) -> None:
+    target = FileTarget(tmp_path / "r")
+    await target.prepare()
+    for key, age_days in (("old/0-a", 31), ("new/0-b", 1)):
+        path = target.directory / key
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+        os.utime(path, (NOW - age_days * 86400, NOW - age_days * 86400))
+    counted: list[int] = []
+
+    class Observer:
+        def mirror_file(self, outcome: str, size: int, duration_s: float) -> None: ...
+
+        def mirror_deleted(self, files: int) -> None:
+            counted.append(files)
+
+    worker = MirrorWorker(
+        store=MemoryStore(),
+        target=target,
+        config=MirrorConfig(target="file:///r", directory=target.directory, retention_s=30 * 86400),
+        sink=None,  # type: ignore[arg-type] - nothing is held
+        clock=ManualClock(NOW),
+        observer=Observer(),
+    )
+    with capture_logs() as logs:
+        assert await worker.delete_expired() == 1
+    assert on_disk(target) == ["new", "new/0-b"]
+    assert counted == [1]
+    assert {"event": "mirror_files_expired", "files": 1, "log_level": "info"} in logs
