@@ -24,13 +24,14 @@ import structlog
 
 from bench import console, report, scenarios
 from bench.fixtures import build_tasks
+from bench.mirror import mirror
 from bench.plot import plot_scaling
 from bench.procs import log
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 PLOT = ROOT / "docs" / "performance.png"
-ALL = ("rss", "cpu", "latency", "delivery", "docs", "console", "tasks")
+ALL = ("rss", "cpu", "latency", "delivery", "docs", "console", "tasks", "mirror")
 
 
 async def _guard(name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -104,6 +105,8 @@ async def run(only: set[str]) -> dict[str, Any]:
             sections["console"] = await _guard("console", lambda: console.console(env))
         if "tasks" in only:
             sections["tasks_file"] = await _guard("tasks_file", lambda: scenarios.tasks_file(env))
+        if "mirror" in only:
+            sections["mirror"] = await _guard("mirror", lambda: mirror(OUT, receiver.url))
     finally:
         upstream.close()
         receiver.close()

@@ -190,6 +190,53 @@ def tasks_file_section(
     }
 
 
+MIRROR_RATIO_TARGET = 0.8
+MIRROR_RSS_TARGET_MB = 20.0
+
+
+def mirror_section(
+    *,
+    big_mib_s: float,
+    ref_big_mib_s: float,
+    small_mib_s: float,
+    ref_small_mib_s: float,
+    rss_growth_mb: float,
+    lags_on_s: Sequence[float],
+    lags_off_s: Sequence[float],
+) -> dict[str, Any]:
+    """Mirror throughput against a bare download loop, RSS growth, added webhook latency."""
+    big_ratio = ratio(big_mib_s, ref_big_mib_s)
+    small_ratio = ratio(small_mib_s, ref_small_mib_s)
+    p99_on = percentile([x * 1000 for x in lags_on_s], 99)
+    p99_off = percentile([x * 1000 for x in lags_off_s], 99)
+    ok = (
+        big_ratio is not None
+        and small_ratio is not None
+        and big_ratio >= MIRROR_RATIO_TARGET
+        and small_ratio >= MIRROR_RATIO_TARGET
+        and rss_growth_mb < MIRROR_RSS_TARGET_MB
+    )
+    return {
+        "big_file_mib_per_s": _r(big_mib_s, 1),
+        "big_file_reference_mib_per_s": _r(ref_big_mib_s, 1),
+        "big_file_ratio": _r(big_ratio),
+        "small_files_mib_per_s": _r(small_mib_s, 1),
+        "small_files_reference_mib_per_s": _r(ref_small_mib_s, 1),
+        "small_files_ratio": _r(small_ratio),
+        "rss_growth_mb": _r(rss_growth_mb, 1),
+        "webhook_p99_ms_mirrored": _r(p99_on, 1),
+        "webhook_p99_ms_not_mirrored": _r(p99_off, 1),
+        "webhook_p99_added_ms": _r(p99_on - p99_off, 1)
+        if p99_on is not None and p99_off is not None
+        else None,
+        "target": (
+            f"throughput >= {MIRROR_RATIO_TARGET:g} x a bare download loop (1 GiB and 1000 x 1 "
+            f"MiB), RSS growth < {MIRROR_RSS_TARGET_MB:g} MB; added p99 reported"
+        ),
+        "met": _met(big_ratio, ok),
+    }
+
+
 def assemble(sections: Mapping[str, Any], *, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The one JSON object the bench prints: metadata, every section, and a summary of which
     targets were met (None: not measured, e.g. the scenario failed)."""

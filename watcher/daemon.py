@@ -40,6 +40,8 @@ from watcher.config.settings import Config, load_config, postgres_not_runnable_y
 from watcher.delivery.deliverer import Deliverer
 from watcher.errors import ConfigError, ConfigProblem, StoreError, StoreLost, WatcherError
 from watcher.logs import configure_logging, scrubber
+from watcher.mirror.targets import open_target
+from watcher.mirror.worker import MirrorWorker
 from watcher.models import DeliveryStatus
 from watcher.notify import Notifier
 from watcher.polling.scheduler import Scheduler
@@ -54,6 +56,7 @@ USER_AGENT = f"apixo-watcher/{__version__}"
 FLUSH_INTERVAL_S = 5.0  # how often live poll counts are written to the store
 STATUS_INTERVAL_S = 5.0
 PURGE_INTERVAL_S = 3600.0  # how often finished tasks past store.retention are deleted
+MIRROR_RETENTION_INTERVAL_S = 3600.0  # how often mirrored files past mirror.retention go
 PURGE_BATCH = 1000  # tasks per transaction, so a large purge never holds the store for long
 # What "as many as allowed" means when the hard limit on open files is unlimited (not on Linux).
 _UNLIMITED_FILES = 1 << 20
@@ -75,6 +78,10 @@ def config_secrets(config: Config) -> list[str]:
         values.extend(s.reveal() for s in endpoint.secrets)
     if config.store.url is not None:
         values += [config.store.url.reveal(), *url_passwords(config.store.url.reveal())]
+    if config.mirror is not None:
+        for key in (config.mirror.s3.access_key_id, config.mirror.s3.secret_access_key):
+            if key is not None:
+                values.append(key.reveal())
     return values
 
 
@@ -147,6 +154,7 @@ class Daemon:
         self.service: WatchService | None = None
         self.scheduler: Scheduler | None = None
         self.deliverer: Deliverer | None = None
+        self.mirror: MirrorWorker | None = None
         self.intake: IntakeServer | None = None
         self._client: UpstreamClient | None = None
         self._importer: TasksFileImporter | None = None
@@ -229,6 +237,20 @@ class Daemon:
             self.scheduler.watch(task)
             resumed += 1
         await self.deliverer.start()
+        held = 0
+        if config.mirror is not None:
+            self.mirror = MirrorWorker(
+                store=self.store,
+                target=open_target(config.mirror),
+                config=config.mirror,
+                sink=self.service,
+                clock=self._clock,
+                timeline=self._timeline,
+                observer=self.metrics,
+                user_agent=USER_AGENT,
+            )
+            self.service.attach_mirror(self.mirror)
+            held = await self.mirror.start()  # the successes a restart left waiting
         gc.freeze()  # the records loaded above live long: keep the collector from rescanning them
         # The tasks file is imported by its own loop, started with the others: a big file is
         # read in a child process while the daemon already serves.
@@ -249,6 +271,8 @@ class Daemon:
             store=config.store.location,
             resumed_tasks=resumed,
             endpoints=len(config.endpoints),
+            mirror=config.mirror.target if config.mirror is not None else None,
+            resumed_mirrors=held,
         )
         self._notifier.ready(self._status_text())
         self.ready.set()
@@ -267,6 +291,12 @@ class Daemon:
         self._spawn("purge", self._every(PURGE_INTERVAL_S, self._purge))
         self._spawn("clock", self._every(CLOCK_CHECK_INTERVAL_S, self._check_clock))
         self._spawn("store_guard", self._every(STORE_CHECK_INTERVAL_S, self._check_store))
+        if self.mirror is not None:
+            self._spawn("mirror", self.mirror.run())
+            self._spawn(
+                "mirror_retention",
+                self._every(MIRROR_RETENTION_INTERVAL_S, self.mirror.delete_expired),
+            )
         if self._notifier.watchdog_interval_s:
             self._spawn("watchdog", self._every(self._notifier.watchdog_interval_s, self._watchdog))
         stop_waiter = asyncio.ensure_future(self._stop.wait())
@@ -309,6 +339,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()
+        if self.mirror is not None:
+            await self.mirror.close()  # unfinished copies resume at the next start
         with contextlib.suppress(StoreError):
             self._flush_polls()
         if self.intake is not None:
@@ -422,6 +454,8 @@ class Daemon:
             log.warning("config_change_needs_restart", key="intake.listen")
         if new.intake.idle_timeout_s != old.intake.idle_timeout_s:
             log.warning("config_change_needs_restart", key="intake.idle_timeout")
+        if new.mirror != old.mirror:
+            log.warning("config_change_needs_restart", key="mirror")
         if self.service is not None:
             self.service.set_config(new)
         if self._client is not None:
@@ -568,6 +602,8 @@ class Daemon:
             retrying=retrying,
             failed=counts.get(DeliveryStatus.FAILED, 0),
         )
+        if self.mirror is not None:
+            self.metrics.set_mirror_held(self.mirror.held())
 
 
 __all__ = ["Daemon"]

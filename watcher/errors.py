@@ -118,3 +118,16 @@ class InvalidSecret(WatcherError):
 
 class InvalidCursor(WatcherError):
     """The pagination cursor is invalid (it must be a `next_cursor` from an earlier page)."""
+
+
+class MirrorError(WatcherError):
+    """A result file could not be mirrored.
+
+    `permanent` says that trying again cannot help (a 404, a file over the size cap, a
+    redirect to a scheme other than http(s)); otherwise it is retried within the file's
+    `mirror.timeout`. The message names no secret.
+    """
+
+    def __init__(self, message: str | None = None, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)

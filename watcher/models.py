@@ -206,6 +206,45 @@ class Attempt:
     webhook_timestamp: int | None = None
 
 
+class MirrorStatus(enum.StrEnum):
+    """Where the copy of one result file stands (contract section 9)."""
+
+    PENDING = "pending"  # not copied yet (a crash mid-download leaves it pending: restarted)
+    DONE = "done"  # copied whole under its key; never fetched again
+    FAILED = "failed"  # given up: its `timeout` ran out or it cannot be copied at all
+
+
+@dataclass(slots=True)
+class MirrorFile:
+    """One result URL of a succeeded task and its copy under `key` in the mirror target."""
+
+    task_id: str
+    position: int  # its index in the task's result_urls
+    source_url: str
+    key: str  # where the copy goes, relative to the target (fixed when the file is recorded)
+    status: MirrorStatus
+    created_at: float
+    updated_at: float
+    sha256: str | None = None  # hex, of the bytes copied (DONE)
+    bytes: int | None = None
+    content_type: str | None = None
+    error: str | None = None  # the last failure, in words (no secret)
+    attempts: int = 0  # downloads started, over restarts too
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorHold:
+    """A `task.succeeded` event held back until its result files are mirrored.
+
+    `event` is the event as built when the task succeeded (its webhook is not sent yet, and it
+    is not among the task's events); `files` are the copies it waits for. Releasing the hold
+    commits the final event (with `data.mirrored`) and its deliveries in one transaction.
+    """
+
+    event: Event
+    files: tuple[MirrorFile, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A state change and everything it causes, committed by the store in one transaction.
@@ -223,6 +262,9 @@ class Transition:
     polls: int | None = None  # the scheduler's live poll count, persisted with the change
     event: Event | None = None
     deliveries: tuple[Delivery, ...] = ()
+    # With mirroring on, a success holds its event back (no `event`, no `deliveries`): the
+    # state change, the held event and the files to copy are committed together.
+    mirror: MirrorHold | None = None
 
 
 @dataclass(frozen=True, slots=True)

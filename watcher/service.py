@@ -8,22 +8,27 @@ store's transactional outbox before its webhooks are sent.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from watcher.clock import Clock, Timeline
 from watcher.config.settings import Config, EndpointConfig
-from watcher.delivery.events import build_event, plan_deliveries
+from watcher.delivery.events import build_event, plan_deliveries, with_mirror
 from watcher.errors import DeliveryError, EndpointNotFound, TaskConflict, TaskFinished
+from watcher.mirror.plan import plan_files
 from watcher.models import (
     EVENT_STATE,
     Attempt,
     Delivery,
     DeliveryStatus,
     Event,
+    EventType,
+    MirrorFile,
+    MirrorHold,
     PublicDeliveryStatus,
     StateChange,
     Task,
@@ -61,6 +66,12 @@ class Delivering(Protocol):
     async def ping(self, endpoint: EndpointConfig) -> PingResult: ...
 
 
+class Mirroring(Protocol):
+    """The part of the mirror worker the service drives."""
+
+    def hold(self, hold: MirrorHold) -> None: ...
+
+
 class FinishObserver(Protocol):
     """Measures how late we noticed a finished task (the daemon passes its Metrics)."""
 
@@ -82,6 +93,8 @@ class TaskView:
     state_changes: list[StateChange]
     events: list[Event]
     deliveries: list[DeliveryView]
+    # Its result files' copies (contract section 9), in result_urls order; empty when off.
+    mirror_files: list[MirrorFile] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +127,16 @@ class WatchService:
         self._timeline = timeline if timeline is not None else Timeline(clock)
         self._scheduler = scheduler
         self._deliverer = deliverer
+        self._mirror: Mirroring | None = None
 
     # Wiring: the scheduler and deliverer need the service too, so they are attached after.
     def attach(self, *, scheduler: Watching, deliverer: Delivering) -> None:
         self._scheduler = scheduler
         self._deliverer = deliverer
+
+    def attach_mirror(self, mirror: Mirroring) -> None:
+        """Hold each success's webhook until `mirror` has copied its result files."""
+        self._mirror = mirror
 
     @property
     def config(self) -> Config:
@@ -222,6 +240,7 @@ class WatchService:
             deliveries=[
                 DeliveryView(d, self._store.attempts(d.delivery_id)) for d in reversed(deliveries)
             ],
+            mirror_files=self._store.mirror_files(task_id),
         )
 
     def _overlay_live(self, task: Task) -> None:
@@ -288,8 +307,20 @@ class WatchService:
             return False
         event = None
         deliveries: tuple[Delivery, ...] = ()
+        hold = None
         if outcome is not None:
             event = build_event(outcome, task, now=now)
+        if (
+            event is not None
+            and outcome is not None
+            and outcome.type is EventType.SUCCEEDED
+            and outcome.result_urls
+            and self._mirror is not None
+        ):
+            # The task is done upstream: that is committed now; its webhook waits for the copies.
+            hold = MirrorHold(event, plan_files(task.task_id, outcome.result_urls, now=now))
+            event = None
+        elif event is not None:
             deliveries = plan_deliveries(
                 event,
                 task,
@@ -308,6 +339,7 @@ class WatchService:
             polls=watch.polls,
             event=event,
             deliveries=deliveries,
+            mirror=hold,
         )
         try:
             self._store.apply_transition(transition)
@@ -315,6 +347,8 @@ class WatchService:
             return False
         if deliveries and self._deliverer is not None:
             self._deliverer.enqueue(deliveries)
+        if hold is not None and self._mirror is not None:
+            self._mirror.hold(hold)
         if self._metrics is not None and outcome is not None and outcome.upstream is not None:
             completed_ms = outcome.upstream.get("completeTime")
             if isinstance(completed_ms, int | float) and not isinstance(completed_ms, bool):
@@ -328,8 +362,37 @@ class WatchService:
             event_type=event.type.value if event else None,
             deliveries=len(deliveries),
             polls=watch.polls,
+            awaiting_mirror=len(hold.files) if hold is not None else None,
         )
         return True
+
+    async def mirror_finished(self, hold: MirrorHold, extra: dict[str, Any]) -> None:
+        """The mirror worker's hand-off: commit the held event, now with `extra` in its data,
+        and its deliveries in one transaction, then send them. Sent once: a hold released
+        already (by an earlier run or another instance) writes nothing."""
+        now = self._timeline.wall()
+        task = self._store.get_task(hold.event.task_id)
+        event = with_mirror(hold.event, extra, now=now)
+        deliveries = plan_deliveries(
+            event,
+            task,
+            self._config.endpoints,
+            callback_enabled=self._config.delivery.callback_secret is not None,
+            now=now,
+            first_delay_s=self._config.delivery.retry_schedule_s[0],
+        )
+        if not self._store.release_mirror(task.task_id, event, deliveries):
+            return
+        if deliveries and self._deliverer is not None:
+            self._deliverer.enqueue(deliveries)
+        log.info(
+            "task_mirrored",
+            task_id=task.task_id,
+            model=task.model,
+            mirrored=len(extra.get("mirrored") or ()),
+            failed=len((extra.get("mirror_error") or {}).get("failed_urls") or ()),
+            deliveries=len(deliveries),
+        )
 
     def extend_deadlines(self, *, since: float, until: float) -> None:
         """Persist a credential pause (see Store.extend_deadlines)."""

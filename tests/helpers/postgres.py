@@ -33,7 +33,17 @@ import pytest
 from psycopg import sql
 
 DEFAULT_PROBE = "127.0.0.1:5432"
-TABLES = ("attempts", "deliveries", "events", "state_changes", "tasks", "heartbeat", "instances")
+TABLES = (
+    "attempts",
+    "deliveries",
+    "events",
+    "mirror_files",
+    "mirror_holds",
+    "state_changes",
+    "tasks",
+    "heartbeat",
+    "instances",
+)
 
 
 def with_database(url: str, name: str) -> str:

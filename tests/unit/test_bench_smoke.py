@@ -88,3 +88,28 @@ def test_the_tasks_file_row_needs_every_figure_and_no_write() -> None:
     assert report.tasks_file_section(2.5, 120.0, 0.5)["met"] is False
     assert report.tasks_file_section(2.5, 120.0, 0.1, unchanged_reread_wrote=True)["met"] is False
     assert report.tasks_file_section(None, 120.0, 0.1)["met"] is None
+
+
+def test_mirror_section_compares_with_the_bare_loop_and_reports_added_latency() -> None:
+    section = report.mirror_section(
+        big_mib_s=800.0,
+        ref_big_mib_s=900.0,
+        small_mib_s=300.0,
+        ref_small_mib_s=400.0,
+        rss_growth_mb=5.0,
+        lags_on_s=[0.2] * 100,
+        lags_off_s=[0.1] * 100,
+    )
+    assert section["big_file_ratio"] == pytest.approx(0.889, abs=1e-3)
+    assert section["small_files_ratio"] == 0.75
+    assert section["webhook_p99_added_ms"] == pytest.approx(100.0)
+    assert section["met"] is False  # the small files are under 0.8
+    assert report.mirror_section(
+        big_mib_s=800.0,
+        ref_big_mib_s=900.0,
+        small_mib_s=350.0,
+        ref_small_mib_s=400.0,
+        rss_growth_mb=5.0,
+        lags_on_s=[0.2],
+        lags_off_s=[0.1],
+    )["met"]

@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     },
     {"config"},
     {"store", "upstream"},
-    {"polling", "delivery"},
+    {"polling", "delivery", "mirror"},
     {"service"},
     {"tasks"},
     {"api"},

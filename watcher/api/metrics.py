@@ -36,6 +36,7 @@ _DELIVERY_BUCKETS = (
     *(60.0, 300.0, 1800.0, 7200.0, 21600.0, 86400.0),
 )
 # Upstream completeTime -> our detection: bounded by the polling interval (up to minutes).
+_MIRROR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _LAG_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
@@ -153,6 +154,32 @@ class Metrics:
             ["loop", "error_type"],
             registry=reg,
         )
+        self._mirror_files = Counter(
+            PREFIX + "mirror_files",
+            "Result files mirrored (outcome=done) or given up (outcome=failed).",
+            ["outcome"],
+            registry=reg,
+        )
+        self._mirror_bytes = Counter(
+            PREFIX + "mirror_bytes", "Bytes of result files mirrored.", registry=reg
+        )
+        self._mirror_duration = Histogram(
+            PREFIX + "mirror_duration_seconds",
+            "Time to copy one result file (its last try), by outcome.",
+            ["outcome"],
+            buckets=_MIRROR_BUCKETS,
+            registry=reg,
+        )
+        self._mirror_deleted = Counter(
+            PREFIX + "mirror_deleted_files",
+            "Mirrored files deleted after mirror.retention.",
+            registry=reg,
+        )
+        self._mirror_held = Gauge(
+            PREFIX + "mirror_held_tasks",
+            "Succeeded tasks whose webhook waits for their result files to be mirrored.",
+            registry=reg,
+        )
         self._upstream_requests_by = _Children(self._upstream_requests)
         self._upstream_duration_by = _Children(self._upstream_duration)
         self._webhook_attempts_by = _Children(self._webhook_attempts)
@@ -165,6 +192,8 @@ class Metrics:
             self._deliveries.labels(status=status.value).set(0)
         for outcome in ("success", "failure"):
             self._reloads.labels(outcome=outcome)
+        for outcome in ("done", "failed"):
+            self._mirror_files.labels(outcome=outcome)
 
     # -- upstream -------------------------------------------------------------------------------
     def upstream_request(self, model: str, outcome: str, duration_s: float) -> None:
@@ -198,6 +227,22 @@ class Metrics:
         """An unexpected error of one poll or attempt was contained (`error_type`: the
         exception's class name, a bounded set)."""
         self._contained_errors.labels(loop=loop, error_type=error_type).inc()
+
+    # -- mirroring ------------------------------------------------------------------------------
+    def mirror_file(self, outcome: str, size: int, duration_s: float) -> None:
+        """One result file was mirrored (`done`, `size` bytes) or given up (`failed`)."""
+        self._mirror_files.labels(outcome=outcome).inc()
+        self._mirror_duration.labels(outcome=outcome).observe(max(0.0, duration_s))
+        if size:
+            self._mirror_bytes.inc(size)
+
+    def mirror_deleted(self, files: int) -> None:
+        """`files` mirrored files were deleted after mirror.retention."""
+        self._mirror_deleted.inc(files)
+
+    def set_mirror_held(self, tasks: int) -> None:
+        """How many succeeded tasks wait for their mirror now."""
+        self._mirror_held.set(tasks)
 
     # -- daemon ---------------------------------------------------------------------------------
     def config_reload(self, success: bool, *, now: float | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from watcher import __version__
-from watcher.models import EventType, PublicDeliveryStatus, TaskState
+from watcher.models import EventType, MirrorStatus, PublicDeliveryStatus, TaskState
 from watcher.tasks.spec import MAX_ID_LENGTH
 
 _JSON = "application/json"
@@ -359,17 +359,55 @@ def _schemas() -> dict[str, Any]:
                 },
             ]
         },
+        "MirrorFile": {
+            "type": "object",
+            "required": [
+                "source_url",
+                "key",
+                "status",
+                "sha256",
+                "bytes",
+                "content_type",
+                "error",
+                "attempts",
+                "updated_at",
+            ],
+            "properties": {
+                "source_url": {"type": "string", "description": "The upstream's result URL."},
+                "key": {"type": "string", "example": "task-123/0-image.png"},
+                "status": {"type": "string", "enum": [s.value for s in MirrorStatus]},
+                "sha256": _nullable({"type": "string", "description": "Hex, once done."}),
+                "bytes": _nullable({"type": "integer"}),
+                "content_type": _nullable({"type": "string"}),
+                "error": _nullable({"type": "string", "description": "The last failure."}),
+                "attempts": {"type": "integer"},
+                "updated_at": _TIMESTAMP,
+            },
+        },
         "TaskDetail": {
             "allOf": [
                 _ref("Task"),
                 {
                     "type": "object",
-                    "required": ["next_poll_at", "state_changes", "events", "deliveries"],
+                    "required": [
+                        "next_poll_at",
+                        "state_changes",
+                        "events",
+                        "deliveries",
+                        "mirror",
+                    ],
                     "properties": {
                         "next_poll_at": _nullable(_TIMESTAMP),
                         "state_changes": {"type": "array", "items": _ref("StateChange")},
                         "events": {"type": "array", "items": _ref("Event")},
                         "deliveries": {"type": "array", "items": _ref("DeliveryDetail")},
+                        "mirror": {
+                            "type": "array",
+                            "items": _ref("MirrorFile"),
+                            "description": "The copies of its result files (mirror.target), "
+                            "in result_urls order; empty when mirroring is off. Its "
+                            "task.succeeded webhook is sent once none is pending.",
+                        },
                     },
                 },
             ]

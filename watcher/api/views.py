@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from watcher import jsontext
 from watcher.delivery.events import iso_timestamp
-from watcher.models import Attempt, Delivery, Event, PublicDeliveryStatus, StateChange, Task
+from watcher.models import (
+    Attempt,
+    Delivery,
+    Event,
+    MirrorFile,
+    PublicDeliveryStatus,
+    StateChange,
+    Task,
+)
 
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
@@ -120,7 +128,23 @@ def task_detail_json(view: TaskView) -> dict[str, Any]:
     out["state_changes"] = [state_change_json(c) for c in view.state_changes]
     out["events"] = [event_json(e) for e in view.events]
     out["deliveries"] = [delivery_json(d.delivery, d.attempts) for d in view.deliveries]
+    out["mirror"] = [mirror_file_json(f) for f in view.mirror_files]
     return out
+
+
+def mirror_file_json(file: MirrorFile) -> dict[str, Any]:
+    """One result file's copy (contract section 9): done, pending or failed."""
+    return {
+        "source_url": file.source_url,
+        "key": file.key,
+        "status": file.status.value,
+        "sha256": file.sha256,
+        "bytes": file.bytes,
+        "content_type": file.content_type,
+        "error": file.error,
+        "attempts": file.attempts,
+        "updated_at": iso(file.updated_at),
+    }
 
 
 def ping_json(result: PingResult) -> dict[str, Any]:

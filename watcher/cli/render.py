@@ -1,7 +1,7 @@
 """How the operator commands show a task's outcome to a person (pure: JSON in, lines out).
 
 The outcome comes from the task's terminal event, exactly as its webhooks carried it: result
-URLs (and, once result mirroring lands, the mirrored files and any mirror error), or the
+URLs (with the mirrored files and any mirror error), or the
 failure's code and message, or why the watcher gave up.
 """
 
@@ -73,6 +73,16 @@ def outcome_lines(task: Mapping[str, Any]) -> list[str]:
     if state == "cancelled":
         return labelled("result", ["none: cancelled, no webhook was sent"])
     if data is None:
+        files = [f for f in task.get("mirror") or [] if isinstance(f, Mapping)]
+        if state == "succeeded" and files:
+            copied = sum(1 for f in files if f.get("status") == "done")
+            return labelled(
+                "result",
+                [
+                    f"- (copying the result files: {copied} of {len(files)} done; "
+                    "the webhook goes out when they are)"
+                ],
+            )
         if state in ("pending", "processing"):
             return labelled("result", ["- (not finished yet)"])
         return labelled("result", ["-"])

@@ -281,6 +281,7 @@ class RootSection(Section):
     endpoints: list[Any] | None = None
     delivery: dict[str, Any] | None = None
     logging: dict[str, Any] | None = None
+    mirror: dict[str, Any] | None = None
 
 
 class UpstreamSection(Section):
@@ -382,6 +383,68 @@ class DeliverySection(Section):
         default_factory=list
     )
     callback_secret: _OptionalWebhookSecret = None
+
+
+DEFAULT_MIRROR_MAX_FILE_BYTES = 2 * 1024**3
+DEFAULT_MIRROR_TIMEOUT_S = 600.0
+DEFAULT_MIRROR_RETENTION_S = 30 * 86400.0
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_TARGET_HINT = "must be file://DIRECTORY or s3://BUCKET/PREFIX"
+
+
+def parse_mirror_target(value: str) -> tuple[str, str, str]:
+    """(kind, where, prefix) of a `mirror.target`: ("file", directory, "") or ("s3", bucket,
+    prefix without slashes at its ends). Raises ValueError (never repeating the value)."""
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError(f"{_TARGET_HINT}, without spaces")
+    if value.startswith("file://"):
+        directory = value.removeprefix("file://")
+        if not directory:
+            raise ValueError(f"{_TARGET_HINT}: the directory is missing")
+        return "file", directory, ""
+    if value.startswith("s3://"):
+        bucket, _, prefix = value.removeprefix("s3://").partition("/")
+        if not _S3_BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                "must name an S3 bucket after s3:// (3-63 lower-case letters, digits, '.', '-')"
+            )
+        return "s3", bucket, prefix.strip("/")
+    raise ValueError(_TARGET_HINT)
+
+
+def _mirror_target(value: str) -> str:
+    try:
+        parse_mirror_target(value)
+    except ValueError as exc:
+        raise _custom("mirror_target", str(exc)) from None
+    return value
+
+
+class MirrorS3Section(Section):
+    """`mirror.s3`: where the S3-compatible service is and the credentials for it (none given:
+    the client's usual chain, e.g. an instance role)."""
+
+    file_keys = ("access_key_id", "secret_access_key")
+
+    endpoint_url: _HttpUrl | None = None
+    region: Annotated[str, AfterValidator(_not_empty)] | None = None
+    access_key_id: Annotated[_OptionalSecret, AfterValidator(_header_safe)] = None
+    secret_access_key: Annotated[_OptionalSecret, AfterValidator(_header_safe)] = None
+
+
+class MirrorSection(Section):
+    """`mirror`: copies of result files kept before the upstream's URLs expire (contract
+    section 9). Absent, or without `target`: off."""
+
+    target: Annotated[str, AfterValidator(_mirror_target)] | None = None
+    s3: dict[str, Any] | None = None  # validated as MirrorS3Section
+    public_base_url: _HttpUrl | None = None
+    max_file_bytes: Annotated[int, BeforeValidator(_size), _at_least(1)] = (
+        DEFAULT_MIRROR_MAX_FILE_BYTES
+    )
+    max_concurrency: _Count = 4
+    timeout: _PositiveDuration = DEFAULT_MIRROR_TIMEOUT_S
+    retention: _Duration = DEFAULT_MIRROR_RETENTION_S
 
 
 class LoggingSection(Section):

@@ -42,6 +42,8 @@ from watcher.config.schema import (
     EndpointSection,
     IntakeSection,
     LoggingSection,
+    MirrorS3Section,
+    MirrorSection,
     PollingSection,
     RootSection,
     Section,
@@ -49,6 +51,7 @@ from watcher.config.schema import (
     UpstreamSection,
     is_loopback,
     parse_listen,
+    parse_mirror_target,
     validate_section,
 )
 from watcher.config.yamlsrc import YamlPath, load_yaml_collecting
@@ -70,8 +73,10 @@ __all__ = [
     "EndpointConfig",
     "IntakeConfig",
     "LoggingConfig",
+    "MirrorConfig",
     "PollingConfig",
     "PollingPolicy",
+    "S3Config",
     "Secret",
     "StoreConfig",
     "UpstreamConfig",
@@ -221,6 +226,34 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class S3Config:
+    """An S3-compatible service: where it is (None: AWS) and the credentials (None: the
+    client's usual chain). Both keys are Secrets, so neither shows in a repr or a log."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorConfig:
+    """Result mirroring (contract section 9): the target is a directory (`directory`) or an
+    S3 bucket and key prefix (`bucket`, `prefix`), never both."""
+
+    target: str  # as configured: file://DIR or s3://bucket/prefix
+    directory: Path | None = None
+    bucket: str | None = None
+    prefix: str = ""  # without slashes at its ends
+    s3: S3Config = field(default_factory=S3Config)
+    public_base_url: str | None = None  # without a trailing slash
+    max_file_bytes: int = 2 * 1024**3
+    max_concurrency: int = 4
+    timeout_s: float = 600.0  # per file, retries included
+    retention_s: float = 30 * 86400.0  # 0: kept forever
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. `source` is the file it was loaded from, if any."""
 
@@ -233,6 +266,7 @@ class Config:
     delivery: DeliveryConfig
     logging: LoggingConfig
     source: Path | None = None
+    mirror: MirrorConfig | None = None  # None: result files are not mirrored
 
     def endpoint(self, name: str) -> EndpointConfig | None:
         """The endpoint called `name`, if one is configured."""
@@ -364,6 +398,7 @@ class _Builder:
         endpoints = None if "endpoints" in bad else self._endpoints(root.endpoints or [])
         delivery = None if "delivery" in bad else self._delivery(root.delivery or {})
         logging = None if "logging" in bad else self._logging(root.logging or {})
+        mirror_ok, mirror = (False, None) if "mirror" in bad else self._mirror(root.mirror or {})
         if (
             bad
             or upstream is None
@@ -373,6 +408,7 @@ class _Builder:
             or endpoints is None
             or delivery is None
             or logging is None
+            or not mirror_ok
         ):
             return None
         return Config(
@@ -384,6 +420,7 @@ class _Builder:
             endpoints=endpoints,
             delivery=delivery,
             logging=logging,
+            mirror=mirror,
         )
 
     def _validate(
@@ -586,6 +623,58 @@ class _Builder:
             also = f" (or {key}_file)" if key in model.file_keys else ""
             self._problems.add((*path, key), f"is required{also}")
         return bool(missing)
+
+    def _mirror(self, raw: dict[str, Any]) -> tuple[bool, MirrorConfig | None]:
+        """(valid, the mirror config or None when it is off)."""
+        path: YamlPath = ("mirror",)
+        model, failed = self._validate(MirrorSection, raw, path)
+        if model is None:
+            return False, None
+        s3: S3Config | None = S3Config()
+        if model.s3 is not None:
+            s3 = self._s3(model.s3)
+        if failed or s3 is None:
+            return False, None
+        if model.target is None:
+            if model.s3 is not None or model.public_base_url is not None:
+                self._problems.add((*path, "target"), "is required when mirror has other keys")
+                return False, None
+            return True, None
+        kind, where, prefix = parse_mirror_target(model.target)
+        if kind == "file" and model.s3 is not None:
+            self._problems.add((*path, "s3"), "is only for an s3:// target")
+            return False, None
+        return True, MirrorConfig(
+            target=model.target,
+            directory=self._path(where) if kind == "file" else None,
+            bucket=where if kind == "s3" else None,
+            prefix=prefix,
+            s3=s3,
+            public_base_url=model.public_base_url.rstrip("/") if model.public_base_url else None,
+            max_file_bytes=model.max_file_bytes,
+            max_concurrency=model.max_concurrency,
+            timeout_s=model.timeout,
+            retention_s=model.retention,
+        )
+
+    def _s3(self, raw: object) -> S3Config | None:
+        model, failed = self._validate(MirrorS3Section, raw, ("mirror", "s3"))
+        if model is None or failed:
+            return None
+        if (model.access_key_id is None) != (model.secret_access_key is None):
+            key = "secret_access_key" if model.secret_access_key is None else "access_key_id"
+            self._problems.add(
+                ("mirror", "s3", key),
+                "is required with the other key (give both access_key_id and "
+                "secret_access_key, or neither)",
+            )
+            return None
+        return S3Config(
+            endpoint_url=model.endpoint_url.rstrip("/") if model.endpoint_url else None,
+            region=model.region,
+            access_key_id=_optional_secret(model.access_key_id),
+            secret_access_key=_optional_secret(model.secret_access_key),
+        )
 
     def _logging(self, raw: dict[str, Any]) -> LoggingConfig | None:
         model, failed = self._validate(LoggingSection, raw, ("logging",))

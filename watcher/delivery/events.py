@@ -134,6 +134,21 @@ def build_event(outcome: EventOutcome, task: Task, *, now: float) -> Event:
     )
 
 
+def with_mirror(held: Event, extra: Mapping[str, Any], *, now: float) -> Event:
+    """The final form of a `task.succeeded` event held for its mirror: the same event id and
+    `timestamp` (when the task succeeded), `extra` (`mirrored`, maybe `mirror_error`) added to
+    its `data`, created `now` (when it is released)."""
+    body = jsontext.parse(held.body)
+    body["data"].update(extra)
+    return Event(
+        event_id=held.event_id,
+        task_id=held.task_id,
+        type=held.type,
+        created_at=now,
+        body=jsontext.dumps(body).encode("utf-8"),
+    )
+
+
 TEST_EVENT_TYPE = "webhook.test"
 
 

@@ -15,6 +15,8 @@ from watcher.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    MirrorFile,
+    MirrorHold,
     StateChange,
     Task,
     TaskSource,
@@ -125,6 +127,21 @@ class AsyncAdapter:
 
     async def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery:
         return self.store.requeue_delivery(delivery_id, now=now)
+
+    # -- result mirroring ----------------------------------------------------------------------
+    async def mirror_files(self, task_id: str) -> list[MirrorFile]:
+        return self.store.mirror_files(task_id)
+
+    async def update_mirror_file(self, file: MirrorFile) -> None:
+        self.store.update_mirror_file(file)
+
+    async def held_mirrors(self) -> list[MirrorHold]:
+        return self.store.held_mirrors()
+
+    async def release_mirror(
+        self, task_id: str, event: Event, deliveries: Sequence[Delivery]
+    ) -> bool:
+        return self.store.release_mirror(task_id, event, deliveries)
 
     # -- housekeeping --------------------------------------------------------------------------
     async def purge_finished(self, *, before: float, limit: int = 1000) -> int:

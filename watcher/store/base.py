@@ -29,6 +29,8 @@ from watcher.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    MirrorFile,
+    MirrorHold,
     StateChange,
     Task,
     TaskSource,
@@ -78,8 +80,10 @@ class Store(Protocol):
     def apply_transition(self, transition: Transition) -> Task:
         """Commit a state change with its event and deliveries in one transaction (outbox).
 
-        Raises TaskNotFound; raises TaskFinished, writing nothing, if the stored state is
-        already terminal (e.g. cancelled while a poll was in flight). Returns the new task.
+        With `transition.mirror`, the held event and its files are committed instead (see
+        `release_mirror`). Raises TaskNotFound; raises TaskFinished, writing nothing, if the
+        stored state is already terminal (e.g. cancelled while a poll was in flight). Returns
+        the new task.
         """
         ...
 
@@ -176,11 +180,34 @@ class Store(Protocol):
         (schedule_pos 0; `attempts` keeps counting). DeliveryNotFound if missing."""
         ...
 
+    # -- result mirroring ----------------------------------------------------------------------
+    def mirror_files(self, task_id: str) -> list[MirrorFile]:
+        """The task's result files to mirror (held or released), in result_urls order; empty
+        when it has none."""
+        ...
+
+    def update_mirror_file(self, file: MirrorFile) -> None:
+        """Record one file's progress (status, sha256, bytes, content_type, error, attempts,
+        updated_at), committed on return. StoreError if the file is unknown."""
+        ...
+
+    def held_mirrors(self) -> list[MirrorHold]:
+        """Every task awaiting its mirror: its held event and its files, oldest first (for
+        resuming after a restart)."""
+        ...
+
+    def release_mirror(self, task_id: str, event: Event, deliveries: Sequence[Delivery]) -> bool:
+        """Commit the final event of a held success and its deliveries, and drop the hold, in
+        one transaction. False, writing nothing, if the task holds nothing (already released):
+        its webhook is sent once."""
+        ...
+
     # -- housekeeping --------------------------------------------------------------------------
     def purge_finished(self, *, before: float, limit: int = 1000) -> int:
         """Delete up to `limit` tasks that finished before `before`, oldest first, with their
-        state changes, events, deliveries and attempts, in one transaction. A task with a
-        PENDING delivery is kept until it is delivered. Returns how many tasks were deleted."""
+        state changes, events, deliveries, attempts and mirror records, in one transaction. A
+        task with a PENDING delivery or a held mirror is kept until it is sent. Returns how
+        many tasks were deleted."""
         ...
 
     def check_writable(self) -> None:
@@ -267,6 +294,17 @@ class AsyncStore(Protocol):
     async def attempts(self, delivery_id: str) -> list[Attempt]: ...
 
     async def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery: ...
+
+    # -- result mirroring ----------------------------------------------------------------------
+    async def mirror_files(self, task_id: str) -> list[MirrorFile]: ...
+
+    async def update_mirror_file(self, file: MirrorFile) -> None: ...
+
+    async def held_mirrors(self) -> list[MirrorHold]: ...
+
+    async def release_mirror(
+        self, task_id: str, event: Event, deliveries: Sequence[Delivery]
+    ) -> bool: ...
 
     # -- housekeeping --------------------------------------------------------------------------
     async def purge_finished(self, *, before: float, limit: int = 1000) -> int: ...

@@ -19,6 +19,8 @@ from watcher.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    MirrorFile,
+    MirrorHold,
     StateChange,
     Task,
     TaskSource,
@@ -61,6 +63,8 @@ class MemoryStore:
         self._events: dict[str, Event] = {}  # insertion order is the tie-break of equal times
         self._deliveries: dict[str, Delivery] = {}
         self._attempts: dict[str, list[Attempt]] = {}
+        self._holds: dict[str, Event] = {}  # task_id -> the held event
+        self._mirror_files: dict[tuple[str, int], MirrorFile] = {}
 
     def _live(self) -> None:
         if self._closed:
@@ -155,7 +159,9 @@ class MemoryStore:
         stored = self._task(t.task_id)
         if stored.state.terminal:
             raise TaskFinished(f"task {t.task_id} has already finished ({stored.state.value})")
-        self._check_outbox(t)
+        self._check_outbox(t.event, t.deliveries)
+        if t.mirror is not None:
+            self._check_hold(t.mirror)
         task = stored
         from_state = apply_transition_to(task, t)
         if t.to_state != from_state:
@@ -167,19 +173,23 @@ class MemoryStore:
         for delivery in t.deliveries:
             self._deliveries[delivery.delivery_id] = dataclasses.replace(delivery)
             self._attempts[delivery.delivery_id] = []
+        if t.mirror is not None:
+            self._holds[t.task_id] = t.mirror.event
+            for f in t.mirror.files:
+                self._mirror_files[(f.task_id, f.position)] = dataclasses.replace(f)
         return _copy_task(task)
 
-    def _check_outbox(self, t: Transition) -> None:
+    def _check_outbox(self, event: Event | None, deliveries: Sequence[Delivery]) -> None:
         # The constraints SQLite enforces (unique ids, foreign keys), checked before any change.
         events = set(self._events)
-        if t.event is not None:
-            if t.event.event_id in events:
-                raise StoreError(f"event {t.event.event_id} already exists")
-            if t.event.task_id not in self._tasks:
-                raise StoreError(f"event {t.event.event_id} names unknown task {t.event.task_id}")
-            events.add(t.event.event_id)
+        if event is not None:
+            if event.event_id in events:
+                raise StoreError(f"event {event.event_id} already exists")
+            if event.task_id not in self._tasks:
+                raise StoreError(f"event {event.event_id} names unknown task {event.task_id}")
+            events.add(event.event_id)
         seen: set[str] = set()
-        for d in t.deliveries:
+        for d in deliveries:
             if d.delivery_id in self._deliveries or d.delivery_id in seen:
                 raise StoreError(f"delivery {d.delivery_id} already exists")
             if d.event_id not in events or d.task_id not in self._tasks:
@@ -336,11 +346,60 @@ class MemoryStore:
         delivery.updated_at = now
         return dataclasses.replace(delivery)
 
+    # -- result mirroring ----------------------------------------------------------------------
+    def _check_hold(self, hold: MirrorHold) -> None:
+        task_id = hold.event.task_id
+        if task_id in self._holds:
+            raise StoreError(f"task {task_id} already holds a mirror")
+        positions = [f.position for f in hold.files]
+        if len(set(positions)) != len(positions) or any(
+            (f.task_id, f.position) in self._mirror_files or f.task_id != task_id
+            for f in hold.files
+        ):
+            raise StoreError(f"mirror files of task {task_id} already exist")
+
+    def mirror_files(self, task_id: str) -> list[MirrorFile]:
+        """See SqliteStore.mirror_files."""
+        self._live()
+        files = [f for (t, _), f in self._mirror_files.items() if t == task_id]
+        return [dataclasses.replace(f) for f in sorted(files, key=lambda f: f.position)]
+
+    def update_mirror_file(self, file: MirrorFile) -> None:
+        """See SqliteStore.update_mirror_file."""
+        self._live()
+        stored = self._mirror_files.get((file.task_id, file.position))
+        if stored is None:
+            raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
+        # The source, key and creation time are fixed when the file is recorded.
+        self._mirror_files[(file.task_id, file.position)] = dataclasses.replace(
+            file, source_url=stored.source_url, key=stored.key, created_at=stored.created_at
+        )
+
+    def held_mirrors(self) -> list[MirrorHold]:
+        """See SqliteStore.held_mirrors."""
+        self._live()
+        holds = sorted(self._holds.values(), key=lambda e: (e.created_at, e.task_id))
+        return [MirrorHold(e, tuple(self.mirror_files(e.task_id))) for e in holds]
+
+    def release_mirror(self, task_id: str, event: Event, deliveries: Sequence[Delivery]) -> bool:
+        """See SqliteStore.release_mirror."""
+        self._live()
+        if task_id not in self._holds:
+            return False
+        self._check_outbox(event, deliveries)
+        del self._holds[task_id]
+        self._events[event.event_id] = event
+        for delivery in deliveries:
+            self._deliveries[delivery.delivery_id] = dataclasses.replace(delivery)
+            self._attempts[delivery.delivery_id] = []
+        return True
+
     # -- housekeeping --------------------------------------------------------------------------
     def purge_finished(self, *, before: float, limit: int = 1000) -> int:
         """See SqliteStore.purge_finished."""
         self._live()
         held = {d.task_id for d in self._deliveries.values() if d.status is DeliveryStatus.PENDING}
+        held |= set(self._holds)
         finished = sorted(
             (t.finished_at, t.task_id)
             for t in self._tasks.values()
@@ -354,6 +413,8 @@ class MemoryStore:
             self._attempts.pop(delivery_id, None)
         for event_id in [e.event_id for e in self._events.values() if e.task_id in doomed]:
             del self._events[event_id]
+        for key in [k for k in self._mirror_files if k[0] in doomed]:
+            del self._mirror_files[key]
         for task_id in doomed:
             del self._tasks[task_id]
             self._changes.pop(task_id, None)

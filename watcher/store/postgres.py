@@ -40,6 +40,8 @@ from watcher.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    MirrorFile,
+    MirrorHold,
     StateChange,
     Task,
     TaskSource,
@@ -62,6 +64,10 @@ from watcher.store.sqlite_rows import (
     delivery_progress_params,
     event_from_row,
     event_params,
+    hold_params,
+    mirror_file_from_row,
+    mirror_file_params,
+    mirror_progress_params,
     state_change_from_row,
     task_from_row,
     task_state_params,
@@ -394,6 +400,12 @@ class PostgresStore:
                 await conn.cursor().executemany(
                     sql.INSERT_DELIVERY, [_nul_free(delivery_params(d)) for d in t.deliveries]
                 )
+            if t.mirror is not None:
+                await conn.execute(sql.INSERT_MIRROR_HOLD, hold_params(t.mirror))
+                await conn.cursor().executemany(
+                    sql.INSERT_MIRROR_FILE,
+                    [_nul_free(mirror_file_params(f)) for f in t.mirror.files],
+                )
         return task
 
     @staticmethod
@@ -623,6 +635,46 @@ class PostgresStore:
         return await self._write(
             "import_task_records", lambda conn: import_task_records(conn, records)
         )
+
+    # -- result mirroring ----------------------------------------------------------------------
+    async def mirror_files(self, task_id: str) -> list[MirrorFile]:
+        """The task's result files to mirror, in result_urls order."""
+        rows = await self._rows(sql.MIRROR_FILES_OF_TASK, (task_id,))
+        return [mirror_file_from_row(row) for row in rows]
+
+    async def update_mirror_file(self, file: MirrorFile) -> None:
+        """Record one file's progress; StoreError if it is unknown."""
+
+        async def update(conn: Conn) -> None:
+            params = _nul_free(mirror_progress_params(file))
+            cur = await conn.execute(sql.UPDATE_MIRROR_FILE, params)
+            if not cur.rowcount:
+                raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
+
+        await self._write("update_mirror_file", update)
+
+    async def held_mirrors(self) -> list[MirrorHold]:
+        """Every held success with its files, oldest first."""
+        holds = [event_from_row(row) for row in await self._rows(sql.SELECT_MIRROR_HOLDS)]
+        return [MirrorHold(e, tuple(await self.mirror_files(e.task_id))) for e in holds]
+
+    async def release_mirror(
+        self, task_id: str, event: Event, deliveries: Sequence[Delivery]
+    ) -> bool:
+        """The final event and its deliveries, and the hold dropped, in one transaction. The
+        DELETE locks the hold's row, so of two instances releasing at once one writes."""
+
+        async def release(conn: Conn) -> bool:
+            if not (await conn.execute(sql.DELETE_MIRROR_HOLD, (task_id,))).rowcount:
+                return False
+            await conn.execute(sql.INSERT_EVENT, event_params(event))
+            if deliveries:
+                await conn.cursor().executemany(
+                    sql.INSERT_DELIVERY, [_nul_free(delivery_params(d)) for d in deliveries]
+                )
+            return True
+
+        return await self._write("release_mirror", release)
 
     # -- housekeeping --------------------------------------------------------------------------
     async def purge_finished(self, *, before: float, limit: int = 1000) -> int:

@@ -84,6 +84,32 @@ INSERT_EVENT: Final = (
     "INSERT INTO events (event_id, task_id, type, created_at, body) VALUES (%s, %s, %s, %s, %s)"
 )
 
+# -- result mirroring (contract section 9) ---------------------------------------------------------
+SELECT_MIRROR_FILES: Final = (
+    "SELECT task_id, position, source_url, key, status, created_at, updated_at, sha256, bytes, "
+    "content_type, error, attempts FROM mirror_files"
+)
+MIRROR_FILES_OF_TASK: Final = SELECT_MIRROR_FILES + " WHERE task_id = %s ORDER BY position"
+INSERT_MIRROR_FILE: Final = (
+    "INSERT INTO mirror_files (task_id, position, source_url, key, status, created_at, "
+    "updated_at, sha256, bytes, content_type, error, attempts) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+UPDATE_MIRROR_FILE: Final = (
+    "UPDATE mirror_files SET status = %s, updated_at = %s, sha256 = %s, bytes = %s, "
+    "content_type = %s, error = %s, attempts = %s WHERE task_id = %s AND position = %s"
+)
+INSERT_MIRROR_HOLD: Final = (
+    "INSERT INTO mirror_holds (task_id, event_id, type, created_at, body) "
+    "VALUES (%s, %s, %s, %s, %s)"
+)
+SELECT_MIRROR_HOLDS: Final = (
+    "SELECT event_id, task_id, type, created_at, body FROM mirror_holds "
+    "ORDER BY created_at, task_id"
+)
+DELETE_MIRROR_HOLD: Final = "DELETE FROM mirror_holds WHERE task_id = %s"
+
+
 # -- deliveries and attempts -----------------------------------------------------------------------
 SELECT_DELIVERIES: Final = (
     "SELECT "
@@ -138,6 +164,7 @@ PURGE_PICK: Final = (
     "SELECT t.task_id FROM tasks AS t WHERE t.finished_at IS NOT NULL AND t.finished_at < %s "
     "AND NOT EXISTS (SELECT 1 FROM deliveries AS d "
     "WHERE d.task_id = t.task_id AND d.status = 'pending') "
+    "AND NOT EXISTS (SELECT 1 FROM mirror_holds AS h WHERE h.task_id = t.task_id) "
     "ORDER BY t.finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 # Everything recorded about the tasks in the array parameter, children first.
@@ -147,6 +174,7 @@ PURGE: Final = (
     "DELETE FROM deliveries WHERE task_id = ANY(%s)",
     "DELETE FROM events WHERE task_id = ANY(%s)",
     "DELETE FROM state_changes WHERE task_id = ANY(%s)",
+    "DELETE FROM mirror_files WHERE task_id = ANY(%s)",
     "DELETE FROM tasks WHERE task_id = ANY(%s)",
 )
 HEARTBEAT: Final = (

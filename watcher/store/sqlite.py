@@ -58,6 +58,8 @@ from watcher.models import (
     Delivery,
     DeliveryStatus,
     Event,
+    MirrorFile,
+    MirrorHold,
     StateChange,
     Task,
     TaskSource,
@@ -71,6 +73,7 @@ from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 from watcher.store.sqlite_files import StoreFiles, StoreLock, read_only_message
 from watcher.store.sqlite_rows import (
     COUNT_RETRYING_DELIVERIES,
+    DELETE_MIRROR_HOLD,
     DELIVERY_BY_ID,
     DELIVERY_EXISTS,
     EVENT_BY_ID,
@@ -79,12 +82,16 @@ from watcher.store.sqlite_rows import (
     INSERT_ATTEMPT,
     INSERT_DELIVERY,
     INSERT_EVENT,
+    INSERT_MIRROR_FILE,
+    INSERT_MIRROR_HOLD,
     INSERT_STATE_CHANGE,
     INSERT_TASK,
+    MIRROR_FILES_OF_TASK,
     PURGE_CHILDREN,
     RETRYING_CONDITION,
     SELECT_ATTEMPTS,
     SELECT_DELIVERIES,
+    SELECT_MIRROR_HOLDS,
     SELECT_STATE_CHANGES,
     SELECT_TASKS,
     SHIFT_DEADLINES,
@@ -93,6 +100,7 @@ from watcher.store.sqlite_rows import (
     STREAM_PENDING_DELIVERIES,
     TASK_BY_ID,
     UPDATE_DELIVERY_PROGRESS,
+    UPDATE_MIRROR_FILE,
     UPDATE_TASK_STATE,
     attempt_from_row,
     attempt_params,
@@ -101,6 +109,10 @@ from watcher.store.sqlite_rows import (
     delivery_progress_params,
     event_from_row,
     event_params,
+    hold_params,
+    mirror_file_from_row,
+    mirror_file_params,
+    mirror_progress_params,
     state_change_from_row,
     task_from_row,
     task_state_params,
@@ -508,6 +520,9 @@ class SqliteStore:
             conn.execute(INSERT_EVENT, event_params(t.event))
         if t.deliveries:
             conn.executemany(INSERT_DELIVERY, [delivery_params(d) for d in t.deliveries])
+        if t.mirror is not None:
+            conn.execute(INSERT_MIRROR_HOLD, hold_params(t.mirror))
+            conn.executemany(INSERT_MIRROR_FILE, [mirror_file_params(f) for f in t.mirror.files])
         return task
 
     def _save_task_state(self, conn: sqlite3.Connection, task: Task) -> None:
@@ -732,6 +747,38 @@ class SqliteStore:
 
         return self._write("requeue_delivery", requeue)
 
+    # -- result mirroring ----------------------------------------------------------------------
+    def mirror_files(self, task_id: str) -> list[MirrorFile]:
+        """The task's result files to mirror, in result_urls order."""
+        return [mirror_file_from_row(r) for r in self._rows(MIRROR_FILES_OF_TASK, (task_id,))]
+
+    def update_mirror_file(self, file: MirrorFile) -> None:
+        """Record one file's progress; StoreError if it is unknown."""
+
+        def update(conn: sqlite3.Connection) -> None:
+            if not conn.execute(UPDATE_MIRROR_FILE, mirror_progress_params(file)).rowcount:
+                raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
+
+        self._write("update_mirror_file", update)
+
+    def held_mirrors(self) -> list[MirrorHold]:
+        """Every held success with its files, oldest first."""
+        holds = [event_from_row(r) for r in self._rows(SELECT_MIRROR_HOLDS)]
+        return [MirrorHold(e, tuple(self.mirror_files(e.task_id))) for e in holds]
+
+    def release_mirror(self, task_id: str, event: Event, deliveries: Sequence[Delivery]) -> bool:
+        """The final event and its deliveries, and the hold dropped, in one transaction."""
+
+        def release(conn: sqlite3.Connection) -> bool:
+            if not conn.execute(DELETE_MIRROR_HOLD, (task_id,)).rowcount:
+                return False
+            conn.execute(INSERT_EVENT, event_params(event))
+            if deliveries:
+                conn.executemany(INSERT_DELIVERY, [delivery_params(d) for d in deliveries])
+            return True
+
+        return self._write("release_mirror", release)
+
     # -- housekeeping --------------------------------------------------------------------------
     def purge_finished(self, *, before: float, limit: int = 1000) -> int:
         """Delete up to `limit` tasks finished before `before` (oldest first) and everything
@@ -745,6 +792,7 @@ class SqliteStore:
                 " WHERE t.finished_at IS NOT NULL AND t.finished_at < ?"
                 " AND NOT EXISTS (SELECT 1 FROM deliveries AS d"
                 "  WHERE d.task_id = t.task_id AND d.status = 'pending')"
+                " AND NOT EXISTS (SELECT 1 FROM mirror_holds AS h WHERE h.task_id = t.task_id)"
                 " ORDER BY t.finished_at LIMIT ?",
                 (before, clamp_limit(limit)),
             )

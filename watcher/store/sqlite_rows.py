@@ -18,6 +18,9 @@ from watcher.models import (
     DeliveryStatus,
     Event,
     EventType,
+    MirrorFile,
+    MirrorHold,
+    MirrorStatus,
     StateChange,
     Task,
     TaskSource,
@@ -67,6 +70,31 @@ EVENTS_OF_TASK: Final = SELECT_EVENTS + " WHERE task_id = ? ORDER BY created_at,
 INSERT_EVENT: Final = (
     "INSERT INTO events (event_id, task_id, type, created_at, body) VALUES (?, ?, ?, ?, ?)"
 )
+
+# -- result mirroring (contract section 9) ---------------------------------------------------------
+SELECT_MIRROR_FILES: Final = (
+    "SELECT task_id, position, source_url, key, status, created_at, updated_at, sha256, bytes, "
+    "content_type, error, attempts FROM mirror_files"
+)
+MIRROR_FILES_OF_TASK: Final = SELECT_MIRROR_FILES + " WHERE task_id = ? ORDER BY position"
+INSERT_MIRROR_FILE: Final = (
+    "INSERT INTO mirror_files (task_id, position, source_url, key, status, created_at, "
+    "updated_at, sha256, bytes, content_type, error, attempts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UPDATE_MIRROR_FILE: Final = (
+    "UPDATE mirror_files SET status = ?, updated_at = ?, sha256 = ?, bytes = ?, "
+    "content_type = ?, error = ?, attempts = ? WHERE task_id = ? AND position = ?"
+)
+INSERT_MIRROR_HOLD: Final = (
+    "INSERT INTO mirror_holds (task_id, event_id, type, created_at, body) VALUES (?, ?, ?, ?, ?)"
+)
+SELECT_MIRROR_HOLDS: Final = (
+    "SELECT event_id, task_id, type, created_at, body FROM mirror_holds "
+    "ORDER BY created_at, task_id"
+)
+DELETE_MIRROR_HOLD: Final = "DELETE FROM mirror_holds WHERE task_id = ?"
+
 
 # -- deliveries and attempts -----------------------------------------------------------------------
 SELECT_DELIVERIES: Final = (
@@ -127,6 +155,7 @@ PURGE_CHILDREN: Final = (
     "DELETE FROM deliveries WHERE task_id IN (SELECT task_id FROM purge_ids)",
     "DELETE FROM events WHERE task_id IN (SELECT task_id FROM purge_ids)",
     "DELETE FROM state_changes WHERE task_id IN (SELECT task_id FROM purge_ids)",
+    "DELETE FROM mirror_files WHERE task_id IN (SELECT task_id FROM purge_ids)",
 )
 
 
@@ -182,6 +211,65 @@ def event_from_row(row: Sequence[Any]) -> Event:
 def event_params(event: Event) -> tuple[Any, ...]:
     """The parameters of INSERT_EVENT for `event`."""
     return (event.event_id, event.task_id, event.type.value, event.created_at, event.body)
+
+
+def mirror_file_from_row(row: Sequence[Any]) -> MirrorFile:
+    """A MirrorFile from a row of SELECT_MIRROR_FILES."""
+    (task_id, position, source_url, key, status, created_at, updated_at) = row[:7]
+    (sha256, size, content_type, error, attempts) = row[7:]
+    return MirrorFile(
+        task_id=task_id,
+        position=position,
+        source_url=source_url,
+        key=key,
+        status=MirrorStatus(status),
+        created_at=created_at,
+        updated_at=updated_at,
+        sha256=sha256,
+        bytes=size,
+        content_type=content_type,
+        error=error,
+        attempts=attempts,
+    )
+
+
+def mirror_file_params(f: MirrorFile) -> tuple[Any, ...]:
+    """The parameters of INSERT_MIRROR_FILE for `f`."""
+    return (
+        f.task_id,
+        f.position,
+        f.source_url,
+        f.key,
+        f.status.value,
+        f.created_at,
+        f.updated_at,
+        f.sha256,
+        f.bytes,
+        f.content_type,
+        f.error,
+        f.attempts,
+    )
+
+
+def mirror_progress_params(f: MirrorFile) -> tuple[Any, ...]:
+    """The parameters of UPDATE_MIRROR_FILE for `f`."""
+    return (
+        f.status.value,
+        f.updated_at,
+        f.sha256,
+        f.bytes,
+        f.content_type,
+        f.error,
+        f.attempts,
+        f.task_id,
+        f.position,
+    )
+
+
+def hold_params(hold: MirrorHold) -> tuple[Any, ...]:
+    """The parameters of INSERT_MIRROR_HOLD for `hold` (its event's columns, in that order)."""
+    e = hold.event
+    return (e.task_id, e.event_id, e.type.value, e.created_at, e.body)
 
 
 def delivery_from_row(row: Sequence[Any]) -> Delivery:

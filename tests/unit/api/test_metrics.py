@@ -167,3 +167,23 @@ def test_contained_errors_are_counted_by_loop_and_type() -> None:
         value(samples, "contained_errors_total", loop="scheduler", error_type="RecursionError") == 2
     )
     assert value(samples, "contained_errors_total", loop="deliverer", error_type="ValueError") == 1
+
+
+def test_mirror_metrics() -> None:
+    m = Metrics()
+    _, samples = scrape(m)
+    assert value(samples, "mirror_files_total", outcome="done") == 0  # there from the start
+    m.mirror_file("done", 1000, 0.2)
+    m.mirror_file("done", 24, 0.1)
+    m.mirror_file("failed", 0, 5.0)
+    m.mirror_deleted(3)
+    m.set_mirror_held(2)
+    types, samples = scrape(m)
+    assert types["apixo_watcher_mirror_files"] == "counter"
+    assert value(samples, "mirror_files_total", outcome="done") == 2
+    assert value(samples, "mirror_files_total", outcome="failed") == 1
+    assert value(samples, "mirror_bytes_total") == 1024
+    assert types["apixo_watcher_mirror_duration_seconds"] == "histogram"
+    assert value(samples, "mirror_duration_seconds_count", outcome="done") == 2
+    assert value(samples, "mirror_deleted_files_total") == 3
+    assert value(samples, "mirror_held_tasks") == 2

@@ -28,6 +28,9 @@ from watcher.models import (
     DeliveryStatus,
     Event,
     EventType,
+    MirrorFile,
+    MirrorHold,
+    MirrorStatus,
     StateChange,
     Task,
     TaskSource,
@@ -1007,3 +1010,126 @@ async def test_purge_finished_deletes_old_finished_tasks_and_their_records(
 async def all_tasks(store: AsyncStore) -> list[Task]:
     tasks, _ = await store.list_tasks(limit=1000)
     return tasks
+
+
+# -- result mirroring ----------------------------------------------------------------------------
+
+
+def mirror_file(task_id: str, position: int, at: float = T0) -> MirrorFile:
+    return MirrorFile(
+        task_id=task_id,
+        position=position,
+        source_url=f"https://cdn.example/{task_id}/{position}.png",
+        key=f"{task_id}/{position}.png",
+        status=MirrorStatus.PENDING,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+async def succeed_held(store: AsyncStore, task_id: str, at: float, files: int = 2) -> MirrorHold:
+    """Move a task to SUCCEEDED with its event held for `files` result files."""
+    task = await store.get_task(task_id)
+    hold = MirrorHold(
+        make_event(task_id, at), tuple(mirror_file(task_id, i, at) for i in range(files))
+    )
+    await store.apply_transition(
+        Transition(
+            task_id=task_id,
+            from_state=task.state,
+            to_state=TaskState.SUCCEEDED,
+            at=at,
+            reason="upstream state success",
+            upstream_state="success",
+            mirror=hold,
+        )
+    )
+    return hold
+
+
+async def test_a_held_success_commits_the_state_and_the_files_but_no_event(
+    store: AsyncStore,
+) -> None:
+    await add(store, "t1")
+    hold = await succeed_held(store, "t1", T0 + 1)
+
+    assert (await store.get_task("t1")).state is TaskState.SUCCEEDED
+    assert await store.events_for_task("t1") == []  # not sent until the mirror is done
+    assert await store.list_deliveries(task_id="t1") == ([], None)
+    assert await store.mirror_files("t1") == list(hold.files)
+    assert await store.held_mirrors() == [hold]
+    assert await store.mirror_files("unknown") == []
+
+
+async def test_update_mirror_file_records_progress(store: AsyncStore) -> None:
+    await add(store, "t1")
+    hold = await succeed_held(store, "t1", T0)
+    done = dataclasses.replace(
+        hold.files[1],
+        status=MirrorStatus.DONE,
+        updated_at=T0 + 5,
+        sha256="ab" * 32,
+        bytes=5 * 1024**3,  # over 32 bits
+        content_type="image/png",
+        attempts=2,
+    )
+    await store.update_mirror_file(done)
+    failed = dataclasses.replace(
+        hold.files[0], status=MirrorStatus.FAILED, error="HTTP 404", attempts=1, updated_at=T0 + 6
+    )
+    await store.update_mirror_file(failed)
+
+    assert await store.mirror_files("t1") == [failed, done]
+    [held] = await store.held_mirrors()
+    assert held.files == (failed, done)
+    with pytest.raises(StoreError):
+        await store.update_mirror_file(mirror_file("t1", 7))
+
+
+async def test_release_mirror_commits_the_event_and_deliveries_once(store: AsyncStore) -> None:
+    await add(store, "t1")
+    await add(store, "t2")
+    await succeed_held(store, "t1", T0)
+    await succeed_held(store, "t2", T0 + 1)
+    final = make_event("t1", T0 + 9, n=2)
+    deliveries = [make_delivery(final, "app"), make_delivery(final, "audit")]
+
+    assert await store.release_mirror("t1", final, deliveries) is True
+    assert await store.events_for_task("t1") == [final]
+    pending = [d async for d in store.pending_deliveries()]
+    assert {d.delivery_id for d in pending} == {d.delivery_id for d in deliveries}
+    assert [h.event.task_id for h in await store.held_mirrors()] == ["t2"]
+    assert len(await store.mirror_files("t1")) == 2  # kept for show and the task view
+
+    again = make_event("t1", T0 + 10, n=3)
+    assert await store.release_mirror("t1", again, [make_delivery(again, "app")]) is False
+    assert await store.events_for_task("t1") == [final]  # never sent twice
+
+
+async def test_a_release_that_cannot_be_written_keeps_the_hold(store: AsyncStore) -> None:
+    await add(store, "t1")
+    await add(store, "t2")
+    await succeed_held(store, "t1", T0)
+    _, existing, _ = await finish(store, "t2", T0)
+    bad = make_delivery(existing, "app")  # its id is taken already
+
+    with pytest.raises(StoreError):
+        await store.release_mirror("t1", make_event("t1", T0 + 1, n=2), [bad])
+    assert [h.event.task_id for h in await store.held_mirrors()] == ["t1"]
+    assert await store.events_for_task("t1") == []
+
+
+async def test_purge_keeps_a_held_success_and_drops_mirror_records(store: AsyncStore) -> None:
+    await add(store, "held")
+    await succeed_held(store, "held", T0)
+    await add(store, "released")
+    await succeed_held(store, "released", T0)
+    final = make_event("released", T0, n=2)
+    await store.release_mirror("released", final, [])
+
+    assert await store.purge_finished(before=T0 + 50) == 1
+    with pytest.raises(TaskNotFound):
+        await store.get_task("released")
+    assert await store.mirror_files("released") == []
+    assert (await store.get_task("held")).state is TaskState.SUCCEEDED
+    assert len(await store.mirror_files("held")) == 2

@@ -1,0 +1,1 @@
+"""Result mirroring: copies of succeeded tasks' result files, kept before their URLs expire."""
