@@ -6,6 +6,9 @@ that does not parse at all registers nothing). Then each entry is read and valid
 bad entry is one problem with its line and the others go on.
 
 Large files are the reason for the shape of this module:
+- A file in the plainest shape (one `key: value` per line, flow values one level deep, as
+  programs write it) is read without a node tree, line by line (`scan.py`); any other text
+  is composed as below, so the fast path only ever agrees with the careful one.
 - The document is composed once by libyaml (the C loader, where installed); entries are then
   built from the nodes by a small constructor for the plain YAML types, several times faster
   than PyYAML's generic one, with the line of every problem still known from the nodes.
@@ -31,6 +34,7 @@ import yaml
 from watcher.config.yamlsrc import compose, node_lines
 from watcher.errors import ConfigError, ConfigProblem, InvalidTask
 from watcher.models import TaskSpec
+from watcher.tasks.scan import ScannedEntry, scan_tasks
 from watcher.tasks.spec import parse_task_spec
 
 FINGERPRINT_BYTES = 16
@@ -92,6 +96,18 @@ def unfinished_line(data: bytes) -> int | None:
     return data.count(b"\n") + 1
 
 
+Tasks = yaml.SequenceNode | list[ScannedEntry]
+
+
+def open_tasks(text: str, source: str) -> Tasks | None:
+    """The `tasks` list of a tasks file, read the fast way when the text is in the plain
+    shape (see `scan.py`), else composed (None when there are no tasks).
+
+    Raises ConfigError when the document does not parse or is not `tasks: [...]`.
+    """
+    return scan_tasks(text) or compose_tasks(text, source)
+
+
 def compose_tasks(text: str, source: str) -> yaml.SequenceNode | None:
     """The composed `tasks` list of a tasks file (None when there are no tasks).
 
@@ -118,15 +134,23 @@ def compose_tasks(text: str, source: str) -> yaml.SequenceNode | None:
 
 
 def read_entries(
-    tasks: yaml.SequenceNode,
+    tasks: Tasks,
     text: str,
     *,
     endpoint_names: Sequence[str],
     allowed_callback_hosts: Sequence[str],
     known: Container[bytes] = frozenset(),
 ) -> Iterator[EntryResult]:
-    """Each entry of a composed `tasks` list, in file order: built and validated, or skipped
-    as Unchanged when its fingerprint is in `known`."""
+    """Each entry of a `tasks` list, in file order: built and validated, or skipped as
+    Unchanged when its fingerprint is in `known`."""
+    if isinstance(tasks, list):
+        yield from _read_scanned(
+            tasks,
+            endpoint_names=endpoint_names,
+            allowed_callback_hosts=allowed_callback_hosts,
+            known=known,
+        )
+        return
     builder = _EntryBuilder()
     models: dict[str, str] = {}  # task_id -> model of the valid entries read so far
     previous_end = tasks.start_mark.index
@@ -160,6 +184,59 @@ def read_entries(
         )
 
 
+def _read_scanned(
+    tasks: list[ScannedEntry],
+    *,
+    endpoint_names: Sequence[str],
+    allowed_callback_hosts: Sequence[str],
+    known: Container[bytes],
+) -> Iterator[EntryResult]:
+    models: dict[str, str] = {}
+    for index, entry in enumerate(tasks):
+        digest = hashlib.blake2b(_MAP_TAG, digest_size=FINGERPRINT_BYTES)
+        digest.update(entry.text.encode("utf-8", "surrogatepass"))
+        fingerprint = digest.digest()
+        if fingerprint in known:
+            yield Unchanged(fingerprint)
+            continue
+        path = f"tasks[{index}]"
+        key_lines = entry.key_lines
+        try:
+            spec = parse_task_spec(
+                entry.raw,
+                endpoint_names=endpoint_names,
+                allowed_callback_hosts=allowed_callback_hosts,
+            )
+        except InvalidTask as exc:
+            yield Invalid(
+                [
+                    ConfigProblem(
+                        _dotted(path, (p.field,) if p.field else ()),
+                        key_lines.get(p.field, entry.line),
+                        p.message,
+                    )
+                    for p in exc.problems
+                ]
+            )
+            continue
+        listed = models.setdefault(spec.task_id, spec.model)
+        if listed != spec.model:
+            yield Invalid(
+                [
+                    ConfigProblem(
+                        f"{path}.model",
+                        key_lines.get("model", entry.line),
+                        f"task {spec.task_id!r} is listed before with model {listed!r}",
+                    )
+                ]
+            )
+            continue
+        yield FileEntry(spec=spec, fingerprint=fingerprint, path=path, line=entry.line)
+
+
+_MAP_TAG = _MAP.encode()
+
+
 def parse_tasks_file(
     text: str,
     *,
@@ -170,7 +247,7 @@ def parse_tasks_file(
 ) -> TasksFileContent:
     """Read a whole tasks file at once (for `check-config` and tests; the daemon streams)."""
     try:
-        tasks = compose_tasks(text, source)
+        tasks = open_tasks(text, source)
     except ConfigError as exc:
         return TasksFileContent(problems=list(exc.problems))
     if tasks is None:

@@ -37,7 +37,7 @@ from watcher.tasks.document import (
     FileEntry,
     Invalid,
     Unchanged,
-    compose_tasks,
+    open_tasks,
     read_entries,
 )
 
@@ -105,7 +105,7 @@ def read_messages(request: ReadRequest) -> Iterator[Message]:
         yield Rejected([ConfigProblem("", line, "is not UTF-8 text")])
         return
     try:
-        tasks = compose_tasks(text, request.source)
+        tasks = open_tasks(text, request.source)
     except ConfigError as exc:
         yield Rejected(list(exc.problems))
         return
