@@ -1,14 +1,15 @@
 """The daemon's lifecycle: start, run, reload, stop.
 
-start: raise the open-files limit, open the store (exclusive: one daemon per store; it must be
-writable), resume every active task and pending delivery, bind the intake, then tell systemd
-READY=1. run: the scheduler, the deliverer, the tasks file importer (whose first import runs
-right away) and a few small housekeeping loops; if any of them dies, the daemon stops loudly
-(exit 1) so systemd restarts it; so does a store whose files were deleted, replaced or
-truncated under it (checked every second and after every commit). stop (SIGTERM/SIGINT): the
-intake refuses new tasks, no new polls or attempts start, in-flight ones get a grace period,
-poll counts are flushed, the store is closed, exit 0. A second signal exits at once. SIGHUP
-reloads, like `apixo-watcher reload`.
+start: raise the open-files limit, open the store (SQLite through AsyncAdapter, or PostgreSQL;
+exclusive: one daemon per store; it must be writable), resume every active task and pending
+delivery, bind the intake, then tell systemd READY=1. run: the scheduler, the deliverer, the
+tasks file importer (whose first import runs right away) and a few small housekeeping loops; if
+any of them dies, the daemon stops loudly (exit 1) so systemd restarts it; so does a store whose
+files were deleted, replaced or truncated under it (checked every second and after every
+commit). On PostgreSQL an outage of the database is waited out instead (not ready meanwhile; see
+docs/scale-out.md). stop (SIGTERM/SIGINT): the intake refuses new tasks, no new polls or
+attempts start, in-flight ones get a grace period, poll counts are flushed, the store is
+closed, exit 0. A second signal exits at once. SIGHUP reloads, like `apixo-watcher reload`.
 
 Time: the daemon anchors one `Timeline` at start and shares it; every second it checks the wall
 clock for a step, and on one logs `clock_step_detected` and moves the stored times still to come
