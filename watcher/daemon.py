@@ -1,14 +1,15 @@
 """The daemon's lifecycle: start, run, reload, stop.
 
-start: raise the open-files limit, open the store (exclusive: one daemon per store; it must be
-writable), resume every active task and pending delivery, bind the intake, then tell systemd
-READY=1. run: the scheduler, the deliverer, the tasks file importer (whose first import runs
-right away) and a few small housekeeping loops; if any of them dies, the daemon stops loudly
-(exit 1) so systemd restarts it; so does a store whose files were deleted, replaced or
-truncated under it (checked every second and after every commit). stop (SIGTERM/SIGINT): the
-intake refuses new tasks, no new polls or attempts start, in-flight ones get a grace period,
-poll counts are flushed, the store is closed, exit 0. A second signal exits at once. SIGHUP
-reloads, like `apixo-watcher reload`.
+start: raise the open-files limit, open the store (SQLite through AsyncAdapter, or PostgreSQL;
+exclusive: one daemon per store; it must be writable), resume every active task and pending
+delivery, bind the intake, then tell systemd READY=1. run: the scheduler, the deliverer, the
+tasks file importer (whose first import runs right away) and a few small housekeeping loops; if
+any of them dies, the daemon stops loudly (exit 1) so systemd restarts it; so does a store whose
+files were deleted, replaced or truncated under it (checked every second and after every
+commit). On PostgreSQL an outage of the database is waited out instead (not ready meanwhile; see
+docs/scale-out.md). stop (SIGTERM/SIGINT): the intake refuses new tasks, no new polls or
+attempts start, in-flight ones get a grace period, poll counts are flushed, the store is
+closed, exit 0. A second signal exits at once. SIGHUP reloads, like `apixo-watcher reload`.
 
 Time: the daemon anchors one `Timeline` at start and shares it; every second it checks the wall
 clock for a step, and on one logs `clock_step_detected` and moves the stored times still to come
@@ -36,9 +37,17 @@ from watcher.api.server import IntakeServer
 from watcher.api.status import DaemonSnapshot
 from watcher.clock import Clock, SystemClock, Timeline
 from watcher.config.dburl import url_passwords
-from watcher.config.settings import Config, load_config, postgres_not_runnable_yet
+from watcher.config.settings import Config, load_config
 from watcher.delivery.deliverer import Deliverer
-from watcher.errors import ConfigError, ConfigProblem, StoreError, StoreLost, WatcherError
+from watcher.errors import (
+    ConfigError,
+    ConfigProblem,
+    StoreError,
+    StoreInUse,
+    StoreLost,
+    StoreUnavailable,
+    WatcherError,
+)
 from watcher.logs import configure_logging, scrubber
 from watcher.mirror.targets import open_target
 from watcher.mirror.worker import MirrorWorker
@@ -46,6 +55,10 @@ from watcher.models import DeliveryStatus
 from watcher.notify import Notifier
 from watcher.polling.scheduler import Scheduler
 from watcher.service import WatchService
+from watcher.store.adapter import AsyncAdapter
+from watcher.store.base import AsyncStore
+from watcher.store.postgres import PostgresStore
+from watcher.store.postgres_lock import InstanceLock
 from watcher.store.sqlite import SqliteStore
 from watcher.tasks.file import SETTLE_S, TasksFileImporter
 from watcher.upstream.client import UpstreamClient
@@ -65,6 +78,11 @@ STORE_CHECK_INTERVAL_S = 1.0
 # A loop that has not reported progress for this long is considered wedged.
 STALL_AFTER_S = 30.0
 CLOCK_CHECK_INTERVAL_S = 1.0  # how often the wall clock is checked for a step
+# PostgreSQL: how long a store call waits for a connection, and /readyz for its test write,
+# before the database counts as unreachable.
+STORE_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 2.0
+EXIT_STORE_IN_USE = 75
 
 
 def config_secrets(config: Config) -> list[str]:
@@ -150,7 +168,10 @@ class Daemon:
         self._loops: dict[str, asyncio.Task[Any]] = {}
         self._started_at = time.monotonic()
         self.metrics = Metrics()
-        self.store: SqliteStore | None = None
+        self.store: AsyncStore | None = None
+        self._sqlite: SqliteStore | None = None  # the same store, when it is SQLite
+        self._lock: InstanceLock | None = None  # the instance lock, when it is PostgreSQL
+        self._store_down = False  # the database was unreachable at the last check
         self.service: WatchService | None = None
         self.scheduler: Scheduler | None = None
         self.deliverer: Deliverer | None = None
@@ -195,14 +216,12 @@ class Daemon:
             open_files_limit_was=before,
             open_files_hard_limit=hard,
         )
-        if config.store.path is None:  # store.url: the daemon runs on PostgreSQL in a later version
-            raise postgres_not_runnable_yet(config)
         # Exclusive: a second daemon on this store would poll every task and send every
         # webhook a second time; it refuses to start instead (StoreInUse, exit 75).
-        self.store = SqliteStore(config.store.path, exclusive=True)
+        self.store = await self._open_store(config)
         # A store it cannot write would take no task and record no result: refuse to start
         # with the reason rather than run not ready.
-        self.store.check_writable()
+        await self.store.check_writable()
         # Anchored now: the stored wall times are read against the wall clock of this start.
         self._timeline = Timeline(self._clock)
         self.service = WatchService(
@@ -233,7 +252,7 @@ class Daemon:
         )
         self.service.attach(scheduler=self.scheduler, deliverer=self.deliverer)
         resumed = 0
-        for task in self.store.active_tasks():
+        async for task in self.store.active_tasks():
             self.scheduler.watch(task)
             resumed += 1
         await self.deliverer.start()
@@ -276,6 +295,18 @@ class Daemon:
         )
         self._notifier.ready(self._status_text())
         self.ready.set()
+
+    async def _open_store(self, config: Config) -> AsyncStore:
+        if config.store.url is None:
+            assert config.store.path is not None
+            self._sqlite = SqliteStore(config.store.path, exclusive=True)
+            # One code path: SQLite's calls run on the event loop as before, awaiting nothing.
+            return AsyncAdapter(self._sqlite)
+        url = config.store.url.reveal()
+        # The lock first: a second daemon must not even migrate under a running one.
+        self._lock = InstanceLock(url, timeout_s=STORE_TIMEOUT_S)
+        await self._lock.acquire()
+        return await PostgresStore.open(url, timeout_s=STORE_TIMEOUT_S, gate=self._lock.require)
 
     async def _serve(self) -> int:
         assert self.scheduler is not None
@@ -342,7 +373,7 @@ class Daemon:
         if self.mirror is not None:
             await self.mirror.close()  # unfinished copies resume at the next start
         with contextlib.suppress(StoreError):
-            self._flush_polls()
+            await self._flush_polls()
         if self.intake is not None:
             await self.intake.stop()
         if self.deliverer is not None:
@@ -350,14 +381,17 @@ class Daemon:
         if self._client is not None:
             await self._client.close()
         if self.store is not None:
-            self.store.close()
+            with contextlib.suppress(StoreError):
+                await self.store.close()
+        if self._lock is not None:
+            await self._lock.release()
         self._notifier.close()
         log.info("daemon_stopped")
 
-    def _fail(self, event: str, **context: Any) -> None:
+    def _fail(self, event: str, *, code: int = 1, **context: Any) -> None:
         """Stop loudly: a fault of the daemon's own machinery; exit 1, systemd restarts it."""
         log.error(event, **context)
-        self._exit_code = 1
+        self._exit_code = code
         self.stop()
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
@@ -450,6 +484,8 @@ class Daemon:
             configure_logging(level=new.logging.level, fmt=new.logging.format)
         if new.store.path != old.store.path:
             log.warning("config_change_needs_restart", key="store.path")
+        if new.store.url != old.store.url:
+            log.warning("config_change_needs_restart", key="store.url")
         if new.intake.listen != old.intake.listen:
             log.warning("config_change_needs_restart", key="intake.listen")
         if new.intake.idle_timeout_s != old.intake.idle_timeout_s:
@@ -486,17 +522,25 @@ class Daemon:
                 reasons.append(f"{name} loop made no progress for {idle:.0f}s")
         return reasons
 
-    def readiness(self) -> list[str]:
+    async def readiness(self) -> list[str]:
         """Reasons the daemon is not ready ([] when it is)."""
         reasons = list(self.liveness())
         if self._stopping:
             reasons.append("draining: the daemon is stopping")
         if self.store is not None:
             try:
-                self.store.check_files()
-                self.store.check_writable()
+                if self._sqlite is not None:
+                    self._sqlite.check_files()
+                    self._sqlite.check_writable()
+                else:
+                    async with asyncio.timeout(READY_TIMEOUT_S):
+                        await self.store.check_writable()
             except StoreLost as exc:
                 reasons.append(f"store lost: {exc.message}")
+            except StoreUnavailable as exc:
+                reasons.append(f"store unreachable: {exc.message}")
+            except TimeoutError:
+                reasons.append(f"store unreachable: no answer within {READY_TIMEOUT_S:g}s")
             except StoreError as exc:
                 reasons.append(f"store not writable: {exc.message}")
         if self.scheduler is not None and self.scheduler.stats.credentials_paused:
@@ -511,24 +555,52 @@ class Daemon:
         )
 
     # -- housekeeping -----------------------------------------------------------------------------
-    def _check_store(self) -> None:
-        if self.store is None or self._exit_code:
+    async def _check_store(self) -> None:
+        if self._exit_code:
+            return
+        if self._lock is not None:
+            await self._keep_lock()
+        if self._sqlite is None:
             return
         try:
-            self.store.check_files()
+            self._sqlite.check_files()
         except StoreLost as exc:
             # Everything committed from now on would vanish at the next start: refuse it
             # (the intake already answers 503) and let systemd restart on a fresh store.
-            self._fail("store_lost", path=str(self.store.path), error=exc.message)
+            self._fail("store_lost", path=str(self._sqlite.path), error=exc.message)
         except StoreError as exc:
-            log.warning("store_check_failed", path=str(self.store.path), error=exc.message)
+            log.warning("store_check_failed", path=str(self._sqlite.path), error=exc.message)
 
-    def _flush_polls(self) -> None:
+    async def _keep_lock(self) -> None:
+        """PostgreSQL: check the instance lock's connection and take the lock back after an
+        outage (watcher/store/postgres_lock.py). While the database cannot be reached the
+        daemon waits, with its schedule in memory; another daemon having taken the store
+        meanwhile stops this one (exit 75)."""
+        assert self._lock is not None
+        try:
+            held = await self._lock.keep()
+        except StoreInUse as exc:
+            self._fail("store_in_use", code=EXIT_STORE_IN_USE, error=exc.message)
+            return
+        if not held and not self._store_down:
+            self._store_down = True
+            log.error("store_unreachable", store=self.config.store.location)
+        elif held and self._store_down:
+            self._store_down = False
+            log.info("store_reachable", store=self.config.store.location)
+
+    async def _flush_polls(self) -> None:
         if self.scheduler is None or self.store is None:
             return
         counts, errors = self.scheduler.poll_counts()
-        if counts or errors:
-            self.store.record_polls(counts, errors=errors)
+        if not (counts or errors):
+            return
+        try:
+            await self.store.record_polls(counts, errors=errors)
+        except StoreUnavailable as exc:
+            # Kept for the next flush (fresher counts of the same tasks win).
+            self.scheduler.keep_poll_counts(counts, errors)
+            log.warning("poll_counts_not_saved", tasks=len(counts), error=exc.message)
 
     async def _purge(self) -> None:
         """Delete finished tasks older than store.retention, a batch at a time."""
@@ -538,7 +610,11 @@ class Daemon:
         before = self._timeline.wall() - retention_s
         total = 0
         while True:
-            deleted = self.store.purge_finished(before=before, limit=PURGE_BATCH)
+            try:
+                deleted = await self.store.purge_finished(before=before, limit=PURGE_BATCH)
+            except StoreUnavailable as exc:
+                log.warning("store_purge_postponed", error=exc.message)  # the next hour's run
+                break
             total += deleted
             if deleted < PURGE_BATCH:
                 break
@@ -546,7 +622,7 @@ class Daemon:
         if total:
             log.info("store_purged", tasks=total, retention_s=retention_s)
 
-    def _check_clock(self) -> None:
+    async def _check_clock(self) -> None:
         """Re-anchor the timeline; on a step of the wall clock, move the stored times still to
         come with it (one transaction), so a restart reads them as meaning the same moment."""
         step = self._timeline.check()
@@ -559,7 +635,10 @@ class Daemon:
             wall_now=round(self._clock.time(), 3),
         )
         if self.store is not None:
-            self.store.shift_future_times(step)
+            try:
+                await self.store.shift_future_times(step)
+            except StoreUnavailable as exc:
+                log.error("clock_step_not_saved", step_s=round(step, 3), error=exc.message)
 
     def _status_text(self) -> str:
         watched = self.scheduler.stats.watched if self.scheduler is not None else 0
@@ -591,12 +670,13 @@ class Daemon:
             "deliverer": self.deliverer.stats.last_progress_at if self.deliverer else None,
         }
 
-    def _collect_metrics(self) -> None:
+    async def _collect_metrics(self) -> None:
         if self.store is None:
             return
-        self.metrics.set_tasks_by_state({s.value: n for s, n in self.store.count_tasks().items()})
-        counts = self.store.count_deliveries()
-        retrying = self.store.count_retrying_deliveries()
+        by_state = await self.store.count_tasks()
+        self.metrics.set_tasks_by_state({s.value: n for s, n in by_state.items()})
+        counts = await self.store.count_deliveries()
+        retrying = await self.store.count_retrying_deliveries()
         self.metrics.set_deliveries(
             pending=max(0, counts.get(DeliveryStatus.PENDING, 0) - retrying),
             retrying=retrying,

@@ -53,6 +53,11 @@ class StoreInUse(StoreError):
     poll every task and both deliver every webhook."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (a network or server outage): the daemon waits for
+    it and tries again, rather than stopping."""
+
+
 class StoreLost(StoreError):
     """The store's file was deleted or replaced under the running daemon: what it commits now
     would be lost at the next start."""

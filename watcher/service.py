@@ -37,7 +37,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import Store
+from watcher.store.base import AsyncStore
 
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
@@ -111,7 +111,7 @@ class WatchService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AsyncStore,
         config: Config,
         clock: Clock,
         timeline: Timeline | None = None,
@@ -143,7 +143,7 @@ class WatchService:
         return self._config
 
     @property
-    def store(self) -> Store:
+    def store(self) -> AsyncStore:
         return self._store
 
     def set_config(self, config: Config) -> None:
@@ -153,15 +153,15 @@ class WatchService:
         return [e.name for e in self._config.endpoints]
 
     # -- registration -----------------------------------------------------------------------------
-    def register(self, spec: TaskSpec, *, source: TaskSource) -> tuple[Task, bool]:
+    async def register(self, spec: TaskSpec, *, source: TaskSource) -> tuple[Task, bool]:
         """Persist (committed on return) and start watching. Idempotent per task_id."""
-        task, created = self._store.add_task(spec, source=source, now=self._timeline.wall())
+        task, created = await self._store.add_task(spec, source=source, now=self._timeline.wall())
         if created:
             self._watch(task)
             log.info("task_registered", task_id=task.task_id, model=task.model, source=source.value)
         return task, created
 
-    def register_many(
+    async def register_many(
         self, specs: Sequence[TaskSpec], *, source: TaskSource
     ) -> list[tuple[TaskSpec, Task | None, bool, str | None]]:
         """Register a batch; returns (spec, task, created, error) per spec in order.
@@ -170,13 +170,13 @@ class WatchService:
         """
         now = self._timeline.wall()
         try:
-            results = self._store.add_tasks(list(specs), source=source, now=now)
+            results = await self._store.add_tasks(list(specs), source=source, now=now)
         except TaskConflict:
             # Rare: fall back to one transaction per spec to tell which ones conflict.
             out: list[tuple[TaskSpec, Task | None, bool, str | None]] = []
             for spec in specs:
                 try:
-                    task, created = self._store.add_task(spec, source=source, now=now)
+                    task, created = await self._store.add_task(spec, source=source, now=now)
                 except TaskConflict as exc:
                     out.append((spec, None, False, exc.message))
                     continue
@@ -193,15 +193,15 @@ class WatchService:
         if self._scheduler is not None and not task.state.terminal:
             self._scheduler.watch(task)
 
-    def cancel(self, task_id: str) -> Cancellation:
+    async def cancel(self, task_id: str) -> Cancellation:
         """Stop watching a task; no webhook is sent. Cancelling a cancelled task again answers
         it unchanged, marked `already_cancelled` (a retried DELETE must not fail, and a person
         should not be told twice that they cancelled it). TaskNotFound; TaskFinished if it
         finished on its own."""
         try:
-            task = self._store.cancel_task(task_id, now=self._timeline.wall())
+            task = await self._store.cancel_task(task_id, now=self._timeline.wall())
         except TaskFinished:
-            task = self._store.get_task(task_id)
+            task = await self._store.get_task(task_id)
             if task.state is TaskState.CANCELLED:
                 return Cancellation(task, already_cancelled=True)
             raise
@@ -211,36 +211,37 @@ class WatchService:
         return Cancellation(task, already_cancelled=False)
 
     # -- inspection -------------------------------------------------------------------------------
-    def get_task(self, task_id: str) -> Task:
-        task = self._store.get_task(task_id)
+    async def get_task(self, task_id: str) -> Task:
+        task = await self._store.get_task(task_id)
         self._overlay_live(task)
         return task
 
-    def list_tasks(
+    async def list_tasks(
         self, *, state: TaskState | None = None, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[Task], str | None]:
-        tasks, next_cursor = self._store.list_tasks(state=state, limit=limit, cursor=cursor)
+        tasks, next_cursor = await self._store.list_tasks(state=state, limit=limit, cursor=cursor)
         for task in tasks:
             self._overlay_live(task)
         return tasks, next_cursor
 
-    def view(self, task_id: str) -> TaskView:
-        task = self.get_task(task_id)
+    async def view(self, task_id: str) -> TaskView:
+        task = await self.get_task(task_id)
         next_poll_at = None
         if self._scheduler is not None:
             watch = self._scheduler.get(task_id)
             if watch is not None and watch.next_poll_at is not None:
                 next_poll_at = self._scheduler.wall_time(watch.next_poll_at)
-        deliveries, _ = self._store.list_deliveries(task_id=task_id, limit=1000)
+        deliveries, _ = await self._store.list_deliveries(task_id=task_id, limit=1000)
         return TaskView(
             task=task,
             next_poll_at=next_poll_at,
-            state_changes=self._store.state_changes(task_id),
-            events=self._store.events_for_task(task_id),
+            state_changes=await self._store.state_changes(task_id),
+            events=await self._store.events_for_task(task_id),
             deliveries=[
-                DeliveryView(d, self._store.attempts(d.delivery_id)) for d in reversed(deliveries)
+                DeliveryView(d, await self._store.attempts(d.delivery_id))
+                for d in reversed(deliveries)
             ],
-            mirror_files=self._store.mirror_files(task_id),
+            mirror_files=await self._store.mirror_files(task_id),
         )
 
     def _overlay_live(self, task: Task) -> None:
@@ -252,7 +253,7 @@ class WatchService:
             task.polls = max(task.polls, watch.polls)
             task.last_error = watch.last_error
 
-    def list_deliveries(
+    async def list_deliveries(
         self,
         *,
         status: PublicDeliveryStatus | None = None,
@@ -265,17 +266,17 @@ class WatchService:
         retrying: bool | None = None
         if status is not None:
             stored, retrying = status.store_filter()
-        return self._store.list_deliveries(
+        return await self._store.list_deliveries(
             status=stored, task_id=task_id, retrying=retrying, limit=limit, cursor=cursor
         )
 
-    def delivery_view(self, delivery_id: str) -> DeliveryView:
-        delivery = self._store.get_delivery(delivery_id)
-        return DeliveryView(delivery, self._store.attempts(delivery_id))
+    async def delivery_view(self, delivery_id: str) -> DeliveryView:
+        delivery = await self._store.get_delivery(delivery_id)
+        return DeliveryView(delivery, await self._store.attempts(delivery_id))
 
-    def redeliver(self, delivery_id: str) -> Delivery:
+    async def redeliver(self, delivery_id: str) -> Delivery:
         """Send a delivery again now: a new attempt, the same webhook-id, a fresh retry round."""
-        delivery = self._store.requeue_delivery(delivery_id, now=self._timeline.wall())
+        delivery = await self._store.requeue_delivery(delivery_id, now=self._timeline.wall())
         if self._deliverer is not None:
             self._deliverer.enqueue([delivery])
         log.info("delivery_requeued", delivery_id=delivery_id, task_id=delivery.task_id)
@@ -302,7 +303,7 @@ class WatchService:
             to_state = EVENT_STATE[outcome.type]
         if to_state is None:
             return True
-        task = self._store.get_task(watch.task_id)
+        task = await self._store.get_task(watch.task_id)
         if task.state.terminal:
             return False
         event = None
@@ -342,7 +343,7 @@ class WatchService:
             mirror=hold,
         )
         try:
-            self._store.apply_transition(transition)
+            await self._store.apply_transition(transition)
         except TaskFinished:
             return False
         if deliveries and self._deliverer is not None:
@@ -371,7 +372,7 @@ class WatchService:
         and its deliveries in one transaction, then send them. Sent once: a hold released
         already (by an earlier run or another instance) writes nothing."""
         now = self._timeline.wall()
-        task = self._store.get_task(hold.event.task_id)
+        task = await self._store.get_task(hold.event.task_id)
         event = with_mirror(hold.event, extra, now=now)
         deliveries = plan_deliveries(
             event,
@@ -381,7 +382,7 @@ class WatchService:
             now=now,
             first_delay_s=self._config.delivery.retry_schedule_s[0],
         )
-        if not self._store.release_mirror(task.task_id, event, deliveries):
+        if not await self._store.release_mirror(task.task_id, event, deliveries):
             return
         if deliveries and self._deliverer is not None:
             self._deliverer.enqueue(deliveries)
@@ -394,6 +395,6 @@ class WatchService:
             deliveries=len(deliveries),
         )
 
-    def extend_deadlines(self, *, since: float, until: float) -> None:
+    async def extend_deadlines(self, *, since: float, until: float) -> None:
         """Persist a credential pause (see Store.extend_deadlines)."""
-        self._store.extend_deadlines(since=since, until=until)
+        await self._store.extend_deadlines(since=since, until=until)

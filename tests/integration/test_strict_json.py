@@ -64,7 +64,7 @@ async def test_non_json_numbers_in_an_answer_become_null_in_the_webhook(
     assert data["completed_at"] is None
     assert data["upstream"]["score"] is None
     assert data["upstream"]["costTime"] is None
-    stored = running.daemon.service.store.events_for_task("task_nan")  # type: ignore[union-attr]
+    stored = await running.daemon.service.store.events_for_task("task_nan")  # type: ignore[union-attr]
     assert [e.body for e in stored] == [request.raw_body]
     raw = await get_raw(running.http, f"{running.base}/v1/tasks/task_nan")
     assert strict_loads(raw)["events"][0]["payload"] == body
@@ -76,13 +76,13 @@ async def test_records_stored_before_the_fix_are_served_as_strict_json(
     # An event body and metadata written by an older version, with NaN and Infinity in them.
     running = await start_daemon()
     store = running.daemon.service.store  # type: ignore[union-attr]
-    task, _ = store.add_task(
+    task, _ = await store.add_task(
         TaskSpec(task_id="old", model="m", metadata={"ratio": float("nan")}),
         source=TaskSource.API,
         now=1_700_000_000.0,
     )
     event = Event("evt_old", "old", EventType.FAILED, 1_700_000_001.0, b'{"data":{"x":NaN}}')
-    store.apply_transition(
+    await store.apply_transition(
         Transition(
             task_id="old",
             from_state=task.state,

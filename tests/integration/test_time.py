@@ -93,8 +93,8 @@ async def test_wall_clock_steps_end_no_task_and_delay_no_webhook(
     # extension is back to (about) nothing, no pending delivery is due years from now.
     store = running.daemon.store
     assert store is not None
-    assert abs(store.get_task("slow").deadline_extension_s) < 1.0
-    pending, _ = store.list_deliveries(status=DeliveryStatus.PENDING)
+    assert abs((await store.get_task("slow")).deadline_extension_s) < 1.0
+    pending, _ = await store.list_deliveries(status=DeliveryStatus.PENDING)
     assert all(d.next_attempt_at is None or d.next_attempt_at < time.time() + 60 for d in pending)
 
     upstream.state.script("slow", success())
@@ -111,8 +111,13 @@ async def test_a_credential_pause_survives_a_restart(
     running = await start_daemon(endpoints=[endpoint(receiver, secret)])
     await running.add("t", deadline="1s")
     registered = time.monotonic()
-    await until(lambda: running.daemon.readiness() != [])
-    assert any("API key" in reason for reason in running.daemon.readiness())
+    await until(
+        lambda: (
+            running.daemon.scheduler is not None
+            and running.daemon.scheduler.stats.credentials_paused
+        )
+    )
+    assert any("API key" in reason for reason in await running.daemon.readiness())
     # Paused for longer than the task's deadline, then restarted (e.g. to pick up a new key).
     await asyncio.sleep(registered + 1.5 - time.monotonic())
     assert await running.stop() == 0

@@ -7,6 +7,7 @@ Every metric is named `apixo_watcher_*` and lives in a registry owned by one `Me
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -63,7 +64,7 @@ class Metrics:
     def __init__(self, *, version: str = __version__) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
-        self._collect_hook: Callable[[], None] | None = None
+        self._collect_hook: Callable[[], object] | None = None
 
         self._build_info = Gauge(
             PREFIX + "build_info", "Build information; always 1.", ["version"], registry=reg
@@ -267,9 +268,22 @@ class Metrics:
         self._intake_requests.labels(route=route, method=method, status=str(status)).inc()
 
     # -- exposition -----------------------------------------------------------------------------
-    def set_collect_hook(self, hook: Callable[[], None] | None) -> None:
-        """Run `hook` before each render, e.g. to refresh the gauges from the store."""
+    def set_collect_hook(self, hook: Callable[[], object] | None) -> None:
+        """Run `hook` before each render, e.g. to refresh the gauges from the store; `scrape`
+        also awaits what it returns (a coroutine reading an async store)."""
         self._collect_hook = hook
+
+    async def scrape(self) -> tuple[bytes, str]:
+        """`render`, awaiting an async collect hook first."""
+        if self._collect_hook is not None:
+            try:
+                result = self._collect_hook()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                # A scrape must still answer (with the last values) when e.g. the store is down.
+                log.warning("metrics_collect_hook_failed", exc_info=True)
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""

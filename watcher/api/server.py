@@ -84,7 +84,7 @@ class DaemonControl(Protocol):
         """Reasons the daemon is not alive ([] when it is)."""
         ...
 
-    def readiness(self) -> list[str]:
+    async def readiness(self) -> list[str]:
         """Reasons the daemon is not ready ([] when it is)."""
         ...
 
@@ -415,7 +415,7 @@ class IntakeServer:
             )
         except InvalidTask as exc:
             raise _validation_error(exc.problems) from exc
-        task, created = self._service.register(spec, source=TaskSource.API)
+        task, created = await self._service.register(spec, source=TaskSource.API)
         headers = {"Location": f"/v1/tasks/{task.task_id}"}
         return _json(task_json(task), 201 if created else 200, headers)
 
@@ -451,15 +451,15 @@ class IntakeServer:
         state = _enum_param(request, "state", TaskState)
         limit = _limit_param(request)
         cursor = _cursor_param(request)
-        tasks, next_cursor = self._service.list_tasks(state=state, limit=limit, cursor=cursor)
+        tasks, next_cursor = await self._service.list_tasks(state=state, limit=limit, cursor=cursor)
         return _json({"tasks": [task_json(t) for t in tasks], "next_cursor": next_cursor})
 
     async def _get_task(self, request: web.Request) -> web.Response:
-        view = self._service.view(request.match_info["task_id"])
+        view = await self._service.view(request.match_info["task_id"])
         return _json(task_detail_json(view))
 
     async def _cancel_task(self, request: web.Request) -> web.Response:
-        cancellation = self._service.cancel(request.match_info["task_id"])
+        cancellation = await self._service.cancel(request.match_info["task_id"])
         return _json(
             {
                 **task_json(cancellation.task),
@@ -473,7 +473,7 @@ class IntakeServer:
         task_id = request.query.get("task_id") or None
         limit = _limit_param(request)
         cursor = _cursor_param(request)
-        deliveries, next_cursor = self._service.list_deliveries(
+        deliveries, next_cursor = await self._service.list_deliveries(
             status=status, task_id=task_id, limit=limit, cursor=cursor
         )
         return _json(
@@ -481,11 +481,11 @@ class IntakeServer:
         )
 
     async def _get_delivery(self, request: web.Request) -> web.Response:
-        view = self._service.delivery_view(request.match_info["delivery_id"])
+        view = await self._service.delivery_view(request.match_info["delivery_id"])
         return _json(delivery_json(view.delivery, view.attempts))
 
     async def _redeliver(self, request: web.Request) -> web.Response:
-        delivery = self._service.redeliver(request.match_info["delivery_id"])
+        delivery = await self._service.redeliver(request.match_info["delivery_id"])
         return _json(delivery_json(delivery), 202)
 
     # -- endpoints ------------------------------------------------------------------------------
@@ -510,20 +510,20 @@ class IntakeServer:
             return _json({"status": "unhealthy", "reasons": reasons}, 503)
         return _json({"status": "ok"})
 
-    def _readiness(self) -> list[str]:
-        reasons = list(self._control.readiness())
+    async def _readiness(self) -> list[str]:
+        reasons = list(await self._control.readiness())
         if self._draining and not any(r.startswith("draining") for r in reasons):
             reasons.append("draining: the daemon is stopping")
         return reasons
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        reasons = self._readiness()
+        reasons = await self._readiness()
         if reasons:
             return _json({"status": "not_ready", "reasons": reasons}, 503)
         return _json({"status": "ready"})
 
     async def _metrics_text(self, request: web.Request) -> web.Response:
-        body, content_type = self._metrics.render()
+        body, content_type = await self._metrics.scrape()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _openapi(self, request: web.Request) -> web.Response:
@@ -534,7 +534,9 @@ class IntakeServer:
             resource.canonical == "/v1/stats/models" for resource in request.app.router.resources()
         )
         snapshot = self._control.snapshot()
-        return _json(status_json(snapshot, reasons=self._readiness(), model_stats=model_stats))
+        return _json(
+            status_json(snapshot, reasons=await self._readiness(), model_stats=model_stats)
+        )
 
 
 _DOMAIN_ERRORS: Mapping[type[WatcherError], tuple[int, str]] = {

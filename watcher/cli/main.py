@@ -235,14 +235,12 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from watcher.config.settings import load_config, postgres_not_runnable_yet
+    from watcher.config.settings import load_config
     from watcher.daemon import Daemon
     from watcher.logs import configure_logging
 
     path = _config_path(args)
     config = load_config(path)
-    if config.store.url is not None:
-        raise postgres_not_runnable_yet(config)
     configure_logging(level=config.logging.level, fmt=config.logging.format)
     # A fatal signal (SIGBUS from a mapped file that shrank mid-call, SIGSEGV) kills the
     # process outside any Python code: say so, with the Python stack, on stderr (the journal).

@@ -83,7 +83,6 @@ __all__ = [
     "load_config",
     "load_intake_config",
     "parse_config",
-    "postgres_not_runnable_yet",
     "summary",
 ]
 
@@ -322,29 +321,6 @@ def summary(config: Config) -> str:
 
 
 # Shown by `run` (and the daemon) for a config with store.url until the daemon runs on it.
-POSTGRES_NOT_RUNNABLE = (
-    "running the daemon on PostgreSQL lands in a later version of apixo-watcher; "
-    "`apixo-watcher migrate` prepares the database now. To run today, use store.path (SQLite)"
-)
-
-
-def postgres_not_runnable_yet(config: Config) -> ConfigError:
-    """The error `run` gives for a config with `store.url`, located at that key in the file."""
-    key = "url"
-    line = None
-    if config.source is not None:
-        try:
-            _, lines, _ = load_yaml_collecting(config.source.read_text("utf-8"), "")
-        except (OSError, UnicodeDecodeError, ConfigError):
-            lines = None
-        if lines is not None:
-            if ("store", "url") not in lines and ("store", "url_file") in lines:
-                key = "url_file"
-            line = lines.line_for(("store", key))
-    problem = ConfigProblem(f"store.{key}", line, POSTGRES_NOT_RUNNABLE)
-    return ConfigError([problem], source=str(config.source) if config.source else None)
-
-
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 

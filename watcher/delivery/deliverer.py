@@ -52,7 +52,7 @@ from watcher.delivery.sender import (
     endpoint_target,
     request_headers,
 )
-from watcher.errors import InvalidSecret, StoreError
+from watcher.errors import InvalidSecret, StoreError, StoreUnavailable
 from watcher.logs import log_time
 from watcher.models import (
     CALLBACK_ENDPOINT,
@@ -61,7 +61,7 @@ from watcher.models import (
     Delivery,
     DeliveryStatus,
 )
-from watcher.store.base import Store
+from watcher.store.base import AsyncStore
 
 if TYPE_CHECKING:
     from watcher.config.settings import DeliveryConfig, EndpointConfig
@@ -90,6 +90,9 @@ COMMIT_WINDOW_S: Final = 0.01
 # Due times converted from stored Unix times (near 1.7e9) carry ~0.2 us of float error: an
 # attempt due within this much is due.
 DUE_SLACK_S: Final = 1e-6
+# While the database cannot be reached, a delivery whose body cannot be read, or a batch of
+# attempts that cannot be recorded, is tried again after this long.
+STORE_RETRY_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,7 @@ class Deliverer:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AsyncStore,
         delivery: DeliveryConfig,
         endpoints: Sequence[EndpointConfig],
         clock: Clock,
@@ -167,6 +170,8 @@ class Deliverer:
         self._records: list[_Finished] = []
         self._record_batch: list[tuple[Attempt, Delivery]] = []
         self._commit_timer: asyncio.Handle | None = None
+        self._commits: set[asyncio.Task[None]] = set()
+        self._store_down_logged = False
         self._wake = asyncio.Event()
         self._stopping = False
         self._failure: BaseException | None = None
@@ -177,7 +182,7 @@ class Deliverer:
         """Open the HTTP session (unless one was given) and load every pending delivery."""
         self._http.open()
         loaded = 0
-        for delivery in self._store.pending_deliveries():
+        async for delivery in self._store.pending_deliveries():
             self._schedule(delivery)
             loaded += 1
         log.info("deliveries_resumed", pending=loaded)
@@ -243,6 +248,8 @@ class Deliverer:
                 log.warning("deliveries_cancelled_at_shutdown", count=len(unfinished))
                 await asyncio.gather(*unfinished, return_exceptions=True)
         self._commit_records()  # answered attempts still waiting for the group commit
+        while self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
 
     async def close(self) -> None:
         """Close the HTTP session if this dispatcher opened it (after `drain`). Idempotent."""
@@ -277,7 +284,7 @@ class Deliverer:
         )
 
     # -- scheduling ----------------------------------------------------------------------------
-    def _schedule(self, delivery: Delivery) -> None:
+    def _schedule(self, delivery: Delivery, *, delay_s: float = 0.0) -> None:
         delivery_id = delivery.delivery_id
         if delivery_id in self._ready_ids:
             self._ready_ids.discard(delivery_id)
@@ -291,6 +298,8 @@ class Deliverer:
             if delivery.next_attempt_at is not None
             else self._clock.monotonic()
         )
+        if delay_s:
+            due = max(due, self._clock.monotonic() + delay_s)
         self._scheduled[delivery_id] = (self._seq, delivery)
         heapq.heappush(self._heap, (due, self._seq, delivery_id))
 
@@ -337,6 +346,13 @@ class Deliverer:
                     # Shutdown: not recorded, so the delivery stays pending in the store.
                     self._in_flight.discard(delivery_id)
                     raise
+                except StoreUnavailable as exc:
+                    # The database is down: nothing was sent (the body could not be read).
+                    # Try again shortly; the daemon stays up and waits for it.
+                    self._in_flight.discard(delivery_id)
+                    self._store_down(exc)
+                    self._schedule(delivery, delay_s=STORE_RETRY_S)
+                    continue
                 except StoreError as exc:  # the daemon's own machinery: go down loudly
                     self._in_flight.discard(delivery_id)
                     self._crashed(delivery_id, exc)
@@ -416,7 +432,7 @@ class Deliverer:
             decision = retry.give_up(delivery, target, now=started_at)
             result = retry.HttpResult(error=target)
         else:
-            body = self._body(delivery)
+            body = self._cached_body(delivery.event_id) or await self._body(delivery)
             # The real wall time, as the contract says, even in the moment before a step of the
             # clock has been noticed (started_at, which is stored, is on the stored times' anchor).
             webhook_timestamp = int(self._clock.time())
@@ -448,22 +464,20 @@ class Deliverer:
         )
         return attempt, decision
 
-    def _after(self, delivery: Delivery, decision: retry.Decision, attempt: Attempt) -> None:
-        """Once the attempt is committed: log, observe, reschedule."""
+    def _after(self, delivery: Delivery, decision: retry.Decision, attempt: Attempt) -> bool:
+        """Once the attempt is committed: log, observe, reschedule. True when the delivery
+        was redelivered meanwhile and must be requeued in the store now."""
         updated = decision.delivery
         self._log(decision, attempt)
         if self._observer is not None:
             self._observe(delivery, attempt)
         if delivery.delivery_id in self._requeued:
             self._requeued.discard(delivery.delivery_id)
-            self._schedule(
-                self._store.requeue_delivery(delivery.delivery_id, now=self._timeline.wall())
-            )
-        elif decision.outcome is AttemptOutcome.RETRY:
+            return True
+        if decision.outcome is AttemptOutcome.RETRY:
             self._schedule(updated)
-        else:
-            return
-        self._wake.set()  # the loop may be sleeping towards a later due time
+            self._wake.set()  # the loop may be sleeping towards a later due time
+        return False
 
     def _resolve(self, delivery: Delivery) -> Target | str:
         """The target of `delivery` in the current config, or why there is none."""
@@ -496,6 +510,7 @@ class Deliverer:
             )
 
     def _commit_records(self) -> None:
+        """Start the group commit of the answered attempts waiting for it."""
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None
@@ -503,8 +518,28 @@ class Deliverer:
         self._records, self._record_batch = [], []
         if not records:
             return
+        commit = asyncio.ensure_future(self._commit(records, batch))
+        self._commits.add(commit)
+        commit.add_done_callback(self._commits.discard)
+
+    async def _commit(
+        self, records: list[_Finished], batch: list[tuple[Attempt, Delivery]]
+    ) -> None:
         try:
-            self._store.record_attempts(batch)
+            await self._store.record_attempts(batch)
+        except StoreUnavailable as exc:
+            # The webhooks were sent; their attempts wait here (in flight, so none is sent
+            # again meanwhile) until the database is back. A restart before that sends
+            # them again, with the same webhook-id.
+            self._store_down(exc)
+            self._records[:0] = records
+            self._record_batch[:0] = batch
+            if self._commit_timer is not None:
+                self._commit_timer.cancel()
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                STORE_RETRY_S, self._commit_records
+            )
+            return
         except Exception as exc:
             # Every attempt of the batch fails with it: the daemon goes down loudly, and the
             # deliveries stay pending in the store (sent again after a restart).
@@ -512,19 +547,36 @@ class Deliverer:
                 self._in_flight.discard(finished.delivery.delivery_id)
                 self._crashed(finished.delivery.delivery_id, exc)
             return
+        if self._store_down_logged:
+            self._store_down_logged = False
+            log.info("deliveries_store_back")
         for finished in records:
             self._in_flight.discard(finished.delivery.delivery_id)
             try:
-                self._after(finished.delivery, finished.decision, finished.attempt)
+                # Synchronous but for a redelivery that came in during the attempt: the
+                # common path costs no extra coroutine per webhook.
+                if self._after(finished.delivery, finished.decision, finished.attempt):
+                    delivery_id = finished.delivery.delivery_id
+                    now = self._timeline.wall()
+                    self._schedule(await self._store.requeue_delivery(delivery_id, now=now))
+                    self._wake.set()
             except Exception as exc:
                 self._crashed(finished.delivery.delivery_id, exc)
 
-    def _body(self, delivery: Delivery) -> bytes:
-        event_id = delivery.event_id
+    def _store_down(self, exc: StoreUnavailable) -> None:
+        if not self._store_down_logged:
+            self._store_down_logged = True
+            log.warning("deliveries_waiting_for_store", error=exc.message)
+
+    def _cached_body(self, event_id: str) -> bytes | None:
         body = self._bodies.get(event_id)
         if body is not None:
             self._bodies.move_to_end(event_id)
-            return body
+        return body
+
+    async def _body(self, delivery: Delivery) -> bytes:
+        """The event's body from the store, with those of deliveries waiting behind it."""
+        event_id = delivery.event_id
         wanted = [event_id]
         queue = self._ready.get(self._slot_key(delivery))
         if queue:
@@ -532,9 +584,9 @@ class Deliverer:
                 entry = self._scheduled.get(delivery_id)
                 if entry is not None and entry[1].event_id not in self._bodies:
                     wanted.append(entry[1].event_id)
-        bodies = self._store.event_bodies(wanted)
+        bodies = await self._store.event_bodies(wanted)
         if event_id not in bodies:
-            bodies[event_id] = self._store.get_event(event_id).body  # raises StoreError
+            bodies[event_id] = (await self._store.get_event(event_id)).body  # raises StoreError
         for key, value in bodies.items():
             self._bodies[key] = value
         self._bodies.move_to_end(event_id)

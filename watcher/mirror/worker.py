@@ -31,7 +31,7 @@ from watcher.mirror.copy import copy_file
 from watcher.mirror.plan import finished, mirror_error, mirrored, public_url, retry_delay
 from watcher.mirror.targets import Target
 from watcher.models import MirrorFile, MirrorHold, MirrorStatus
-from watcher.store.base import Store
+from watcher.store.base import AsyncStore
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ class MirrorWorker:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AsyncStore,
         target: Target,
         config: MirrorConfig,
         sink: MirrorSink,
@@ -98,7 +98,7 @@ class MirrorWorker:
         removed = await self._target.prepare()
         if removed:
             log.info("mirror_leftovers_removed", files=removed)
-        holds = self._store.held_mirrors()
+        holds = await self._store.held_mirrors()
         for hold in holds:
             self.hold(hold, resumed=True)
         return len(holds)
@@ -182,7 +182,7 @@ class MirrorWorker:
                 stored = None
             if stored is not None:
                 log.info("mirror_file_found", task_id=file.task_id, key=file.key)
-                return self._record(
+                return await self._record(
                     file,
                     status=MirrorStatus.DONE,
                     sha256=stored.sha256,
@@ -221,7 +221,7 @@ class MirrorWorker:
                         bytes=fetched.bytes,
                         attempt=attempts,
                     )
-                    return self._record(
+                    return await self._record(
                         file,
                         attempts=attempts,
                         status=MirrorStatus.DONE,
@@ -245,7 +245,7 @@ class MirrorWorker:
                     error=failure.message,
                     attempt=attempts,
                 )
-                return self._record(
+                return await self._record(
                     file, attempts=attempts, status=MirrorStatus.FAILED, error=failure.message
                 )
             log.info(
@@ -256,12 +256,12 @@ class MirrorWorker:
                 attempt=attempts,
                 retry_in_s=delay,
             )
-            file = self._record(file, attempts=attempts, error=failure.message)
+            file = await self._record(file, attempts=attempts, error=failure.message)
             await self._clock.sleep(delay)
 
-    def _record(self, file: MirrorFile, **changes: Any) -> MirrorFile:
+    async def _record(self, file: MirrorFile, **changes: Any) -> MirrorFile:
         updated = dataclasses.replace(file, updated_at=self._timeline.wall(), **changes)
-        self._store.update_mirror_file(updated)
+        await self._store.update_mirror_file(updated)
         return updated
 
     def _observe(self, outcome: str, size: int, began: float) -> None:

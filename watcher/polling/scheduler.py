@@ -34,7 +34,7 @@ import structlog
 
 from watcher.clock import Clock, Timeline
 from watcher.config.settings import PollingConfig, UpstreamConfig
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreUnavailable
 from watcher.logs import enabled_for
 from watcher.models import Task
 from watcher.polling.decide import (
@@ -87,7 +87,7 @@ class TransitionSink(Protocol):
         cancelled or finished meanwhile: the scheduler then forgets it."""
         ...
 
-    def extend_deadlines(self, *, since: float, until: float) -> None:
+    async def extend_deadlines(self, *, since: float, until: float) -> None:
         """Persist that polling was paused for credentials from `since` to `until` (Unix
         seconds): every active task's deadline moves by the part of that after its
         registration (Store.extend_deadlines)."""
@@ -171,7 +171,8 @@ class Scheduler:
         self._paused = False
         self._pause_reason: str | None = None
         self._paused_since = 0.0
-        self._pause_saved_at = 0.0  # the pause is persisted up to here
+        self._pause_saved_at = 0.0  # the pause is persisted (or being persisted) up to here
+        self._pause_saves: set[asyncio.Task[None]] = set()
         self._paused_at_seq = 0
         self._resumed_at_seq = 0
         self._probe_at = 0.0
@@ -213,6 +214,13 @@ class Scheduler:
         polls, errors = self._dirty_polls, self._dirty_errors
         self._dirty_polls, self._dirty_errors = {}, {}
         return polls, errors
+
+    def keep_poll_counts(self, polls: dict[str, int], errors: dict[str, str | None]) -> None:
+        """Give back counts `poll_counts` returned that could not be saved; newer ones win."""
+        for task_id, count in polls.items():
+            self._dirty_polls.setdefault(task_id, count)
+        for task_id, error in errors.items():
+            self._dirty_errors.setdefault(task_id, error)
 
     def update_config(self, polling: PollingConfig, upstream: UpstreamConfig) -> None:
         """Apply a reloaded config: policies apply from each task's next answer on, deadlines of
@@ -279,6 +287,8 @@ class Scheduler:
             log.warning("polls_cancelled_at_shutdown", count=len(left))
         if self._paused:
             self._save_pause(self._clock.monotonic())
+        if self._pause_saves:
+            await asyncio.gather(*self._pause_saves, return_exceptions=True)
 
     async def run(self) -> None:
         """The loop. Returns after `stop()` once the polls in flight are done. An error of the
@@ -502,11 +512,13 @@ class Scheduler:
                 kept = await self._sink.commit(watch, decision)
             except Exception as exc:
                 # The answer will come again: poll once more later rather than lose the task.
+                # An unreachable database is one line per task, not a traceback each.
                 log.error(
                     "transition_failed",
                     task_id=watch.task_id,
                     to_state=decision.new_state.value if decision.new_state else None,
-                    exc_info=True,
+                    error=exc.message if isinstance(exc, StoreUnavailable) else None,
+                    exc_info=not isinstance(exc, StoreUnavailable),
                 )
                 if self._watches.get(watch.task_id) is watch:
                     watch.last_error = f"could not record the outcome: {type(exc).__name__}"
@@ -623,20 +635,27 @@ class Scheduler:
         self._wakeup.set()
 
     def _save_pause(self, now: float) -> None:
-        """Persist the credential pause from where it was last saved up to `now`."""
+        """Persist the credential pause from where it was last saved up to `now` (in the
+        background: this is called from inside a poll's bookkeeping and from a reload)."""
         since = self._pause_saved_at
         if now <= since:
             return
+        self._pause_saved_at = now
+        save = asyncio.ensure_future(self._persist_pause(since, now))
+        self._pause_saves.add(save)
+        save.add_done_callback(self._pause_saves.discard)
+
+    async def _persist_pause(self, since: float, until: float) -> None:
         try:
-            self._sink.extend_deadlines(
-                since=self._timeline.to_wall(since), until=self._timeline.to_wall(now)
+            await self._sink.extend_deadlines(
+                since=self._timeline.to_wall(since), until=self._timeline.to_wall(until)
             )
         except Exception:
             # Only a restart needs it, and a restart polls a task before timing it out: keep
             # polling (or resuming) and try again at the next save.
-            log.error("pause_not_saved", paused_s=round(now - since, 3), exc_info=True)
-            return
-        self._pause_saved_at = now
+            log.error("pause_not_saved", paused_s=round(until - since, 3), exc_info=True)
+            if self._paused:
+                self._pause_saved_at = min(self._pause_saved_at, since)
 
     def _note_problem(self, result: PollResult, now: float) -> None:
         # One warning a minute, not one per poll: an upstream outage must not flood the log.

@@ -31,6 +31,7 @@ from watcher.config.dburl import redact_url, url_passwords
 from watcher.errors import (
     DeliveryNotFound,
     StoreError,
+    StoreUnavailable,
     TaskConflict,
     TaskFinished,
     TaskNotFound,
@@ -94,9 +95,13 @@ class _Secrets:
         self._values = sorted({url, *url_passwords(url)}, key=len, reverse=True)
 
     def error(self, what: str, exc: BaseException) -> StoreError:
+        """The driver's error as ours; a lost or refused connection (a network or server
+        outage, the pool's wait for a connection timing out) is StoreUnavailable."""
         message = f"{what}: {exc}".strip()
         for value in self._values:
             message = message.replace(value, "***")
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreUnavailable(message)
         return StoreError(message)
 
 
@@ -133,9 +138,15 @@ async def migrate_database(
 class PostgresStore:
     """The AsyncStore on one PostgreSQL database. Create it with `await PostgresStore.open(url)`."""
 
-    def __init__(self, pool: AsyncConnectionPool[Conn], secrets: _Secrets) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Conn],
+        secrets: _Secrets,
+        gate: Callable[[], None] | None = None,
+    ) -> None:
         self._pool: AsyncConnectionPool[Conn] | None = pool
         self._secrets = secrets
+        self._gate = gate
 
     @classmethod
     async def open(
@@ -145,9 +156,12 @@ class PostgresStore:
         pool_size: int = 4,
         timeout_s: float = 10.0,
         migrations: Sequence[Migration] | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> PostgresStore:
         """Connect, apply the missing migrations, and open a pool of up to `pool_size`
-        connections. `timeout_s` bounds connecting and waiting for a free connection."""
+        connections. `timeout_s` bounds connecting and waiting for a free connection. `gate`
+        runs before every operation and may refuse it by raising (the daemon's instance lock:
+        no operation while the lock is not held)."""
         secrets = _Secrets(url)
         await migrate_database(url, timeout_s=timeout_s, migrations=migrations)
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -165,7 +179,7 @@ class PostgresStore:
             await pool.close()
             raise secrets.error(f"cannot open the store {secrets.where}", exc) from exc
         log.debug("store_opened", store=secrets.where)
-        return cls(pool, secrets)
+        return cls(pool, secrets, gate)
 
     @property
     def location(self) -> str:
@@ -176,6 +190,8 @@ class PostgresStore:
     def _live(self) -> AsyncConnectionPool[Conn]:
         if self._pool is None:
             raise StoreError("the store is closed")
+        if self._gate is not None:
+            self._gate()
         return self._pool
 
     async def _write(self, what: str, fn: Callable[[Conn], Awaitable[T]]) -> T:

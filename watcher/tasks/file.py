@@ -37,7 +37,7 @@ import structlog
 
 from watcher.clock import Clock
 from watcher.config.settings import Config
-from watcher.errors import ConfigProblem, StoreError
+from watcher.errors import ConfigProblem, StoreError, StoreUnavailable
 from watcher.models import TaskSource
 from watcher.service import WatchService
 from watcher.tasks.document import (
@@ -228,6 +228,12 @@ class TasksFileImporter:
         self._done = signature
         try:
             return await self._import(path, data)
+        except StoreUnavailable as exc:
+            # The database is down: import the file again (registrations are idempotent) at
+            # the next check, once it is back.
+            log.warning("tasks_file_waiting_for_store", path=str(path), error=exc.message)
+            self._done = None
+            return ImportResult("failed")
         except StoreError:
             raise  # the daemon's own machinery: it stops loudly
         except Exception as exc:
@@ -295,7 +301,7 @@ class TasksFileImporter:
                         run.first_message_s = _since(started)
                     if isinstance(message, Entries):
                         begun = time.perf_counter()
-                        self._register(message.entries, run)
+                        await self._register(message.entries, run)
                         run.register_s += time.perf_counter() - begun
                     elif isinstance(message, Problems):
                         run.report(message.problems)
@@ -338,8 +344,10 @@ class TasksFileImporter:
             problems=run.problems,
         )
 
-    def _register(self, entries: list[FileEntry], run: _Run) -> None:
-        results = self._service.register_many([e.spec for e in entries], source=TaskSource.FILE)
+    async def _register(self, entries: list[FileEntry], run: _Run) -> None:
+        results = await self._service.register_many(
+            [e.spec for e in entries], source=TaskSource.FILE
+        )
         conflicts = []
         for entry, (_spec, _task, created, error) in zip(entries, results, strict=True):
             if error is not None:

@@ -56,6 +56,7 @@ from watcher.models import (
 )
 from watcher.polling.decide import Watch
 from watcher.service import WatchService
+from watcher.store.adapter import AsyncAdapter
 from watcher.store.sqlite import SqliteStore
 
 TOKEN = "intake-token-5f0c9e2a7b1d4c3e"
@@ -181,7 +182,7 @@ class FakeControl:
     def liveness(self) -> list[str]:
         return list(self.liveness_reasons)
 
-    def readiness(self) -> list[str]:
+    async def readiness(self) -> list[str]:
         return list(self.readiness_reasons)
 
     def snapshot(self) -> DaemonSnapshot:
@@ -344,7 +345,11 @@ async def running_intake(
     store = SqliteStore(config.store.path)
     scheduler, deliverer = FakeScheduler(), FakeDeliverer()
     service = WatchService(
-        store=store, config=config, clock=clock, scheduler=scheduler, deliverer=deliverer
+        store=AsyncAdapter(store),
+        config=config,
+        clock=clock,
+        scheduler=scheduler,
+        deliverer=deliverer,
     )
     control, metrics = FakeControl(), Metrics()
     server = IntakeServer(service=service, config=config.intake, control=control, metrics=metrics)

@@ -32,6 +32,7 @@ from watcher.api.server import IntakeServer
 from watcher.clock import ManualClock
 from watcher.config.settings import Config
 from watcher.service import WatchService
+from watcher.store.adapter import AsyncAdapter
 from watcher.store.memory import MemoryStore
 
 CHECKS = [
@@ -50,7 +51,7 @@ def test_the_document_is_valid_openapi() -> None:
 
 def test_every_registered_route_is_documented_and_nothing_else(tmp_path: Path) -> None:
     config: Config = make_config(tmp_path)
-    service = WatchService(store=MemoryStore(), config=config, clock=ManualClock())
+    service = WatchService(store=AsyncAdapter(MemoryStore()), config=config, clock=ManualClock())
     server = IntakeServer(
         service=service, config=config.intake, control=FakeControl(), metrics=Metrics()
     )

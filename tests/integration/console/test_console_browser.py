@@ -27,6 +27,7 @@ from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
 from watcher.clock import ManualClock
 from watcher.service import WatchService
+from watcher.store.adapter import AsyncAdapter
 from watcher.store.sqlite import SqliteStore
 from watcher.upstream.sandbox import error, failed, pending, processing, success
 
@@ -449,7 +450,7 @@ async def test_per_model_statistics_show_once_the_daemon_serves_them(
     with that route added stands in for the daemon that will have it."""
     config = make_config(tmp_path)
     store = SqliteStore(config.store.path)
-    service = WatchService(store=store, config=config, clock=ManualClock())
+    service = WatchService(store=AsyncAdapter(store), config=config, clock=ManualClock())
     server = IntakeServer(
         service=service, config=config.intake, control=FakeControl(), metrics=Metrics()
     )

@@ -32,6 +32,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
+from watcher.store.adapter import AsyncAdapter
 from watcher.store.memory import MemoryStore
 from watcher.webhook_secret import generate_secret
 
@@ -126,7 +127,7 @@ async def running(
     clock: Clock | None = None,
 ) -> AsyncIterator[Deliverer]:
     deliverer = Deliverer(
-        store=store,
+        store=AsyncAdapter(store),
         delivery=config or settings(),
         endpoints=endpoints,
         clock=clock or SystemClock(),
@@ -619,7 +620,7 @@ async def test_drain_leaves_an_interrupted_attempt_pending() -> None:
         receiver.script("/hook", Reply(hang=True))
         endpoints = [endpoint("app", receiver.url("/hook"), timeout_s=30.0)]
         deliverer = Deliverer(
-            store=store,
+            store=AsyncAdapter(store),
             delivery=settings(),
             endpoints=endpoints,
             clock=SystemClock(),
@@ -653,7 +654,7 @@ async def test_store_failure_propagates_from_run() -> None:
     async with start_receiver([SECRET]) as receiver:
         endpoints = [endpoint("app", receiver.url("/hook"))]
         deliverer = Deliverer(
-            store=store,
+            store=AsyncAdapter(store),
             delivery=settings(),
             endpoints=endpoints,
             clock=SystemClock(),
@@ -693,7 +694,7 @@ async def test_an_unexpected_error_in_one_attempt_is_that_deliverys_error() -> N
             endpoint("app", receiver.url("/hook")),
         ]
         deliverer = Deliverer(
-            store=store,
+            store=AsyncAdapter(store),
             delivery=settings(),
             endpoints=endpoints,
             clock=SystemClock(),
@@ -748,7 +749,7 @@ async def test_a_store_failure_inside_an_attempt_still_ends_run() -> None:
     async with start_receiver([SECRET]) as receiver:
         endpoints = [endpoint("app", receiver.url("/hook"))]
         deliverer = Deliverer(
-            store=store,
+            store=AsyncAdapter(store),
             delivery=settings(),
             endpoints=endpoints,
             clock=SystemClock(),

@@ -21,6 +21,7 @@ from watcher.mirror.copy import copy_file
 from watcher.mirror.fetch import Fetched
 from watcher.mirror.targets import TEMP_PREFIX, FileTarget
 from watcher.mirror.worker import MirrorWorker
+from watcher.store.adapter import AsyncAdapter
 from watcher.store.memory import MemoryStore
 
 MiB = 1024 * 1024
@@ -239,7 +240,7 @@ async def test_the_worker_deletes_expired_files_logs_and_counts_them(tmp_path: P
             counted.append(files)
 
     worker = MirrorWorker(
-        store=MemoryStore(),
+        store=AsyncAdapter(MemoryStore()),
         target=target,
         config=MirrorConfig(target="file:///r", directory=target.directory, retention_s=30 * 86400),
         sink=None,  # type: ignore[arg-type] - nothing is held

@@ -91,7 +91,7 @@ class RecordingSink:
         )
         return watch.task_id not in self.refuse
 
-    def extend_deadlines(self, *, since: float, until: float) -> None:
+    async def extend_deadlines(self, *, since: float, until: float) -> None:
         self.pauses.append((since, until))
 
     def terminal(self, task_id: str | None = None) -> list[Commit]:
@@ -520,7 +520,7 @@ class NullSink:
     async def commit(self, watch: Watch, decision: Decision) -> bool:
         return True
 
-    def extend_deadlines(self, *, since: float, until: float) -> None:
+    async def extend_deadlines(self, *, since: float, until: float) -> None:
         pass
 
 

@@ -12,9 +12,7 @@ from watcher.config.dburl import redact_url, url_passwords
 from watcher.config.settings import (
     DEFAULT_LEASE_S,
     Config,
-    load_config,
     parse_config,
-    postgres_not_runnable_yet,
     summary,
 )
 from watcher.errors import ConfigError, ConfigProblem
@@ -111,19 +109,6 @@ def test_a_bad_url_is_located_and_not_echoed(url: str) -> None:
 def test_a_bad_lease_is_located() -> None:
     (problem,) = problems_of("store:\n  lease: 0s\n")
     assert problem.path == "store.lease"
-
-
-def test_run_refuses_a_postgres_config_at_its_line(tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_text(f"upstream:\n  api_key: k\nstore:\n  lease: 30s\n  url: {URL}\n")
-
-    error = postgres_not_runnable_yet(load_config(path, environ={}))
-
-    (problem,) = error.problems
-    assert (problem.path, problem.line) == ("store.url", 5)
-    assert "later version" in problem.message
-    assert "apixo-watcher migrate" in problem.message
-    assert PASSWORD not in str(error)
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ class Sink:
         self.commits.append((watch.task_id, decision))
         return True
 
-    def extend_deadlines(self, *, since: float, until: float) -> None:
+    async def extend_deadlines(self, *, since: float, until: float) -> None:
         self.pauses.append((since, until))
 
 

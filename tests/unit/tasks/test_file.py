@@ -19,6 +19,7 @@ from watcher.clock import SystemClock
 from watcher.config.settings import parse_config
 from watcher.models import TaskSource, TaskSpec
 from watcher.service import WatchService
+from watcher.store.adapter import AsyncAdapter
 from watcher.store.memory import MemoryStore
 from watcher.tasks.file import TasksFileImporter, settled
 from watcher.tasks.reader import InlineReader, Message, ReaderFailed, ReadRequest, read_messages
@@ -43,7 +44,7 @@ class FakeMonotonic:
 @pytest.fixture
 def service(tmp_path: Path) -> WatchService:
     config = parse_config(CONFIG, source="c.yaml", base_dir=tmp_path, environ={})
-    return WatchService(store=MemoryStore(), config=config, clock=SystemClock())
+    return WatchService(store=AsyncAdapter(MemoryStore()), config=config, clock=SystemClock())
 
 
 def write(path: Path, text: str, *, age_s: float = 60.0) -> None:
@@ -52,8 +53,8 @@ def write(path: Path, text: str, *, age_s: float = 60.0) -> None:
     os.utime(path, (at, at))
 
 
-def ids(service: WatchService) -> set[str]:
-    tasks, _ = service.list_tasks(limit=1000)
+async def ids(service: WatchService) -> set[str]:
+    tasks, _ = await service.list_tasks(limit=1000)
     return {t.task_id for t in tasks}
 
 
@@ -104,7 +105,7 @@ async def test_imports_a_file_once_and_then_only_what_changed(
     first = await imp.import_once()
     assert first is not None
     assert (first.outcome, first.registered) == ("imported", 2)
-    assert ids(service) == {"a", "b"}
+    assert await ids(service) == {"a", "b"}
 
     # Not asked and not changed: nothing at all. Asked (a reload): the bytes are compared.
     assert await imp.import_once(asked=False) is None
@@ -116,7 +117,7 @@ async def test_imports_a_file_once_and_then_only_what_changed(
     third = await imp.import_once(asked=False)
     assert third is not None
     assert (third.outcome, third.registered, third.known, third.unchanged) == ("imported", 1, 0, 2)
-    assert ids(service) == {"a", "b", "c"}
+    assert await ids(service) == {"a", "b", "c"}
 
 
 async def test_removing_an_entry_cancels_nothing(service: WatchService, tmp_path: Path) -> None:
@@ -128,8 +129,8 @@ async def test_removing_an_entry_cancels_nothing(service: WatchService, tmp_path
     result = await imp.import_once(asked=False)
     assert result is not None
     assert (result.outcome, result.unchanged) == ("imported", 1)
-    assert ids(service) == {"a", "b"}
-    assert service.get_task("a").state.value == "pending"
+    assert await ids(service) == {"a", "b"}
+    assert (await service.get_task("a")).state.value == "pending"
 
 
 async def test_a_file_still_changing_waits_for_the_settle_time(
@@ -147,7 +148,7 @@ async def test_a_file_still_changing_waits_for_the_settle_time(
     result = await imp.import_once(asked=False)
     assert result is not None
     assert result.outcome == "unsettled"
-    assert ids(service) == set()
+    assert await ids(service) == set()
 
     # Another piece arrives: the wait starts over.
     write(path, "tasks:\n  - {task_id: a, model: m}\n  - {task_id: b, model: m}\n", age_s=0)
@@ -171,7 +172,7 @@ async def test_a_last_line_without_newline_is_unfinished_and_imports_nothing(
         result = await imp.import_once()
     assert result is not None
     assert result.outcome == "unfinished"
-    assert ids(service) == set()
+    assert await ids(service) == set()
     (warning,) = [e for e in logs if e["event"] == "tasks_file_unfinished"]
     assert warning["line"] == 3
 
@@ -179,7 +180,7 @@ async def test_a_last_line_without_newline_is_unfinished_and_imports_nothing(
     result = await imp.import_once(asked=False)
     assert result is not None
     assert result.outcome == "imported"
-    assert ids(service) == {"a", "order-0042"}
+    assert await ids(service) == {"a", "order-0042"}
 
 
 async def test_a_file_that_does_not_parse_registers_nothing(
@@ -193,7 +194,7 @@ async def test_a_file_that_does_not_parse_registers_nothing(
         result = await imp.import_once()
     assert result is not None
     assert result.outcome == "rejected"
-    assert ids(service) == set()
+    assert await ids(service) == set()
     assert any(e["event"] == "tasks_file_rejected" for e in logs)
     (invalid,) = [e for e in logs if e["event"] == "tasks_file_invalid"]
     assert invalid["line"] == 4
@@ -202,7 +203,7 @@ async def test_a_file_that_does_not_parse_registers_nothing(
 async def test_bad_entries_are_logged_with_their_lines(
     service: WatchService, tmp_path: Path
 ) -> None:
-    service.register(TaskSpec(task_id="taken", model="other"), source=TaskSource.API)
+    await service.register(TaskSpec(task_id="taken", model="other"), source=TaskSource.API)
     path = tmp_path / "tasks.yaml"
     write(
         path,
@@ -218,7 +219,7 @@ async def test_bad_entries_are_logged_with_their_lines(
     assert (result.outcome, result.registered) == ("imported", 1)
     invalid = [(e["line"], e["key"]) for e in logs if e["event"] == "tasks_file_entry_invalid"]
     assert invalid == [(3, "tasks[1].model"), (4, "tasks[2]")]
-    assert ids(service) == {"a", "taken"}
+    assert await ids(service) == {"a", "taken"}
 
 
 async def test_a_missing_file_is_one_warning_and_is_imported_once_it_appears(
@@ -294,7 +295,7 @@ async def test_requests_during_an_import_coalesce_into_one_more(
             imp.request()
         reader.gate.set()
         async with asyncio.timeout(5):
-            while ids(service) != {"a", "b"}:
+            while await ids(service) != {"a", "b"}:
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)  # room for any further (wrong) imports
     finally:
