@@ -671,6 +671,8 @@ class Daemon:
         }
 
     async def _collect_metrics(self) -> None:
+        if self.scheduler is not None:
+            self.metrics.set_request_rate(self.scheduler.stats.request_rate)
         if self.store is None:
             return
         by_state = await self.store.count_tasks()

@@ -89,6 +89,12 @@ class Metrics:
             "Upstream answers of 429 (rate limit exceeded).",
             registry=reg,
         )
+        self._request_rate = Gauge(
+            PREFIX + "upstream_request_rate_limit",
+            "The request budget in effect (requests per second): max_requests_per_second, "
+            "lower while recovering from a 429 (halved per 429, recovering additively).",
+            registry=reg,
+        )
         self._credentials_paused = Gauge(
             PREFIX + "upstream_credentials_paused",
             "1 while polling is paused because the upstream rejected the API key or account.",
@@ -205,6 +211,10 @@ class Metrics:
     def rate_limited(self) -> None:
         """The upstream answered 429."""
         self._rate_limited.inc()
+
+    def set_request_rate(self, rate_per_s: float) -> None:
+        """The request budget in effect now (the scheduler's, read at each scrape)."""
+        self._request_rate.set(rate_per_s)
 
     def credentials_paused(self, paused: bool) -> None:
         """Polling was paused (True) or resumed (False) because of the API key or account."""

@@ -6,7 +6,8 @@ task; each poll applies `polling.decide` and, when something happened, hands the
 `TransitionSink` (which persists it) before the task is rescheduled or forgotten. No coroutine
 sleeps per task, so 100k watched tasks cost a heap entry and a `Watch` each.
 
-Effects on the whole upstream: a 429 pauses the token bucket until its Retry-After; a
+Effects on the whole upstream: a 429 pauses the request budget until its Retry-After and
+halves its effective rate, which recovers additively (watcher.polling.ratelimit); a
 401/402/403 pauses all polling (every task is kept), then single probe polls ask again slowly
 until an answer shows the key works again or `resume_credentials()` is called after a reload.
 Deadlines are not enforced while polling is paused for credentials: a task must not time out
@@ -46,7 +47,7 @@ from watcher.polling.decide import (
     decide,
     watch_for,
 )
-from watcher.polling.ratelimit import TokenBucket
+from watcher.polling.ratelimit import RequestBudget
 from watcher.upstream.classify import PollOutcome, PollResult
 
 log = structlog.get_logger(__name__)
@@ -116,10 +117,7 @@ class SchedulerStats:
     pause_reason: str | None
     rate_limited_until: float | None  # Unix seconds
     last_progress_at: float | None  # monotonic seconds (the clock's), for the watchdog
-
-
-def _burst(rate_per_s: float) -> int:
-    return max(1, int(rate_per_s))
+    request_rate: float = 0.0  # the effective budget (requests/s): lower after a 429
 
 
 class Scheduler:
@@ -155,8 +153,8 @@ class Scheduler:
         self._watches: dict[str, Watch] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._heap_seq = itertools.count(1)
-        rate = upstream.max_requests_per_second
-        self._bucket = TokenBucket(rate, _burst(rate), clock)
+        self._budget = RequestBudget(upstream.max_requests_per_second, clock)
+        self._budget_lowered = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -230,8 +228,7 @@ class Scheduler:
         """
         old_polling, self._polling = self._polling, polling
         self._upstream = upstream
-        rate = upstream.max_requests_per_second
-        self._bucket.update(rate, _burst(rate))
+        self._budget.update(upstream.max_requests_per_second)
         for watch in self._watches.values():
             # Move the deadline by the change of policy only, keeping any time added for a
             # credential pause.
@@ -256,7 +253,7 @@ class Scheduler:
     @property
     def stats(self) -> SchedulerStats:
         now = self._clock.monotonic()
-        limited = self._bucket.paused_until
+        limited = self._budget.paused_until
         return SchedulerStats(
             watched=len(self._watches),
             in_flight=len(self._in_flight),
@@ -264,6 +261,7 @@ class Scheduler:
             pause_reason=self._pause_reason,
             rate_limited_until=self._timeline.to_wall(limited) if limited > now else None,
             last_progress_at=self._last_progress_at,
+            request_rate=self._budget.effective_rate(now),
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -302,6 +300,8 @@ class Scheduler:
                 self._last_progress_at = now
                 if self._paused and now - self._pause_saved_at >= PAUSE_SAVE_INTERVAL_S:
                     self._save_pause(now)
+                if self._budget_lowered:
+                    self._check_recovered(now)
                 delay = await self._step(now)
                 if delay > 0:
                     started = 0
@@ -347,8 +347,8 @@ class Scheduler:
                 self._take(watch)
                 await self._settle(watch, timed_out, now)
                 return 0.0
-        wait = self._bucket.wait_time()
-        if wait > 0 or not self._bucket.try_acquire():
+        wait = self._budget.wait_time()
+        if wait > 0 or not self._budget.try_acquire():
             return max(wait, 0.001)
         self._take(watch)
         probe = self._paused
@@ -356,7 +356,8 @@ class Scheduler:
             self._probe_in_flight = True
         self._poll_seq += 1
         task = asyncio.create_task(
-            self._poll(watch, probe=probe, seq=self._poll_seq), name=f"poll:{watch.task_id}"
+            self._poll(watch, probe=probe, seq=self._poll_seq, started=now),
+            name=f"poll:{watch.task_id}",
         )
         self._in_flight.add(task)
         task.add_done_callback(self._poll_done)
@@ -411,12 +412,12 @@ class Scheduler:
         watch.heap_seq = 0
 
     # -- one poll -------------------------------------------------------------------------------
-    async def _poll(self, watch: Watch, *, probe: bool, seq: int) -> None:
+    async def _poll(self, watch: Watch, *, probe: bool, seq: int, started: float) -> None:
         """One poll inside a boundary: whatever one task's answer makes go wrong (a parser's
         RecursionError, a bug it triggers) stays that task's error, and polling goes on for
         every other task. Only the store failing is the daemon's own failure."""
         try:
-            await self._poll_once(watch, probe=probe, seq=seq)
+            await self._poll_once(watch, probe=probe, seq=seq, started=started)
         except StoreError:
             raise
         except Exception as exc:
@@ -454,7 +455,7 @@ class Scheduler:
         self._dirty_polls[watch.task_id] = watch.polls
         self._dirty_errors[watch.task_id] = watch.last_error
 
-    async def _poll_once(self, watch: Watch, *, probe: bool, seq: int) -> None:
+    async def _poll_once(self, watch: Watch, *, probe: bool, seq: int, started: float) -> None:
         try:
             result = await self._client.fetch_status(watch.model, watch.task_id)
         except asyncio.CancelledError:
@@ -476,7 +477,9 @@ class Scheduler:
         decision = decide(watch, result, policy, now, self._rand())
         if enabled_for(logging.DEBUG):  # one line per poll: not even built unless wanted
             self._log_poll(watch, result, decision, now)
-        self._upstream_effects(watch, result, decision, probe=probe, seq=seq, now=now)
+        self._upstream_effects(
+            watch, result, decision, probe=probe, seq=seq, started=started, now=now
+        )
         if decision.unknown_state and not watch.unknown_state_logged:
             watch.unknown_state_logged = True
             log.warning(
@@ -549,6 +552,7 @@ class Scheduler:
         *,
         probe: bool,
         seq: int,
+        started: float,
         now: float,
     ) -> None:
         if decision.credentials_bad:
@@ -562,14 +566,19 @@ class Scheduler:
         if decision.rate_limited_until is not None:
             if self._observer is not None:
                 self._observer.rate_limited()
-            if self._bucket.paused_until <= now:
+            lowered = self._budget.rate_limited(started)
+            if lowered is not None or self._budget.paused_until <= now:
                 log.warning(
                     "upstream_rate_limited",
                     task_id=watch.task_id,
                     retry_after_s=result.retry_after_s,
                     paused_s=round(decision.rate_limited_until - now, 3),
+                    request_rate=round(self._budget.effective_rate(now), 3),
+                    max_requests_per_second=self._budget.rate,
                 )
-            self._bucket.pause_until(decision.rate_limited_until)
+            if lowered is not None:
+                self._budget_lowered = True
+            self._budget.pause_until(decision.rate_limited_until)
         if result.outcome is PollOutcome.TRANSIENT:
             self._note_problem(result, now)
 
@@ -615,6 +624,11 @@ class Scheduler:
             )
         if decision.pause_all_until is not None:
             self._probe_at = max(self._probe_at, decision.pause_all_until)
+
+    def _check_recovered(self, now: float) -> None:
+        if self._budget.effective_rate(now) >= self._budget.rate:
+            self._budget_lowered = False
+            log.info("upstream_rate_recovered", request_rate=self._budget.rate)
 
     def _resume(self, reason: str) -> None:
         # The pause was our credentials' fault, not the tasks': each deadline moves by the

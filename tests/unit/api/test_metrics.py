@@ -46,6 +46,7 @@ def test_upstream_metrics() -> None:
     m.upstream_request("sora-2", "http_429", 0.05)
     m.rate_limited()
     m.credentials_paused(True)
+    m.set_request_rate(7.5)
     m.detection_lag("nano-banana", 1.5)
     types, samples = scrape(m)
 
@@ -58,6 +59,8 @@ def test_upstream_metrics() -> None:
     assert value(samples, "upstream_rate_limited_total") == 1
     assert types["apixo_watcher_upstream_credentials_paused"] == "gauge"
     assert value(samples, "upstream_credentials_paused") == 1
+    assert types["apixo_watcher_upstream_request_rate_limit"] == "gauge"
+    assert value(samples, "upstream_request_rate_limit") == 7.5
     assert types["apixo_watcher_detection_lag_seconds"] == "histogram"
     assert value(samples, "detection_lag_seconds_count", model="nano-banana") == 1
 
