@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 
 import pytest
 
 from watcher.clock import ManualClock
-from watcher.polling.ratelimit import DECREASE, RECOVERY_S, RequestBudget
+from watcher.polling.ratelimit import DECREASE, PACING_SLACK_S, RECOVERY_S, RequestBudget
 
 
 async def settle() -> None:
@@ -79,20 +80,33 @@ def test_the_long_run_average_is_the_budget(clock: ManualClock, rate: float) -> 
     assert len(starts) / 20.0 == pytest.approx(rate, rel=0.06, abs=0.1)
 
 
-def test_a_burst_goes_at_once_then_the_window_holds(clock: ManualClock) -> None:
+def test_requests_are_spaced_evenly(clock: ManualClock) -> None:
+    # A burst of due polls is spread over the second, not sent at once: bursts merge into one
+    # second as the upstream sees them when their latencies differ.
     budget = RequestBudget(10.0, clock)
-    assert take_all(budget) == 10  # a burst of up to the budget is not spread over a second
-    assert budget.wait_time() == pytest.approx(1.0, abs=0.002)
-    clock.advance(0.5)
+    assert take_all(budget) == 1
+    assert budget.wait_time() == pytest.approx(0.1 - PACING_SLACK_S)
+    clock.advance(0.05)
     assert take_all(budget) == 0
-    clock.advance(0.502)
-    assert take_all(budget) == 10
+    clock.advance(0.05)
+    assert take_all(budget) == 1
+    starts = run_flat_out(budget, clock, 3.0)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.1 - PACING_SLACK_S - 1e-9
+
+
+def test_slack_lets_a_fast_budget_start_a_few_per_wake_up(clock: ManualClock) -> None:
+    budget = RequestBudget(2000.0, clock)
+    assert take_all(budget) == 5  # 2 ms of slack at 0.5 ms spacing: 1 + 4
+    starts = run_flat_out(budget, clock, 2.0, 0.002)
+    assert worst_window(starts) <= 2001
+    assert len(starts) / 2.0 == pytest.approx(2000, rel=0.01)
 
 
 def test_fractional_rate_spaces_requests(clock: ManualClock) -> None:
     budget = RequestBudget(0.5, clock)
     assert take_all(budget) == 1
-    assert budget.wait_time() == pytest.approx(2.0)
+    assert budget.wait_time() == pytest.approx(2.0 - PACING_SLACK_S)
     clock.advance(1.0)
     assert not budget.try_acquire()
     clock.advance(1.0)
@@ -113,7 +127,7 @@ def test_pause_holds_everything_back(clock: ManualClock) -> None:
     budget.pause_until(clock.monotonic() + 1.0)  # an earlier end does not shorten the pause
     assert budget.paused_until == clock.monotonic() + 3.0
     clock.advance(3.0)
-    assert take_all(budget) == 10
+    assert take_all(budget) == 1
 
 
 def test_pause_applies_without_a_rate(clock: ManualClock) -> None:
@@ -127,13 +141,20 @@ def test_pause_applies_without_a_rate(clock: ManualClock) -> None:
 def test_update_changes_the_budget_at_once(clock: ManualClock) -> None:
     budget = RequestBudget(1.0, clock)
     assert take_all(budget) == 1
-    budget.update(100.0)
-    assert take_all(budget) == 99  # the window already holds one start
+    assert budget.wait_time() > 0.9
+    budget.update(100.0)  # the next slot moves to 1/100 s after now
+    assert budget.wait_time() == pytest.approx(0.01 - PACING_SLACK_S)
+    clock.advance(0.01)
+    assert take_all(budget) == 1
     clock.advance(1.01)
-    budget.update(2.0)
-    assert take_all(budget) == 2
-    clock.advance(0.5)
+    budget.update(2.0)  # the next slot moves to at most 1/2 s after now
+    assert take_all(budget) == 1
+    clock.advance(0.25)
     assert take_all(budget) == 0
+    clock.advance(0.25)
+    assert take_all(budget) == 1
+    clock.advance(0.25)
+    assert take_all(budget) == 0  # two starts in the last second already
 
 
 def test_a_429_halves_the_rate_and_it_recovers_additively(clock: ManualClock) -> None:
@@ -185,7 +206,6 @@ def test_wall_clock_steps_change_nothing(clock: ManualClock, step_s: float) -> N
 async def test_acquire_waits_on_the_clock(clock: ManualClock) -> None:
     budget = RequestBudget(2.0, clock)
     await budget.acquire()
-    await budget.acquire()
     done: list[int] = []
 
     async def worker(n: int) -> None:
@@ -195,13 +215,13 @@ async def test_acquire_waits_on_the_clock(clock: ManualClock) -> None:
     tasks = [asyncio.create_task(worker(n)) for n in range(3)]
     await settle()
     assert done == []
-    clock.advance(0.5)
-    await settle()
-    assert done == []  # the window still holds two starts
     clock.advance(0.51)
     await settle()
-    assert done == [0, 1]  # served in order
-    clock.advance(1.01)
+    assert done == [0]  # served in order, one per slot
+    clock.advance(0.51)
+    await settle()
+    assert done == [0, 1]
+    clock.advance(0.51)
     await asyncio.wait_for(asyncio.gather(*tasks), 1)
     assert done == [0, 1, 2]
 
