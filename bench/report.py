@@ -237,6 +237,16 @@ def mirror_section(
     }
 
 
+def budget_section(simulated: Any, live: Any) -> dict[str, Any]:
+    """The request budget: simulated waits and windows, and the live daemon's worst window."""
+    met = [s.get("met") for s in (simulated, live) if isinstance(s, Mapping)]
+    return {
+        "simulated": simulated,
+        "live": live,
+        "met": None if any(m is None for m in met) or not met else all(met),
+    }
+
+
 def assemble(sections: Mapping[str, Any], *, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The one JSON object the bench prints: metadata, every section, and a summary of which
     targets were met (None: not measured, e.g. the scenario failed)."""

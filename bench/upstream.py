@@ -6,14 +6,16 @@
   so "upstream completion" is a known instant on the machine clock, encoded in the id;
 - any other id: `pending` forever.
 
-Control: `GET /_bench/stats` -> `{"polls", "first_poll_at", "last_poll_at"}` (Unix seconds),
-`POST /_bench/reset` zeroes them. Answers are built from byte templates: the fake must cost far
+Control: `GET /_bench/stats` -> `{"polls", "first_poll_at", "last_poll_at", "worst_1s_window"}`
+(Unix seconds; the most polls received in any closed 1-second window), `POST /_bench/reset`
+zeroes them. Answers are built from byte templates: the fake must cost far
 less per request than the client it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import sys
 import time
@@ -41,6 +43,13 @@ class Upstream:
         self.polls = 0
         self.first_poll_at: float | None = None
         self.last_poll_at: float | None = None
+        self.times: list[float] = []  # monotonic, for the worst 1-second window
+
+    def worst_window(self) -> int:
+        times = self.times
+        return max(
+            (bisect.bisect_right(times, t + 1.0) - i for i, t in enumerate(times)), default=0
+        )
 
     def handle(self, method: bytes, target: bytes, body: bytes) -> tuple[int, bytes]:
         path, _, query = target.partition(b"?")
@@ -50,6 +59,8 @@ class Upstream:
             if self.first_poll_at is None:
                 self.first_poll_at = now
             self.last_poll_at = now
+            if len(self.times) < 2_000_000:
+                self.times.append(time.monotonic())
             task_id = b""
             for part in query.split(b"&"):
                 if part.startswith(b"taskId="):
@@ -60,6 +71,7 @@ class Upstream:
                 "polls": self.polls,
                 "first_poll_at": self.first_poll_at,
                 "last_poll_at": self.last_poll_at,
+                "worst_1s_window": self.worst_window(),
             }
             return 200, json.dumps(stats).encode()
         if path == b"/_bench/reset" and method == b"POST":

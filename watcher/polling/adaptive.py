@@ -24,7 +24,8 @@ from watcher.polling.durations import DurationDistribution
 # The scale is searched within these bounds (polls per unit of the sqrt-hazard integral).
 _SCALE_MIN: Final = 1e-3
 _SCALE_MAX: Final = 1e3
-_SEARCH_STEPS: Final = 48
+_SEARCH_STEPS: Final = 40
+_CLOSE_ENOUGH: Final = 1e-4  # relative: the search stops this close to the target
 # A schedule is followed until a task is this unlikely to be still running...
 _NEGLIGIBLE: Final = 1e-6
 # ...or for at most this many polls (a guard for min_interval far below the durations).
@@ -149,7 +150,11 @@ def plan(
     else:
         for _ in range(_SEARCH_STEPS):
             mid = (lo + hi) / 2
-            if polls(mid) < polls_per_task:
+            got = polls(mid)
+            if abs(got - polls_per_task) <= _CLOSE_ENOUGH * polls_per_task:
+                lo = hi = mid
+                break
+            if got < polls_per_task:
                 lo = mid
             else:
                 hi = mid
