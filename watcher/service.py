@@ -75,7 +75,7 @@ class Mirroring(Protocol):
 class FinishObserver(Protocol):
     """Measures how late we noticed a finished task (the daemon passes its Metrics)."""
 
-    def detection_lag(self, model: str, seconds: float) -> None: ...
+    def detection_delay(self, model: str, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +353,7 @@ class WatchService:
         if self._metrics is not None and outcome is not None and outcome.upstream is not None:
             completed_ms = outcome.upstream.get("completeTime")
             if isinstance(completed_ms, int | float) and not isinstance(completed_ms, bool):
-                self._metrics.detection_lag(task.model, max(0.0, now - completed_ms / 1000))
+                self._metrics.detection_delay(task.model, max(0.0, now - completed_ms / 1000))
         log.info(
             "task_finished" if to_state.terminal else "task_state_changed",
             task_id=task.task_id,

@@ -161,6 +161,38 @@ class DurationDistribution:
             return 0.0
         return self._root_rate[i] ** 2
 
+    def age_at_survival(self, s: float) -> float:
+        """The age by which all but a fraction `s` (0 < s <= 1) of tasks have finished."""
+        survival = self._survival
+        if s >= 1.0:
+            return EDGES[self._first]
+        if s <= 0.0 or s < survival[-2] * _TAIL_FLOOR:
+            return EDGES[self._first + len(self._root_rate)]
+        # survival falls along the edges: find the bin whose start is >= s > its end
+        lo, hi = 0, len(self._root_rate) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if survival[mid] >= s:
+                lo = mid
+            else:
+                hi = mid - 1
+        rate = self._root_rate[lo] ** 2
+        start = EDGES[self._first + lo]
+        if rate <= 0.0 or survival[lo] <= 0.0:
+            return start
+        return start + math.log(survival[lo] / s) / rate
+
+    def remaining_window(self, age: float, low: float, high: float) -> tuple[float, float] | None:
+        """The `low` and `high` quantiles (e.g. 0.1, 0.9) of the duration of a task known to be
+        running at `age`: the ages between which it will most likely finish. None past every
+        duration seen."""
+        alive = self.survival(age)
+        if age > self.max_s or alive <= 0.0:
+            return None
+        start = max(age, self.age_at_survival(alive * (1.0 - low)))
+        end = max(start, self.age_at_survival(alive * (1.0 - high)))
+        return start, end
+
     def finish_probability(self, since: float, until: float) -> float:
         """P(a task still running at age `since` has finished by age `until`)."""
         if until <= since:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
+import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from structlog.testing import capture_logs
@@ -138,3 +140,109 @@ async def test_a_429_halves_the_rate_honours_retry_after_and_recovers(rig30: Rig
     assert events.count("upstream_rate_limited") == 1
     assert "upstream_rate_recovered" in events
     assert rig30.scheduler.stats.request_rate == 30.0
+
+
+# -- budget-aware priority and learning ---------------------------------------------------------
+
+
+class OrderClient(FakeClient):
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.order: list[str] = []
+
+    async def fetch_status(self, model: str, task_id: str) -> PollResult:
+        self.order.append(task_id)
+        return await super().fetch_status(model, task_id)
+
+
+def lognormal(n: int, median: float) -> list[float]:
+    rng = random.Random(5)
+    return [median * math.exp(0.3 * rng.gauss(0.0, 1.0)) for _ in range(n)]
+
+
+def task(task_id: str, registered_at: float) -> Task:
+    return Task(
+        task_id,
+        "m",
+        None,
+        None,
+        {},
+        None,
+        TaskSource.API,
+        TaskState.PENDING,
+        registered_at,
+        registered_at,
+    )
+
+
+async def test_when_the_budget_binds_likely_finished_tasks_go_first() -> None:
+    clock = ManualClock(start=WALL0)
+    client = OrderClient(clock)
+    upstream = UpstreamConfig(
+        base_url="http://127.0.0.1:9", api_key=Secret("k"), max_requests_per_second=2.0
+    )
+    policy = replace(POLICY, initial_interval_s=600.0, max_interval_s=600.0)
+    scheduler = Scheduler(
+        client=client,
+        polling=PollingConfig(default=policy),
+        upstream=upstream,
+        sink=Sink(),
+        clock=clock,
+    )
+    scheduler.load_durations({"m": lognormal(200, median=20.0)})
+    now = clock.time()
+    # Registered first, so first in line by due time; but just registered: unlikely done.
+    for i in range(8):
+        scheduler.watch(task(f"young{i}", now))
+    # Registered 20 s ago (e.g. resumed after a restart): about half are done by now.
+    for i in range(8):
+        scheduler.watch(task(f"ripe{i}", now - 20.0))
+    run = asyncio.create_task(scheduler.run())
+    try:
+        rig = Rig(clock, client, scheduler)
+        await rig.run_for(9.0, 0.05)
+    finally:
+        scheduler.stop()
+        await scheduler.drain(1.0)
+        await asyncio.wait_for(run, 5)
+    order = client.order
+    assert len(order) == 16
+    # The first went while the budget was free (first due, first served); from then on the
+    # budget binds and every ripe task goes before the remaining young ones.
+    assert order[0] == "young0"
+    assert all(t.startswith("ripe") for t in order[1:9]), order
+    assert all(t.startswith("young") for t in order[9:]), order
+
+
+async def test_finished_tasks_teach_the_learner(rig30: Rig) -> None:
+    created_ms = int(WALL0 * 1000) - 4_000
+    rig30.client.answer = PollResult(
+        PollOutcome.OK,
+        200,
+        200,
+        {"state": "pending", "createTime": created_ms},
+        None,
+        "HTTP 200",
+    )
+    rig30.add(1)
+    await rig30.run_for(0.1, 0.01)
+    watch = rig30.scheduler.get("t0")
+    assert watch is not None
+    assert watch.created_at == pytest.approx(-4.0)  # 4 s before registration, on this clock
+    done = {
+        "state": "success",
+        "resultJson": '{"resultUrls": []}',
+        "createTime": created_ms,
+        "completeTime": created_ms + 12_500,
+        "costTime": 12_500,
+    }
+    rig30.client.answer = PollResult(PollOutcome.OK, 200, 200, done, None, "HTTP 200")
+    await rig30.run_for(1.0, 0.01)
+    assert rig30.scheduler.get("t0") is None
+    learned = rig30.scheduler.learned_durations()
+    assert [(m, d) for m, d, _ in learned] == [("m", 12.5)]
+    assert rig30.scheduler.learned_durations() == []  # handed over once
+    (stats,) = rig30.scheduler.model_stats()
+    assert (stats.model, stats.samples, stats.duration_p50_s) == ("m", 1, 12.5)
+    assert stats.detection_delay_mean_s is not None
+    assert stats.strategy == "fixed"
