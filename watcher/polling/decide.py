@@ -77,6 +77,7 @@ class Watch:
     # The upstream's createTime on this clock, once an answer told it (ages count from it).
     created_at: float | None = None
     last_polled_at: float | None = None  # when the last answer came (budget priority)
+    hinted: bool = False  # a hint said it may be done: first in line until polled
 
     @property
     def origin(self) -> float:

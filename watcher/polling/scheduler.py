@@ -74,6 +74,9 @@ STARTS_PER_TURN = 32
 # Durations that could not be saved (the store unreachable) are kept for the next flush, up to
 # this many (the newest).
 KEEP_UNSAVED_DURATIONS = 10_000
+# A hint never brings a task's poll closer than this to its previous one: a flood of hints
+# for one task costs at most one request per this many seconds.
+HINT_MIN_GAP_S = 1.0
 # While the budget holds due polls back, at most this many are moved into the priority heap
 # per turn of the loop (computing a chance costs a few microseconds each).
 PROMOTE_PER_STEP = 512
@@ -215,6 +218,25 @@ class Scheduler:
         watch = watch_for(task, policy, now, registered_at=registered_at, plan=plan)
         self._watches[task.task_id] = watch
         self._push(watch)
+
+    def poll_soon(self, task_id: str) -> bool:
+        """A hint (e.g. the upstream's callback) says the task may be done: poll it now, within
+        the budget and first in line, but not within HINT_MIN_GAP_S of its last poll. The hint
+        itself decides nothing: the poll does. False when the task is not watched."""
+        watch = self._watches.get(task_id)
+        if watch is None:
+            return False
+        watch.hinted = True
+        if watch.next_poll_at is None:
+            return True  # a poll is in flight: its answer decides
+        now = self._clock.monotonic()
+        at = now
+        if watch.last_polled_at is not None:
+            at = max(at, watch.last_polled_at + HINT_MIN_GAP_S)
+        if at < watch.next_poll_at:
+            watch.next_poll_at = at
+            self._push(watch)
+        return True
 
     def unwatch(self, task_id: str) -> bool:
         """Stop watching a task (cancelled); an answer already in flight for it is dropped."""
@@ -505,6 +527,8 @@ class Scheduler:
         """P(the task finished since its last poll | it had not then), from its model's learned
         distribution. Without one (or past it): a scale-free guess, 1 - (age then / age now),
         which ranks a poll higher the larger the share of the task's life it has not seen."""
+        if watch.hinted:
+            return 1.0
         origin = watch.origin
         last = watch.last_polled_at if watch.last_polled_at is not None else watch.registered_at
         since, until = max(0.0, last - origin), max(0.0, now - origin)
@@ -578,6 +602,7 @@ class Scheduler:
             return  # cancelled while the request was in flight
         watch.polls += 1
         watch.last_polled_at = now
+        watch.hinted = False
         data = result.data if result.outcome is PollOutcome.OK else None
         if data and watch.created_at is None:
             self._note_created(watch, data)

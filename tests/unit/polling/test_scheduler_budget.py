@@ -246,3 +246,38 @@ async def test_finished_tasks_teach_the_learner(rig30: Rig) -> None:
     assert (stats.model, stats.samples, stats.duration_p50_s) == ("m", 1, 12.5)
     assert stats.detection_delay_mean_s is not None
     assert stats.strategy == "fixed"
+
+
+async def test_a_hint_moves_the_next_poll_to_now_but_not_within_a_second_of_the_last() -> None:
+    clock = ManualClock(start=WALL0)
+    client = OrderClient(clock)
+    upstream = UpstreamConfig(base_url="http://127.0.0.1:9", api_key=Secret("k"))
+    policy = replace(POLICY, initial_interval_s=600.0, max_interval_s=600.0)
+    scheduler = Scheduler(
+        client=client,
+        polling=PollingConfig(default=policy),
+        upstream=upstream,
+        sink=Sink(),
+        clock=clock,
+    )
+    scheduler.watch(task("a", clock.time()))
+    run = asyncio.create_task(scheduler.run())
+    rig = Rig(clock, client, scheduler)
+    try:
+        await rig.run_for(0.1, 0.05)
+        assert client.order == ["a"]  # the first poll; the next is 600 s away
+        assert scheduler.poll_soon("unknown") is False
+        assert scheduler.poll_soon("a") is True
+        await rig.run_for(0.5, 0.05)
+        assert client.order == ["a"]  # not within HINT_MIN_GAP_S of the last poll
+        await rig.run_for(0.6, 0.05)
+        assert client.order == ["a", "a"]
+        watch = scheduler.get("a")
+        assert watch is not None
+        assert watch.hinted is False  # the poll answered the hint
+        assert watch.next_poll_at is not None
+        assert watch.next_poll_at > clock.monotonic() + 500
+    finally:
+        scheduler.stop()
+        await scheduler.drain(1.0)
+        await asyncio.wait_for(run, 5)
