@@ -129,6 +129,9 @@ async def run(only: set[str]) -> dict[str, Any]:
             sections["mirror"] = await _guard("mirror", lambda: mirror(OUT, receiver.url))
         if "polling" in only:
             sections["polling"] = await _guard("polling", lambda: _polling(OUT))
+            sections["polling_live"] = await _guard(
+                "polling_live", lambda: scenarios.polling_live(env)
+            )
         if "budget" in only:
             simulated = await _guard("budget_sim", _budget_sim)
             live = await _guard("budget_live", lambda: scenarios.budget_live(env))

@@ -138,3 +138,14 @@ def test_the_polling_simulation_evaluates_a_schedule() -> None:
     assert delay == pytest.approx((1 + 0 + 1 + 4) / 4)
     assert polling_sim.at_requests([(1.0, 10.0), (3.0, 2.0)], 2.0) == pytest.approx(6.0)
     assert polling_sim.at_requests([(1.0, 10.0), (3.0, 2.0)], 4.0) is None
+
+
+def test_the_live_polling_row_needs_the_delay_and_the_requests() -> None:
+    fixed = {"requests_per_task": 6.0, "completion_to_webhook_mean_s": 0.7}
+    good = {"requests_per_task": 6.3, "completion_to_webhook_mean_s": 0.15}
+    assert report.polling_live_section(fixed, good)["met"] is True
+    costly = {"requests_per_task": 6.7, "completion_to_webhook_mean_s": 0.15}
+    assert report.polling_live_section(fixed, costly)["met"] is False
+    slow = {"requests_per_task": 6.0, "completion_to_webhook_mean_s": 0.4}
+    assert report.polling_live_section(fixed, slow)["met"] is False
+    assert report.polling_live_section(fixed, {})["met"] is None
