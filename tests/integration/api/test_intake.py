@@ -129,6 +129,7 @@ class FakeScheduler:
         self.watched: list[str] = []
         self.unwatched: list[str] = []
         self.hinted: list[str] = []
+        self.stats = [ModelStats("nano-banana", 3, 10.0, 14.0, 15.5, "fixed", 5.2, 1.25)]
 
     def watch(self, task: Task) -> None:
         self.watched.append(task.task_id)
@@ -145,7 +146,7 @@ class FakeScheduler:
         return task_id in self.watched and task_id not in self.unwatched
 
     def model_stats(self) -> list[ModelStats]:
-        return [ModelStats("nano-banana", 3, 10.0, 14.0, 15.5, "fixed", 5.2, 1.25)]
+        return self.stats
 
     def expected_completion(self, task_id: str) -> tuple[float, float] | None:
         return None
