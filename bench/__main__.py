@@ -1,7 +1,8 @@
 """`python -m bench`: run every scenario and print one JSON object on stdout.
 
-Progress goes to stderr; raw data to bench/out/; the plot to docs/performance.png.
-`python -m bench --only cpu,latency` runs a subset (for profiling sessions).
+Progress goes to stderr; raw data to bench/out/; the plots to docs/performance.png and
+docs/polling.png. `python -m bench --only cpu,latency` runs a subset (for profiling sessions);
+`polling` (the polling simulation) and `budget` need no network and take ~15 s.
 """
 
 from __future__ import annotations
@@ -22,16 +23,20 @@ from typing import Any
 
 import structlog
 
-from bench import console, report, scenarios
+from bench import budget_sim, console, polling_sim, report, scenarios
 from bench.fixtures import build_tasks
 from bench.mirror import mirror
-from bench.plot import plot_scaling
+from bench.plot import plot_polling, plot_scaling
 from bench.procs import log
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 PLOT = ROOT / "docs" / "performance.png"
-ALL = ("rss", "cpu", "latency", "delivery", "docs", "console", "tasks", "mirror")
+POLLING_PLOT = ROOT / "docs" / "polling.png"
+ALL = (
+    *("rss", "cpu", "latency", "delivery", "docs", "console", "tasks", "mirror"),
+    *("polling", "budget"),
+)
 
 
 async def _guard(name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -46,6 +51,21 @@ async def _guard(name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         return {"error": f"{type(exc).__name__}: {exc}", "met": None}
     log(f"{name}: done in {time.monotonic() - t0:.1f}s: {json.dumps(result)[:400]}")
     return result
+
+
+async def _polling(out: Path) -> dict[str, Any]:
+    """The polling simulation; its curves go to bench/out/polling.json and the plot."""
+    result = polling_sim.run()
+    (out / "polling.json").write_text(json.dumps(result))
+    plot_polling(result["workloads"], POLLING_PLOT)
+    log(f"plot written to {POLLING_PLOT}")
+    for workload in result["workloads"].values():
+        del workload["curves"]  # in polling.json; too long for the report
+    return result
+
+
+async def _budget_sim() -> dict[str, Any]:
+    return budget_sim.run()
 
 
 async def run(only: set[str]) -> dict[str, Any]:
@@ -107,6 +127,15 @@ async def run(only: set[str]) -> dict[str, Any]:
             sections["tasks_file"] = await _guard("tasks_file", lambda: scenarios.tasks_file(env))
         if "mirror" in only:
             sections["mirror"] = await _guard("mirror", lambda: mirror(OUT, receiver.url))
+        if "polling" in only:
+            sections["polling"] = await _guard("polling", lambda: _polling(OUT))
+            sections["polling_live"] = await _guard(
+                "polling_live", lambda: scenarios.polling_live(env)
+            )
+        if "budget" in only:
+            simulated = await _guard("budget_sim", _budget_sim)
+            live = await _guard("budget_live", lambda: scenarios.budget_live(env))
+            sections["budget"] = report.budget_section(simulated, live)
     finally:
         upstream.close()
         receiver.close()

@@ -40,3 +40,54 @@ def plot_scaling(rows: Sequence[Mapping[str, Any]], reference_us: float | None, 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_polling(workloads: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """One panel per workload: mean detection delay against requests per task for each
+    schedule (the curves of bench.polling_sim)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    styles = {
+        "fixed_interval": ("fixed interval", "tab:grey", "-"),
+        "adaptive_50": ("adaptive, 50 samples", "tab:cyan", "-"),
+        "adaptive_200": ("adaptive, 200 samples", "tab:blue", "-"),
+        "adaptive_1000": ("adaptive, 1,000 samples", "navy", "-"),
+        "optimum": ("optimum (true distribution)", "black", "--"),
+    }
+    for ax, result in zip(axes.flat, workloads.values(), strict=False):
+        docs = result["docs_schedule"]
+        top = docs["requests_per_task"] * 2.4
+        for key, (label, color, line) in styles.items():
+            curve = [p for p in result["curves"][key] if p[0] <= top]
+            ax.plot([p[0] for p in curve], [p[1] for p in curve], line, color=color, label=label)
+        ax.plot(
+            docs["requests_per_task"],
+            docs["delay_s"],
+            "x",
+            color="red",
+            markersize=9,
+            label="docs' schedule (3 s, x1.5, max 30 s)",
+        )
+        fixed = result["fixed_defaults"]
+        ax.plot(
+            fixed["requests_per_task"],
+            fixed["delay_s"],
+            "o",
+            color="tab:orange",
+            label="daemon's fixed settings",
+        )
+        ax.set_title(result["label"], fontsize=9)
+        ax.set_xlabel("requests per task (mean)")
+        ax.set_ylabel("detection delay (mean, s)")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, max(docs["delay_s"], fixed["delay_s"]) * 1.6)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

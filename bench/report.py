@@ -237,6 +237,45 @@ def mirror_section(
     }
 
 
+POLLING_LIVE_DELAY_TARGET = 0.5  # adaptive / fixed, completion -> webhook
+POLLING_LIVE_REQUESTS_SLACK = 1.1  # adaptive may spend this much of fixed's requests
+
+
+def polling_live_section(fixed: Mapping[str, Any], adaptive: Mapping[str, Any]) -> dict[str, Any]:
+    """Fixed against adaptive on the live daemon: requests per task and completion -> webhook."""
+    delay = ratio(
+        adaptive.get("completion_to_webhook_mean_s"), fixed.get("completion_to_webhook_mean_s")
+    )
+    requests = ratio(adaptive.get("requests_per_task"), fixed.get("requests_per_task"))
+    ok = (
+        delay is not None
+        and requests is not None
+        and delay <= POLLING_LIVE_DELAY_TARGET
+        and requests <= POLLING_LIVE_REQUESTS_SLACK
+    )
+    return {
+        "fixed": dict(fixed),
+        "adaptive": dict(adaptive),
+        "delay_ratio": _r(delay),
+        "requests_ratio": _r(requests),
+        "target": (
+            f"adaptive completion -> webhook <= {POLLING_LIVE_DELAY_TARGET}x fixed at <= "
+            f"{POLLING_LIVE_REQUESTS_SLACK}x its requests"
+        ),
+        "met": _met(delay, ok),
+    }
+
+
+def budget_section(simulated: Any, live: Any) -> dict[str, Any]:
+    """The request budget: simulated waits and windows, and the live daemon's worst window."""
+    met = [s.get("met") for s in (simulated, live) if isinstance(s, Mapping)]
+    return {
+        "simulated": simulated,
+        "live": live,
+        "met": None if any(m is None for m in met) or not met else all(met),
+    }
+
+
 def assemble(sections: Mapping[str, Any], *, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The one JSON object the bench prints: metadata, every section, and a summary of which
     targets were met (None: not measured, e.g. the scenario failed)."""

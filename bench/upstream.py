@@ -4,9 +4,11 @@
 
 - `ID = c<unix_ms>-...`: `pending` until `unix_ms`, then `success` (with `completeTime = unix_ms`)
   so "upstream completion" is a known instant on the machine clock, encoded in the id;
+  `c<unix_ms>-k<created_ms>-...` also says when the task was created (`createTime`);
 - any other id: `pending` forever.
 
-Control: `GET /_bench/stats` -> `{"polls", "first_poll_at", "last_poll_at"}` (Unix seconds),
+Control: `GET /_bench/stats` -> `{"polls", "polls_by_model", "first_poll_at", "last_poll_at",
+"worst_1s_window"}` (Unix seconds; the most polls received in any closed 1-second window),
 `POST /_bench/reset` zeroes them. Answers are built from byte templates: the fake must cost far
 less per request than the client it serves.
 """
@@ -14,6 +16,7 @@ less per request than the client it serves.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import sys
 import time
@@ -21,14 +24,14 @@ import time
 from bench.httpserver import bound_port, serve
 
 _PENDING = (
-    b'{"code":200,"message":"success","data":{"taskId":"%s","state":"pending",'
-    b'"createTime":1704067200000}}'
+    b'{"code":200,"message":"success","data":{"taskId":"%s","state":"pending","createTime":%d}}'
 )
 _SUCCESS = (
     b'{"code":200,"message":"success","data":{"taskId":"%s","state":"success",'
     b'"resultJson":"{\\"resultUrls\\":[\\"https://cdn.example.invalid/out/%s.jpg\\"]}",'
-    b'"costTime":1000,"createTime":1704067200000,"completeTime":%d}}'
+    b'"costTime":%d,"createTime":%d,"completeTime":%d}}'
 )
+_DEFAULT_CREATED_MS = 1704067200000
 
 
 class Upstream:
@@ -39,17 +42,29 @@ class Upstream:
 
     def reset(self) -> None:
         self.polls = 0
+        self.polls_by_model: dict[str, int] = {}
         self.first_poll_at: float | None = None
         self.last_poll_at: float | None = None
+        self.times: list[float] = []  # monotonic, for the worst 1-second window
+
+    def worst_window(self) -> int:
+        times = self.times
+        return max(
+            (bisect.bisect_right(times, t + 1.0) - i for i, t in enumerate(times)), default=0
+        )
 
     def handle(self, method: bytes, target: bytes, body: bytes) -> tuple[int, bytes]:
         path, _, query = target.partition(b"?")
         if b"/statusTask/" in path:
             now = time.time()
             self.polls += 1
+            model = path.rsplit(b"/", 1)[-1].decode("ascii", "replace")
+            self.polls_by_model[model] = self.polls_by_model.get(model, 0) + 1
             if self.first_poll_at is None:
                 self.first_poll_at = now
             self.last_poll_at = now
+            if len(self.times) < 2_000_000:
+                self.times.append(time.monotonic())
             task_id = b""
             for part in query.split(b"&"):
                 if part.startswith(b"taskId="):
@@ -58,8 +73,10 @@ class Upstream:
         if path == b"/_bench/stats":
             stats = {
                 "polls": self.polls,
+                "polls_by_model": self.polls_by_model,
                 "first_poll_at": self.first_poll_at,
                 "last_poll_at": self.last_poll_at,
+                "worst_1s_window": self.worst_window(),
             }
             return 200, json.dumps(stats).encode()
         if path == b"/_bench/reset" and method == b"POST":
@@ -78,12 +95,22 @@ def completion_ms(task_id: bytes) -> int | None:
     return int(head)
 
 
+def created_ms(task_id: bytes) -> int:
+    """The creation instant (Unix ms) in a `c<ms>-k<created_ms>-...` id, else a fixed one."""
+    parts = task_id.split(b"-", 2)
+    if len(parts) >= 2 and parts[1].startswith(b"k") and parts[1][1:].isdigit():
+        return int(parts[1][1:])
+    return _DEFAULT_CREATED_MS
+
+
 def status_body(task_id: bytes, now: float) -> bytes:
     """The status answer for `task_id` at `now` (Unix seconds)."""
     done_ms = completion_ms(task_id)
+    created = created_ms(task_id)
     if done_ms is not None and now * 1000 >= done_ms:
-        return _SUCCESS % (task_id, task_id, done_ms)
-    return _PENDING % task_id
+        cost = max(0, done_ms - created) if created != _DEFAULT_CREATED_MS else 1000
+        return _SUCCESS % (task_id, task_id, cost, created, done_ms)
+    return _PENDING % (task_id, created)
 
 
 async def _main() -> None:

@@ -85,11 +85,19 @@ READY_TIMEOUT_S = 2.0
 EXIT_STORE_IN_USE = 75
 
 
+def _largest_window(config: Config) -> int:
+    """The most durations any model keeps (polling.adaptive.window and its overrides)."""
+    policies = [config.polling.default, *config.polling.models.values()]
+    return max(p.adaptive.window for p in policies)
+
+
 def config_secrets(config: Config) -> list[str]:
     """Every secret value of a config, for the log scrubber."""
     values = [config.upstream.api_key.reveal()]
     if config.intake.token is not None:
         values.append(config.intake.token.reveal())
+    if config.intake.hint_token is not None:
+        values.append(config.intake.hint_token.reveal())
     if config.delivery.callback_secret is not None:
         values.append(config.delivery.callback_secret.reveal())
     for endpoint in config.endpoints:
@@ -251,6 +259,7 @@ class Daemon:
             observer=self.metrics,
         )
         self.service.attach(scheduler=self.scheduler, deliverer=self.deliverer)
+        self.scheduler.load_durations(await self.store.recent_durations(_largest_window(config)))
         resumed = 0
         async for task in self.store.active_tasks():
             self.scheduler.watch(task)
@@ -593,18 +602,30 @@ class Daemon:
         if self.scheduler is None or self.store is None:
             return
         counts, errors = self.scheduler.poll_counts()
-        if not (counts or errors):
-            return
-        try:
-            await self.store.record_polls(counts, errors=errors)
-        except StoreUnavailable as exc:
-            # Kept for the next flush (fresher counts of the same tasks win).
-            self.scheduler.keep_poll_counts(counts, errors)
-            log.warning("poll_counts_not_saved", tasks=len(counts), error=exc.message)
+        if counts or errors:
+            try:
+                await self.store.record_polls(counts, errors=errors)
+            except StoreUnavailable as exc:
+                # Kept for the next flush (fresher counts of the same tasks win).
+                self.scheduler.keep_poll_counts(counts, errors)
+                log.warning("poll_counts_not_saved", tasks=len(counts), error=exc.message)
+        durations = self.scheduler.learned_durations()
+        if durations:
+            try:
+                await self.store.record_durations(durations)
+            except StoreUnavailable as exc:
+                self.scheduler.keep_durations(durations)  # the next flush tries again
+                log.warning("durations_not_saved", samples=len(durations), error=exc.message)
 
     async def _purge(self) -> None:
         """Delete finished tasks older than store.retention, a batch at a time."""
         retention_s = self.config.store.retention_s
+        if self.store is not None:
+            # What the adaptive strategy learns from: each model's last `window` durations.
+            try:
+                await self.store.trim_durations(_largest_window(self.config))
+            except StoreUnavailable as exc:
+                log.warning("durations_trim_postponed", error=exc.message)  # the next hour's
         if self.store is None or retention_s <= 0:
             return
         before = self._timeline.wall() - retention_s
@@ -671,6 +692,8 @@ class Daemon:
         }
 
     async def _collect_metrics(self) -> None:
+        if self.scheduler is not None:
+            self.metrics.set_request_rate(self.scheduler.stats.request_rate)
         if self.store is None:
             return
         by_state = await self.store.count_tasks()

@@ -42,6 +42,7 @@ from watcher.store.base import AsyncStore
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
     from watcher.polling.decide import Decision, Watch
+    from watcher.polling.learning import ModelStats
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,12 @@ class Watching(Protocol):
     def get(self, task_id: str) -> Watch | None: ...
 
     def wall_time(self, mono: float) -> float: ...
+
+    def poll_soon(self, task_id: str) -> bool: ...
+
+    def model_stats(self) -> list[ModelStats]: ...
+
+    def expected_completion(self, task_id: str) -> tuple[float, float] | None: ...
 
 
 class Delivering(Protocol):
@@ -75,7 +82,7 @@ class Mirroring(Protocol):
 class FinishObserver(Protocol):
     """Measures how late we noticed a finished task (the daemon passes its Metrics)."""
 
-    def detection_lag(self, model: str, seconds: float) -> None: ...
+    def detection_delay(self, model: str, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,8 @@ class TaskView:
     deliveries: list[DeliveryView]
     # Its result files' copies (contract section 9), in result_urls order; empty when off.
     mirror_files: list[MirrorFile] = dataclasses.field(default_factory=list)
+    # A watched task's likely completion (Unix seconds, from its model's learned durations).
+    expected_completion: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +236,12 @@ class WatchService:
     async def view(self, task_id: str) -> TaskView:
         task = await self.get_task(task_id)
         next_poll_at = None
+        expected = None
         if self._scheduler is not None:
             watch = self._scheduler.get(task_id)
             if watch is not None and watch.next_poll_at is not None:
                 next_poll_at = self._scheduler.wall_time(watch.next_poll_at)
+            expected = self._scheduler.expected_completion(task_id)
         deliveries, _ = await self._store.list_deliveries(task_id=task_id, limit=1000)
         return TaskView(
             task=task,
@@ -242,7 +253,20 @@ class WatchService:
                 for d in reversed(deliveries)
             ],
             mirror_files=await self._store.mirror_files(task_id),
+            expected_completion=expected,
         )
+
+    # -- adaptive polling -------------------------------------------------------------------------
+    def hint(self, task_id: str) -> bool:
+        """A hint that `task_id` may be done (an upstream callback): if it is watched, poll it
+        at once, within the budget; the poll decides. Whether it is watched."""
+        if self._scheduler is None:
+            return False
+        return self._scheduler.poll_soon(task_id)
+
+    def model_stats(self) -> list[ModelStats]:
+        """What was learned per model (GET /v1/stats/models)."""
+        return self._scheduler.model_stats() if self._scheduler is not None else []
 
     def _overlay_live(self, task: Task) -> None:
         # Poll counts are flushed to the store in batches; the scheduler's count is fresher.
@@ -353,7 +377,7 @@ class WatchService:
         if self._metrics is not None and outcome is not None and outcome.upstream is not None:
             completed_ms = outcome.upstream.get("completeTime")
             if isinstance(completed_ms, int | float) and not isinstance(completed_ms, bool):
-                self._metrics.detection_lag(task.model, max(0.0, now - completed_ms / 1000))
+                self._metrics.detection_delay(task.model, max(0.0, now - completed_ms / 1000))
         log.info(
             "task_finished" if to_state.terminal else "task_state_changed",
             task_id=task.task_id,

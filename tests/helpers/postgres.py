@@ -43,6 +43,7 @@ TABLES = (
     "tasks",
     "heartbeat",
     "instances",
+    "task_durations",
 )
 
 

@@ -397,7 +397,7 @@ async def test_metrics_count_polls_attempts_and_lag_without_task_ids(
     assert samples['apixo_watcher_webhook_attempts_total{endpoint="app",outcome="retry"}'] == 1
     assert samples['apixo_watcher_webhook_attempts_total{endpoint="app",outcome="succeeded"}'] == 1
     assert samples['apixo_watcher_tasks{state="succeeded"}'] == 1
-    assert samples['apixo_watcher_detection_lag_seconds_count{model="flux-2"}'] == 1
+    assert samples['apixo_watcher_detection_delay_seconds_count{model="flux-2"}'] == 1
     assert samples['apixo_watcher_delivery_latency_seconds_count{endpoint="app"}'] == 1
     assert "task_m" not in text
 

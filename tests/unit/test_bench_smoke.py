@@ -113,3 +113,39 @@ def test_mirror_section_compares_with_the_bare_loop_and_reports_added_latency() 
         lags_on_s=[0.2],
         lags_off_s=[0.1],
     )["met"]
+
+
+def test_the_budget_simulation_keeps_every_window() -> None:
+    from bench import budget_sim
+
+    result = budget_sim.run()
+    assert result["met"] is True
+    for case in result["cases"]:
+        assert case["daemon_worst_1s_window"] <= 21
+    section = report.budget_section(result, {"met": True})
+    assert section["met"] is True
+    assert report.budget_section(result, {"error": "boom", "met": None})["met"] is None
+
+
+def test_the_polling_simulation_evaluates_a_schedule() -> None:
+    np = pytest.importorskip("numpy")  # the bench extra
+    from bench import polling_sim
+
+    durations = np.array([1.0, 2.0, 3.0, 10.0])
+    requests, delay = polling_sim.evaluate([2.0, 4.0], durations, 5.0)
+    # 1 and 2: seen at 2 (1 poll); 3: at 4 (2 polls); 10: at 4, 9, 14 (4 polls)
+    assert requests == pytest.approx((1 + 1 + 2 + 4) / 4)
+    assert delay == pytest.approx((1 + 0 + 1 + 4) / 4)
+    assert polling_sim.at_requests([(1.0, 10.0), (3.0, 2.0)], 2.0) == pytest.approx(6.0)
+    assert polling_sim.at_requests([(1.0, 10.0), (3.0, 2.0)], 4.0) is None
+
+
+def test_the_live_polling_row_needs_the_delay_and_the_requests() -> None:
+    fixed = {"requests_per_task": 6.0, "completion_to_webhook_mean_s": 0.7}
+    good = {"requests_per_task": 6.3, "completion_to_webhook_mean_s": 0.15}
+    assert report.polling_live_section(fixed, good)["met"] is True
+    costly = {"requests_per_task": 6.7, "completion_to_webhook_mean_s": 0.15}
+    assert report.polling_live_section(fixed, costly)["met"] is False
+    slow = {"requests_per_task": 6.0, "completion_to_webhook_mean_s": 0.4}
+    assert report.polling_live_section(fixed, slow)["met"] is False
+    assert report.polling_live_section(fixed, {})["met"] is None

@@ -36,8 +36,8 @@ _DELIVERY_BUCKETS = (
     *(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     *(60.0, 300.0, 1800.0, 7200.0, 21600.0, 86400.0),
 )
-# Upstream completeTime -> our detection: bounded by the polling interval (up to minutes).
 _MIRROR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Detection delay, upstream completeTime -> the poll that saw it: up to the polling interval.
 _LAG_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
@@ -89,6 +89,12 @@ class Metrics:
             "Upstream answers of 429 (rate limit exceeded).",
             registry=reg,
         )
+        self._request_rate = Gauge(
+            PREFIX + "upstream_request_rate_limit",
+            "The request budget in effect (requests per second): max_requests_per_second, "
+            "lower while recovering from a 429 (halved per 429, recovering additively).",
+            registry=reg,
+        )
         self._credentials_paused = Gauge(
             PREFIX + "upstream_credentials_paused",
             "1 while polling is paused because the upstream rejected the API key or account.",
@@ -114,8 +120,8 @@ class Metrics:
             buckets=_DELIVERY_BUCKETS,
             registry=reg,
         )
-        self._detection_lag = Histogram(
-            PREFIX + "detection_lag_seconds",
+        self._detection_delay = Histogram(
+            PREFIX + "detection_delay_seconds",
             "Time from the upstream's completeTime to the watcher noticing, by model.",
             ["model"],
             buckets=_LAG_BUCKETS,
@@ -206,13 +212,17 @@ class Metrics:
         """The upstream answered 429."""
         self._rate_limited.inc()
 
+    def set_request_rate(self, rate_per_s: float) -> None:
+        """The request budget in effect now (the scheduler's, read at each scrape)."""
+        self._request_rate.set(rate_per_s)
+
     def credentials_paused(self, paused: bool) -> None:
         """Polling was paused (True) or resumed (False) because of the API key or account."""
         self._credentials_paused.set(1 if paused else 0)
 
-    def detection_lag(self, model: str, seconds: float) -> None:
+    def detection_delay(self, model: str, seconds: float) -> None:
         """A terminal state was detected `seconds` after the upstream's completeTime."""
-        self._detection_lag.labels(model=model).observe(max(0.0, seconds))
+        self._detection_delay.labels(model=model).observe(max(0.0, seconds))
 
     # -- webhooks -------------------------------------------------------------------------------
     def webhook_attempt(self, endpoint: str, outcome: str, duration_s: float) -> None:

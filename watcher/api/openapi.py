@@ -391,6 +391,7 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "required": [
                         "next_poll_at",
+                        "expected_completion",
                         "state_changes",
                         "events",
                         "deliveries",
@@ -398,6 +399,16 @@ def _schemas() -> dict[str, Any]:
                     ],
                     "properties": {
                         "next_poll_at": _nullable(_TIMESTAMP),
+                        "expected_completion": _nullable(
+                            {
+                                "type": "object",
+                                "description": "While watched: when the task will most likely "
+                                "finish (8 in 10 tasks of its model that ran this long finished "
+                                "between these), from the model's learned durations.",
+                                "required": ["earliest", "latest"],
+                                "properties": {"earliest": _TIMESTAMP, "latest": _TIMESTAMP},
+                            }
+                        ),
                         "state_changes": {"type": "array", "items": _ref("StateChange")},
                         "events": {"type": "array", "items": _ref("Event")},
                         "deliveries": {"type": "array", "items": _ref("DeliveryDetail")},
@@ -475,6 +486,65 @@ def _schemas() -> dict[str, Any]:
                     "description": "The answer was longer than what `answer` shows.",
                 },
             },
+        },
+        "ModelStats": {
+            "type": "object",
+            "required": ["models"],
+            "properties": {
+                "models": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": [
+                            "model",
+                            "samples",
+                            "duration_p50_s",
+                            "duration_p90_s",
+                            "duration_p99_s",
+                            "strategy",
+                            "polls_per_task",
+                            "detection_delay_mean_s",
+                        ],
+                        "properties": {
+                            "model": {"type": "string"},
+                            "samples": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "Finished tasks learned from (the last "
+                                "`polling.adaptive.window`).",
+                            },
+                            "duration_p50_s": _nullable({"type": "number"}),
+                            "duration_p90_s": _nullable({"type": "number"}),
+                            "duration_p99_s": _nullable({"type": "number"}),
+                            "strategy": {
+                                "type": "string",
+                                "enum": ["fixed", "adaptive"],
+                                "description": "The one in use now: `adaptive` only once the "
+                                "model has `min_samples`.",
+                            },
+                            "polls_per_task": _nullable(
+                                {
+                                    "type": "number",
+                                    "description": "Mean requests per task the strategy in "
+                                    "use spends on the learned durations.",
+                                }
+                            ),
+                            "detection_delay_mean_s": _nullable(
+                                {
+                                    "type": "number",
+                                    "description": "Mean time from the upstream's "
+                                    "completeTime to the poll that saw it (last 1,000).",
+                                }
+                            ),
+                        },
+                    },
+                }
+            },
+        },
+        "HintAccepted": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["accepted"]}},
         },
         "Status": {
             "type": "object",
@@ -810,6 +880,64 @@ def _paths() -> dict[str, Any]:
                     "404": _error("No such file (`not_found`)."),
                 },
             },
+        },
+        "/v1/hints/apixo": {
+            "post": {
+                "operationId": "hint",
+                "summary": "A hint that a watched task may be done (the upstream's callback).",
+                "description": "Point the upstream's `callback_url` here (through an HTTPS "
+                "proxy). The body is never trusted: it only moves the named task's next poll "
+                "to now (within the request budget), and that poll decides. Unknown task ids "
+                "get the same answer. Needs `intake.hint_token` (404 without it).",
+                "security": open_security,
+                "parameters": [
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "required": True,
+                        "description": "`intake.hint_token`.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        _JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["data"],
+                                "properties": {
+                                    "data": {
+                                        "type": "object",
+                                        "required": ["taskId"],
+                                        "properties": {"taskId": {"type": "string"}},
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _response("Received.", "HintAccepted"),
+                    "400": _error(
+                        "Not a JSON object with a string `data.taskId` (`invalid_hint`)."
+                    ),
+                    "401": _error("Missing or wrong token (`unauthorized`); nothing is polled."),
+                    "404": _error("Hints are not enabled: no `intake.hint_token` (`not_found`)."),
+                    "413": _error("The body is over 64 KiB (`payload_too_large`)."),
+                    "500": _INTERNAL,
+                },
+            }
+        },
+        "/v1/stats/models": {
+            "get": {
+                "operationId": "modelStats",
+                "summary": "Per model: what was learned from finished tasks and the polling "
+                "strategy in use.",
+                "responses": _secured(
+                    {"200": _response("One row per model.", "ModelStats")}, store=False
+                ),
+            }
         },
         "/healthz": {
             "get": {

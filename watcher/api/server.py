@@ -37,7 +37,13 @@ from watcher.api.guard import HostPolicy
 from watcher.api.metrics import Metrics
 from watcher.api.openapi import openapi_document
 from watcher.api.status import DaemonSnapshot, status_json
-from watcher.api.views import delivery_json, ping_json, task_detail_json, task_json
+from watcher.api.views import (
+    delivery_json,
+    model_stats_json,
+    ping_json,
+    task_detail_json,
+    task_json,
+)
 from watcher.config.settings import IntakeConfig
 from watcher.errors import (
     ConfigProblem,
@@ -61,7 +67,11 @@ log = structlog.get_logger(__name__)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # Probes must answer without credentials: systemd, load balancers and orchestrators call them.
-OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+# The hint route checks its own token (intake.hint_token, in the query string: the upstream's
+# callback cannot send headers).
+HINT_PATH = "/v1/hints/apixo"
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", HINT_PATH})
+HINT_MAX_BYTES = 64 * 1024
 # Routes whose request has a JSON body; on the others a body is refused unless it is JSON too.
 BODY_ROUTES = frozenset({("POST", "/v1/tasks")})
 JSON_TYPE = "application/json"
@@ -190,6 +200,8 @@ class IntakeServer:
         r.add_post("/v1/deliveries/{delivery_id}/redeliver", self._redeliver)
         r.add_post("/v1/endpoints/{name}/ping", self._ping)
         r.add_post("/v1/reload", self._reload)
+        r.add_post(HINT_PATH, self._hint)
+        r.add_get("/v1/stats/models", self._stats_models, allow_head=False)
         r.add_get("/healthz", self._healthz, allow_head=False)
         r.add_get("/livez", self._healthz, allow_head=False)
         r.add_get("/readyz", self._readyz, allow_head=False)
@@ -369,6 +381,10 @@ class IntakeServer:
     async def _json_bodies(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """A body must be declared JSON: HTML forms and `fetch` without CORS can only send
         form encodings and text/plain."""
+        if request.path == HINT_PATH:
+            # Its own token in the URL, no cookie or bearer a page could borrow; and the
+            # upstream's callback may label its JSON as anything: the body decides (400).
+            return await handler(request)
         route = request.match_info.route.resource
         takes_body = (request.method, route.canonical if route else "") in BODY_ROUTES
         # What a page can send without the browser asking first ("simple" requests); an empty
@@ -419,8 +435,8 @@ class IntakeServer:
         headers = {"Location": f"/v1/tasks/{task.task_id}"}
         return _json(task_json(task), 201 if created else 200, headers)
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self._config.max_body_bytes
+    async def _read_body(self, request: web.Request, limit: int | None = None) -> bytes:
+        limit = self._config.max_body_bytes if limit is None else limit
         too_large = ApiError(
             413, "payload_too_large", f"the request body is larger than {limit} bytes"
         )
@@ -488,6 +504,27 @@ class IntakeServer:
         delivery = await self._service.redeliver(request.match_info["delivery_id"])
         return _json(delivery_json(delivery), 202)
 
+    # -- adaptive polling -----------------------------------------------------------------------
+    async def _hint(self, request: web.Request) -> web.Response:
+        """The upstream's callback body, or anything like it: never trusted. A JSON object
+        whose `data.taskId` is a string moves that task's next poll to now (if it is watched,
+        within the budget); the poll decides. Unknown ids get the same answer."""
+        expected = self._config.hint_token
+        if expected is None:
+            raise ApiError(404, "not_found", "hints are not enabled (set intake.hint_token)")
+        given = request.query.get("token", "")
+        if not hmac.compare_digest(given.encode(), expected.reveal().encode()):
+            log.warning("hint_rejected", reason="missing or wrong token")
+            raise ApiError(401, "unauthorized", "a valid token query parameter is required")
+        body = await self._read_body(request, HINT_MAX_BYTES)
+        task_id = _hinted_task_id(body)
+        watched = self._service.hint(task_id)
+        log.info("hint_received", task_id=task_id, watched=watched)
+        return _json({"status": "accepted"})
+
+    async def _stats_models(self, request: web.Request) -> web.Response:
+        return _json(model_stats_json(self._service.model_stats()))
+
     # -- endpoints ------------------------------------------------------------------------------
     async def _ping(self, request: web.Request) -> web.Response:
         result = await self._service.ping(request.match_info["name"])
@@ -537,6 +574,24 @@ class IntakeServer:
         return _json(
             status_json(snapshot, reasons=await self._readiness(), model_stats=model_stats)
         )
+
+
+def _hinted_task_id(body: bytes) -> str:
+    """`data.taskId` of a hint body (the upstream's envelope); ApiError 400 for anything else."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError):
+        raw = None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    task_id = data.get("taskId") if isinstance(data, dict) else None
+    if not isinstance(task_id, str):
+        raise ApiError(
+            400,
+            "invalid_hint",
+            "the body must be a JSON object whose data.taskId is a string",
+            field="data.taskId",
+        )
+    return task_id
 
 
 _DOMAIN_ERRORS: Mapping[type[WatcherError], tuple[int, str]] = {

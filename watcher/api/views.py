@@ -21,6 +21,7 @@ from watcher.models import (
     StateChange,
     Task,
 )
+from watcher.polling.learning import ModelStats
 
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
@@ -121,10 +122,33 @@ def delivery_json(delivery: Delivery, attempts: Sequence[Attempt] | None = None)
     return out
 
 
+def model_stats_json(stats: Sequence[ModelStats]) -> dict[str, Any]:
+    """`GET /v1/stats/models` (contract section 8)."""
+    return {
+        "models": [
+            {
+                "model": s.model,
+                "samples": s.samples,
+                "duration_p50_s": s.duration_p50_s,
+                "duration_p90_s": s.duration_p90_s,
+                "duration_p99_s": s.duration_p99_s,
+                "strategy": s.strategy,
+                "polls_per_task": s.polls_per_task,
+                "detection_delay_mean_s": s.detection_delay_mean_s,
+            }
+            for s in stats
+        ]
+    }
+
+
 def task_detail_json(view: TaskView) -> dict[str, Any]:
     """One task with everything about it (`GET /v1/tasks/{id}`, `show --json`)."""
     out = task_json(view.task)
     out["next_poll_at"] = iso(view.next_poll_at)
+    window = view.expected_completion
+    out["expected_completion"] = (
+        {"earliest": iso(window[0]), "latest": iso(window[1])} if window is not None else None
+    )
     out["state_changes"] = [state_change_json(c) for c in view.state_changes]
     out["events"] = [event_json(e) for e in view.events]
     out["deliveries"] = [delivery_json(d.delivery, d.attempts) for d in view.deliveries]

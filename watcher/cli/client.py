@@ -382,6 +382,10 @@ def _print_task(task: Mapping[str, Any]) -> None:
     print(f"registered  {_s(task.get('registered_at'))} from {_s(task.get('source'))}")
     print(f"finished    {_s(task.get('finished_at'))}")
     print(f"polls       {task.get('polls', 0)}, next poll {_s(task.get('next_poll_at'))}")
+    window = task.get("expected_completion")
+    if window:
+        # From the model's learned durations: 8 in 10 tasks this old finish in this window.
+        print(f"expected    between {_s(window.get('earliest'))} and {_s(window.get('latest'))}")
     print(f"last error  {_s(task.get('last_error'))}")
     print("\n".join(outcome_lines(task)))
     if task.get("metadata"):

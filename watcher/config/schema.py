@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -301,9 +302,30 @@ class UpstreamSection(Section):
     ] = DEFAULT_MAX_RESPONSE_BYTES
 
 
+def _polls_per_task(value: object) -> str | float:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if value < 1:
+            raise _custom("polls_per_task", "must be at least 1 (or auto)")
+        return float(value)
+    raise _custom("polls_per_task", "must be auto or a number of requests (at least 1)")
+
+
+class AdaptiveSection(Section):
+    """`polling.adaptive` (and a model's override of it), all optional."""
+
+    min_samples: _Count | None = None
+    window: _Count | None = None
+    polls_per_task: Annotated[str | float, BeforeValidator(_polls_per_task)] | None = None
+    min_interval: _PositiveDuration | None = None
+
+
 class PollingSection(Section):
     """Every polling key, all optional: the defaults and each model's partial override."""
 
+    strategy: Annotated[Literal["fixed", "adaptive"], BeforeValidator(_lower)] | None = None
+    adaptive: AdaptiveSection | None = None
     initial_delay: _Duration | None = None
     initial_interval: _PositiveDuration | None = None
     max_interval: _PositiveDuration | None = None
@@ -313,7 +335,7 @@ class PollingSection(Section):
     not_found_grace: _Duration | None = None
 
 
-# YAML key -> PollingPolicy field.
+# YAML key -> PollingPolicy field (`strategy` and `adaptive` are merged on their own).
 POLLING_FIELDS = {
     "initial_delay": "initial_delay_s",
     "initial_interval": "initial_interval_s",
@@ -340,10 +362,11 @@ class StoreSection(Section):
 class IntakeSection(Section):
     """`intake`: the HTTP API that accepts tasks to watch."""
 
-    file_keys = ("token",)
+    file_keys = ("token", "hint_token")
 
     listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_LISTEN
     token: Annotated[_OptionalSecret, AfterValidator(_header_safe)] = None
+    hint_token: _OptionalSecret = None
     max_body_bytes: Annotated[int, BeforeValidator(_no_bool), Field(ge=1024)] = 65536
     # A connection without a request in flight (idle, or still sending its headers) is closed
     # after idle_timeout; a request body must arrive within body_timeout.
@@ -519,6 +542,7 @@ def _message(error: ErrorDetails, model: type[Section], also_known: Sequence[str
         key = str(error["loc"][-1])
         if looks_secret(key):  # a secret pasted where a key goes: the line points at it
             return "unknown key (not repeated here: it looks like a secret)"
+        model = _nested(model, _loc(error)[:-1])
         known = [*model.model_fields, *(f"{k}_file" for k in model.file_keys), *also_known]
         return f"unknown key '{key}'" + _did_you_mean(key, known)
     if kind in _SIMPLE_MESSAGES:
@@ -542,6 +566,21 @@ def _message(error: ErrorDetails, model: type[Section], also_known: Sequence[str
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     return error["msg"].replace("Input should be", "must be")
+
+
+def _nested(model: type[Section], loc: YamlPath) -> type[Section]:
+    """The section model at `loc` inside `model` (e.g. `adaptive` inside `polling`)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        inner = getattr(field, "annotation", None) if field is not None else None
+        candidates = [inner, *getattr(inner, "__args__", ())]
+        found = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, Section)), None
+        )
+        if found is None:
+            return model
+        model = found
+    return model
 
 
 def _did_you_mean(word: str, known: Sequence[str]) -> str:

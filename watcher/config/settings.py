@@ -68,6 +68,7 @@ __all__ = [
     "DEFAULT_RETENTION_S",
     "DEFAULT_RETRY_SCHEDULE_S",
     "STORE_FILE_NAME",
+    "AdaptiveSettings",
     "Config",
     "DeliveryConfig",
     "EndpointConfig",
@@ -122,8 +123,18 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveSettings:
+    """How the adaptive strategy learns and spends (`polling.adaptive`, contract section 8)."""
+
+    min_samples: int = 20  # finished tasks of a model before its learned schedule is used
+    window: int = 1000  # the most recent finished tasks it learns from
+    polls_per_task: float | None = None  # None: auto (what `fixed` would spend)
+    min_interval_s: float = 0.5  # never poll one task more often than this
+
+
+@dataclass(frozen=True, slots=True)
 class PollingPolicy:
-    """How one model's tasks are polled (contract section 5)."""
+    """How one model's tasks are polled (contract sections 5 and 8)."""
 
     initial_delay_s: float = 0.0
     initial_interval_s: float = 2.0
@@ -132,6 +143,12 @@ class PollingPolicy:
     jitter: float = 0.1
     deadline_s: float = 6 * 3600.0
     not_found_grace_s: float = 120.0
+    strategy: str = "fixed"  # "fixed" or "adaptive"
+    adaptive: AdaptiveSettings = AdaptiveSettings()
+
+    @property
+    def adaptive_enabled(self) -> bool:
+        return self.strategy == "adaptive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +208,7 @@ class IntakeConfig:
     allowed_hosts: tuple[str, ...] = ()  # lower-case host or host:port, besides `listen`
     idle_timeout_s: float = 15.0  # no request in flight (idle, or headers still arriving)
     body_timeout_s: float = 10.0  # the whole request body
+    hint_token: Secret | None = None  # enables POST /v1/hints/apixo
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,11 +473,19 @@ class _Builder:
     ) -> tuple[PollingPolicy, bool]:
         """`model`'s keys over `base`, and whether the result is valid (if not, it is reported)."""
         given = model.model_dump(exclude_none=True)
-        policy = dataclasses.replace(base, **{POLLING_FIELDS[k]: v for k, v in given.items()})
+        strategy = given.pop("strategy", base.strategy)
+        adaptive = self._merge_adaptive(base.adaptive, given.pop("adaptive", {}))
+        policy = dataclasses.replace(
+            base,
+            strategy=strategy,
+            adaptive=adaptive,
+            **{POLLING_FIELDS[k]: v for k, v in given.items()},
+        )
+        adaptive_ok = self._check_adaptive(policy, model, path, failed)
         if failed & {"initial_interval", "max_interval"}:
             return policy, False  # reported already; comparing with a stand-in would mislead
         if policy.max_interval_s >= policy.initial_interval_s:
-            return policy, not failed
+            return policy, not failed and adaptive_ok
         if "max_interval" in given:
             initial = format_duration(policy.initial_interval_s)
             self._problems.add(
@@ -471,6 +497,47 @@ class _Builder:
                 (*path, "initial_interval"), f"must be at most max_interval ({maximum})"
             )
         return policy, False
+
+    @staticmethod
+    def _merge_adaptive(base: AdaptiveSettings, given: dict[str, Any]) -> AdaptiveSettings:
+        changes: dict[str, Any] = {}
+        for key in ("min_samples", "window"):
+            if key in given:
+                changes[key] = given[key]
+        if "polls_per_task" in given:
+            ppt = given["polls_per_task"]
+            changes["polls_per_task"] = None if ppt == "auto" else float(ppt)
+        if "min_interval" in given:
+            changes["min_interval_s"] = given["min_interval"]
+        return dataclasses.replace(base, **changes)
+
+    def _check_adaptive(
+        self, policy: PollingPolicy, model: PollingSection, path: YamlPath, failed: frozenset[str]
+    ) -> bool:
+        """The adaptive settings against each other and against max_interval (reported)."""
+        if failed & {"adaptive", "max_interval"}:
+            return True  # reported already
+        given = model.adaptive.model_dump(exclude_none=True) if model.adaptive else {}
+        settings, ok = policy.adaptive, True
+        if settings.window < settings.min_samples:
+            if "window" in given:
+                key, message = "window", f"must be at least min_samples ({settings.min_samples})"
+            else:
+                key, message = "min_samples", f"must be at most window ({settings.window})"
+            self._problems.add((*path, "adaptive", key), message)
+            ok = False
+        # (a fixed schedule may poll faster than min_interval: it applies to adaptive only)
+        if policy.adaptive_enabled and settings.min_interval_s > policy.max_interval_s:
+            if "min_interval" in given:
+                maximum = format_duration(policy.max_interval_s)
+                key, message = "min_interval", f"must be at most max_interval ({maximum})"
+                self._problems.add((*path, "adaptive", key), message)
+            else:
+                minimum = format_duration(settings.min_interval_s)
+                message = f"must be at least adaptive.min_interval ({minimum})"
+                self._problems.add((*path, "max_interval"), message)
+            ok = False
+        return ok
 
     def _store(self, raw: dict[str, Any]) -> StoreConfig | None:
         model, failed = self._validate(StoreSection, raw, ("store",))
@@ -519,6 +586,7 @@ class _Builder:
             allowed_hosts=tuple(dict.fromkeys(model.allowed_hosts)),
             idle_timeout_s=model.idle_timeout,
             body_timeout_s=model.body_timeout,
+            hint_token=_optional_secret(model.hint_token),
         )
 
     def _endpoints(self, items: list[Any]) -> tuple[EndpointConfig, ...] | None:

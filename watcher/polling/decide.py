@@ -5,6 +5,13 @@ follows the contract: the first poll comes `initial_delay` after registration; a
 non-terminal answer the task waits its current interval (with jitter) and the interval grows by
 `backoff`, capped at `max_interval`; no poll is ever scheduled past the task's deadline.
 
+With the adaptive strategy (contract section 8) a non-terminal answer is followed by the poll
+the model's learned plan (watcher.polling.adaptive) places at the task's next age, counting
+from the upstream's `createTime` when known (`Watch.created_at`), else from registration;
+without a plan (fixed strategy, too few samples), past the plan's horizon, and after problem
+answers (404, 5xx, timeouts, 429) the fixed rules above apply. The interval keeps growing as
+fixed would, so a fallback continues where fixed would be.
+
 Every time here is on the scheduler's monotonic clock (watcher.clock.Timeline), never a wall
 time: a step of the wall clock moves no poll and ends no task. A task times out only once a
 poll of it has been answered since its watch began, so a restart (after which the stored wall
@@ -22,6 +29,7 @@ from typing import Any
 from watcher import jsontext
 from watcher.config.settings import PollingPolicy
 from watcher.models import EVENT_STATE, EventOutcome, EventType, Task, TaskState
+from watcher.polling.adaptive import AdaptivePlan
 from watcher.upstream.classify import PollOutcome, PollResult
 
 # A success whose resultJson is unusable is asked again this many times in total before the
@@ -66,6 +74,15 @@ class Watch:
     # the task); any other answer does, so a task whose polls always fail still ends.
     answered: bool = False
     heap_seq: int = 0  # the scheduler's token for this watch's live heap entry
+    # The upstream's createTime on this clock, once an answer told it (ages count from it).
+    created_at: float | None = None
+    last_polled_at: float | None = None  # when the last answer came (budget priority)
+    hinted: bool = False  # a hint said it may be done: first in line until polled
+
+    @property
+    def origin(self) -> float:
+        """Where the task's age counts from: its creation upstream, else its registration."""
+        return self.created_at if self.created_at is not None else self.registered_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +123,29 @@ def deadline_for(registered_at: float, override_s: float | None, policy: Polling
     return registered_at + (override_s if override_s is not None else policy.deadline_s)
 
 
-def watch_for(task: Task, policy: PollingPolicy, now: float, *, registered_at: float) -> Watch:
-    """A new watch for an active task: first poll `initial_delay` after registration, but not
-    before `now` (after a restart an overdue task is due at once), never past the deadline.
+def watch_for(
+    task: Task,
+    policy: PollingPolicy,
+    now: float,
+    *,
+    registered_at: float,
+    plan: AdaptivePlan | None = None,
+) -> Watch:
+    """A new watch for an active task: first poll `initial_delay` after registration (with a
+    `plan`, or where the plan puts a task's first poll if that is later), but not before
+    `now` (after a restart an overdue task is due at once), never past the deadline.
 
     `now` and `registered_at` (the task's registration) are on the scheduler's clock. The
     deadline counts from the registration, moved by the task's stored deadline extension. A
     task resumed after a restart keeps its backoff: the interval continues from its polls.
     """
     deadline_at = deadline_for(registered_at, task.deadline_s, policy) + task.deadline_extension_s
-    first = max(registered_at + policy.initial_delay_s, now)
+    delay = policy.initial_delay_s
+    if plan is not None:
+        # The age at registration is not known yet (createTime comes with the first answer):
+        # the task is taken as registered when it was created, as it usually is.
+        delay = max(delay, plan.next_age(0.0, first=True) or 0.0)
+    first = max(registered_at + delay, now)
     return Watch(
         task_id=task.task_id,
         model=task.model,
@@ -153,6 +183,22 @@ def _backoff(
     at = min(at, watch.deadline_at)
     interval = min(current * policy.backoff, policy.max_interval_s) if grow else current
     return at, interval
+
+
+def _next_poll(
+    watch: Watch, policy: PollingPolicy, now: float, rand: float, plan: AdaptivePlan | None
+) -> tuple[float, float]:
+    """(next poll time, next interval) after a non-terminal answer: the plan's next age when
+    it has one for this task's age, else the fixed backoff."""
+    at, interval = _backoff(watch, policy, now, rand)
+    if plan is None:
+        return at, interval
+    age = now - watch.origin
+    next_age = plan.next_age(age)
+    if next_age is None:
+        return at, interval  # older than any task seen: fixed
+    gap = max(jittered(next_age - age, policy.jitter, rand), plan.min_interval_s)
+    return min(now + gap, watch.deadline_at), interval
 
 
 def deadline_decision(watch: Watch, now: float) -> Decision | None:
@@ -210,12 +256,18 @@ def _text(value: Any) -> str | None:
 
 
 def decide(
-    watch: Watch, result: PollResult, policy: PollingPolicy, now: float, rand: float
+    watch: Watch,
+    result: PollResult,
+    policy: PollingPolicy,
+    now: float,
+    rand: float,
+    plan: AdaptivePlan | None = None,
 ) -> Decision:
-    """What happens to `watch` after `result`; `rand` in [0, 1) drives the jitter."""
+    """What happens to `watch` after `result`; `rand` in [0, 1) drives the jitter; `plan` is
+    the model's adaptive plan (None: the fixed schedule)."""
     outcome = result.outcome
     if outcome is PollOutcome.OK:
-        return _decide_ok(watch, result.data or {}, policy, now, rand)
+        return _decide_ok(watch, result.data or {}, policy, now, rand, plan)
     if outcome is PollOutcome.TOO_LARGE:
         detail = result.detail
         return _unusable(
@@ -310,7 +362,12 @@ def _after(now: float, result: PollResult) -> float | None:
 
 
 def _decide_ok(
-    watch: Watch, data: Mapping[str, Any], policy: PollingPolicy, now: float, rand: float
+    watch: Watch,
+    data: Mapping[str, Any],
+    policy: PollingPolicy,
+    now: float,
+    rand: float,
+    plan: AdaptivePlan | None,
 ) -> Decision:
     raw_state = data.get("state")
     upstream = raw_state if isinstance(raw_state, str) else watch.upstream_state
@@ -359,7 +416,7 @@ def _decide_ok(
             upstream,
         )
 
-    at, interval = _backoff(watch, policy, now, rand)
+    at, interval = _next_poll(watch, policy, now, rand, plan)
     if state in ("pending", "processing"):
         if state == "processing" and watch.state is TaskState.PENDING:
             return Decision(

@@ -6,13 +6,21 @@ task; each poll applies `polling.decide` and, when something happened, hands the
 `TransitionSink` (which persists it) before the task is rescheduled or forgotten. No coroutine
 sleeps per task, so 100k watched tasks cost a heap entry and a `Watch` each.
 
-Effects on the whole upstream: a 429 pauses the token bucket until its Retry-After; a
+Effects on the whole upstream: a 429 pauses the request budget until its Retry-After and
+halves its effective rate, which recovers additively (watcher.polling.ratelimit); a
 401/402/403 pauses all polling (every task is kept), then single probe polls ask again slowly
 until an answer shows the key works again or `resume_credentials()` is called after a reload.
 Deadlines are not enforced while polling is paused for credentials: a task must not time out
 because of our own key. When the pause ends every deadline moves by the time it lasted, and the
 sink persists that (when it ends, every minute while it lasts, and at shutdown), so a restart
 keeps the extension.
+
+Adaptive polling: every finished task's duration goes to the `Learner` (and, through
+`learned_durations()`, to the store); each poll of a model with the adaptive strategy and
+enough samples is placed by its learned plan (watcher.polling.adaptive), the rest by the fixed
+rules. When the request budget is the bottleneck, due polls wait in a second heap ordered by
+their chance of finding the task finished since its last poll (from the model's learned
+distribution; without one, a scale-free guess), instead of first-due-first-served.
 
 Time: the heap, the deadlines, the request budget and the credential probes all run on the
 clock's monotonic time, so a step of the wall clock changes no schedule. Wall times (a task's
@@ -25,10 +33,11 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -36,7 +45,7 @@ from watcher.clock import Clock, Timeline
 from watcher.config.settings import PollingConfig, UpstreamConfig
 from watcher.errors import StoreError, StoreUnavailable
 from watcher.logs import enabled_for
-from watcher.models import Task
+from watcher.models import EventType, Task
 from watcher.polling.decide import (
     Decision,
     Watch,
@@ -46,7 +55,9 @@ from watcher.polling.decide import (
     decide,
     watch_for,
 )
-from watcher.polling.ratelimit import TokenBucket
+from watcher.polling.learning import Learner, ModelStats, duration_of
+from watcher.polling.ratelimit import RequestBudget
+from watcher.store.base import DurationSample
 from watcher.upstream.classify import PollOutcome, PollResult
 
 log = structlog.get_logger(__name__)
@@ -60,6 +71,15 @@ PAUSE_SAVE_INTERVAL_S = 60.0
 TICK_S = 1.0
 # At most this many polls are started (or tasks timed out) before the loop yields.
 STARTS_PER_TURN = 32
+# Durations that could not be saved (the store unreachable) are kept for the next flush, up to
+# this many (the newest).
+KEEP_UNSAVED_DURATIONS = 10_000
+# A hint never brings a task's poll closer than this to its previous one: a flood of hints
+# for one task costs at most one request per this many seconds.
+HINT_MIN_GAP_S = 1.0
+# While the budget holds due polls back, at most this many are moved into the priority heap
+# per turn of the loop (computing a chance costs a few microseconds each).
+PROMOTE_PER_STEP = 512
 # Transient upstream problems are summarised in one warning per this many seconds.
 PROBLEM_LOG_INTERVAL_S = 60.0
 # Answers that prove the API key works (anything but a credential error, a 429 or a failure
@@ -116,10 +136,7 @@ class SchedulerStats:
     pause_reason: str | None
     rate_limited_until: float | None  # Unix seconds
     last_progress_at: float | None  # monotonic seconds (the clock's), for the watchdog
-
-
-def _burst(rate_per_s: float) -> int:
-    return max(1, int(rate_per_s))
+    request_rate: float = 0.0  # the effective budget (requests/s): lower after a 429
 
 
 class Scheduler:
@@ -154,9 +171,14 @@ class Scheduler:
 
         self._watches: dict[str, Watch] = {}
         self._heap: list[tuple[float, int, str]] = []
+        # Due polls held back by the budget, best chance of finding the task finished first:
+        # (-chance, due time, heap_seq, task_id).
+        self._ready: list[tuple[float, float, int, str]] = []
+        self._learner = Learner()
+        self._new_durations: list[DurationSample] = []
         self._heap_seq = itertools.count(1)
-        rate = upstream.max_requests_per_second
-        self._bucket = TokenBucket(rate, _burst(rate), clock)
+        self._budget = RequestBudget(upstream.max_requests_per_second, clock)
+        self._budget_lowered = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -192,9 +214,29 @@ class Scheduler:
         # Never after now: a registration stored before the wall clock was stepped back must
         # not delay the first poll.
         registered_at = min(self._timeline.to_mono(task.registered_at), now)
-        watch = watch_for(task, policy, now, registered_at=registered_at)
+        plan = self._learner.plan(task.model, policy)
+        watch = watch_for(task, policy, now, registered_at=registered_at, plan=plan)
         self._watches[task.task_id] = watch
         self._push(watch)
+
+    def poll_soon(self, task_id: str) -> bool:
+        """A hint (e.g. the upstream's callback) says the task may be done: poll it now, within
+        the budget and first in line, but not within HINT_MIN_GAP_S of its last poll. The hint
+        itself decides nothing: the poll does. False when the task is not watched."""
+        watch = self._watches.get(task_id)
+        if watch is None:
+            return False
+        watch.hinted = True
+        if watch.next_poll_at is None:
+            return True  # a poll is in flight: its answer decides
+        now = self._clock.monotonic()
+        at = now
+        if watch.last_polled_at is not None:
+            at = max(at, watch.last_polled_at + HINT_MIN_GAP_S)
+        if at < watch.next_poll_at:
+            watch.next_poll_at = at
+            self._push(watch)
+        return True
 
     def unwatch(self, task_id: str) -> bool:
         """Stop watching a task (cancelled); an answer already in flight for it is dropped."""
@@ -208,6 +250,41 @@ class Scheduler:
     def wall_time(self, mono: float) -> float:
         """A time of a Watch as Unix seconds, for people."""
         return self._timeline.to_wall(mono)
+
+    # -- learning -------------------------------------------------------------------------------
+    def load_durations(self, durations: Mapping[str, Sequence[float]]) -> None:
+        """Start from stored durations (Store.recent_durations), oldest first per model."""
+        self._learner.load(durations, self._polling)
+
+    def learned_durations(self) -> list[DurationSample]:
+        """Durations learned since the last call, for `Store.record_durations`."""
+        new, self._new_durations = self._new_durations, []
+        return new
+
+    def keep_durations(self, samples: list[DurationSample]) -> None:
+        """Give back durations `learned_durations` returned that could not be saved (the
+        newest KEEP_UNSAVED_DURATIONS are kept, however long the store is unreachable)."""
+        self._new_durations[:0] = samples
+        del self._new_durations[: max(0, len(self._new_durations) - KEEP_UNSAVED_DURATIONS)]
+
+    def model_stats(self) -> list[ModelStats]:
+        """Per model: what was learned and the strategy in use (GET /v1/stats/models)."""
+        return self._learner.stats(self._polling)
+
+    def expected_completion(self, task_id: str) -> tuple[float, float] | None:
+        """When a watched task is likely to finish, as Unix seconds: the 10th and 90th
+        percentile of its model's learned durations among tasks that lived as long as it has
+        so far. None when the task is not watched or nothing is known about its model."""
+        watch = self._watches.get(task_id)
+        dist = self._learner.distribution(watch.model) if watch is not None else None
+        if watch is None or dist is None:
+            return None
+        age = max(0.0, self._clock.monotonic() - watch.origin)
+        window = dist.remaining_window(age, 0.1, 0.9)
+        if window is None:
+            return None
+        start, end = window
+        return self.wall_time(watch.origin + start), self.wall_time(watch.origin + end)
 
     def poll_counts(self) -> tuple[dict[str, int], dict[str, str | None]]:
         """Poll counts and last errors changed since the last call, for `Store.record_polls`."""
@@ -230,8 +307,8 @@ class Scheduler:
         """
         old_polling, self._polling = self._polling, polling
         self._upstream = upstream
-        rate = upstream.max_requests_per_second
-        self._bucket.update(rate, _burst(rate))
+        self._learner.reconfigure(polling)
+        self._budget.update(upstream.max_requests_per_second)
         for watch in self._watches.values():
             # Move the deadline by the change of policy only, keeping any time added for a
             # credential pause.
@@ -256,7 +333,7 @@ class Scheduler:
     @property
     def stats(self) -> SchedulerStats:
         now = self._clock.monotonic()
-        limited = self._bucket.paused_until
+        limited = self._budget.paused_until
         return SchedulerStats(
             watched=len(self._watches),
             in_flight=len(self._in_flight),
@@ -264,6 +341,7 @@ class Scheduler:
             pause_reason=self._pause_reason,
             rate_limited_until=self._timeline.to_wall(limited) if limited > now else None,
             last_progress_at=self._last_progress_at,
+            request_rate=self._budget.effective_rate(now),
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -302,6 +380,8 @@ class Scheduler:
                 self._last_progress_at = now
                 if self._paused and now - self._pause_saved_at >= PAUSE_SAVE_INTERVAL_S:
                     self._save_pause(now)
+                if self._budget_lowered:
+                    self._check_recovered(now)
                 delay = await self._step(now)
                 if delay > 0:
                     started = 0
@@ -336,27 +416,31 @@ class Scheduler:
                 return self._tick_s
             if now < self._probe_at:
                 return self._probe_at - now
-        watch = self._peek()
-        if watch is None or watch.next_poll_at is None:
-            return self._tick_s
-        if watch.next_poll_at > now:
-            return watch.next_poll_at - now
+        watch, ready = self._peek_ready(), True
+        if watch is None:
+            watch, ready = self._peek(), False
+            if watch is None or watch.next_poll_at is None:
+                return self._tick_s
+            if watch.next_poll_at > now:
+                return watch.next_poll_at - now
         if not self._paused:
             timed_out = deadline_decision(watch, now)
             if timed_out is not None:
-                self._take(watch)
+                self._take(watch, ready=ready)
                 await self._settle(watch, timed_out, now)
                 return 0.0
-        wait = self._bucket.wait_time()
-        if wait > 0 or not self._bucket.try_acquire():
+        wait = self._budget.wait_time()
+        if wait > 0 or not self._budget.try_acquire():
+            self._promote(now)
             return max(wait, 0.001)
-        self._take(watch)
+        self._take(watch, ready=ready)
         probe = self._paused
         if probe:
             self._probe_in_flight = True
         self._poll_seq += 1
         task = asyncio.create_task(
-            self._poll(watch, probe=probe, seq=self._poll_seq), name=f"poll:{watch.task_id}"
+            self._poll(watch, probe=probe, seq=self._poll_seq, started=now),
+            name=f"poll:{watch.task_id}",
         )
         self._in_flight.add(task)
         task.add_done_callback(self._poll_done)
@@ -405,18 +489,63 @@ class Scheduler:
             heapq.heappop(heap)
         return None
 
-    def _take(self, watch: Watch) -> None:
-        heapq.heappop(self._heap)
+    def _peek_ready(self) -> Watch | None:
+        """The held-back due watch with the best chance; stale entries are dropped."""
+        ready = self._ready
+        while ready:
+            _, _, seq, task_id = ready[0]
+            watch = self._watches.get(task_id)
+            if watch is not None and watch.heap_seq == seq and watch.next_poll_at is not None:
+                return watch
+            heapq.heappop(ready)
+        return None
+
+    def _take(self, watch: Watch, *, ready: bool = False) -> None:
+        """Remove `watch` (the top of the ready heap, or else of the time heap) to poll it."""
+        if ready:
+            heapq.heappop(self._ready)
+        else:
+            heapq.heappop(self._heap)
         watch.next_poll_at = None  # in flight
         watch.heap_seq = 0
 
+    def _promote(self, now: float) -> None:
+        """The budget holds polls back: move the due ones into the ready heap, ordered by
+        their chance of finding the task finished."""
+        heap = self._heap
+        for _ in range(PROMOTE_PER_STEP):
+            watch = self._peek()
+            if watch is None or watch.next_poll_at is None or watch.next_poll_at > now:
+                return
+            heapq.heappop(heap)
+            chance = self._finish_chance(watch, now)
+            heapq.heappush(
+                self._ready, (-chance, watch.next_poll_at, watch.heap_seq, watch.task_id)
+            )
+
+    def _finish_chance(self, watch: Watch, now: float) -> float:
+        """P(the task finished since its last poll | it had not then), from its model's learned
+        distribution. Without one (or past it): a scale-free guess, 1 - (age then / age now),
+        which ranks a poll higher the larger the share of the task's life it has not seen."""
+        if watch.hinted:
+            return 1.0
+        origin = watch.origin
+        last = watch.last_polled_at if watch.last_polled_at is not None else watch.registered_at
+        since, until = max(0.0, last - origin), max(0.0, now - origin)
+        dist = self._learner.distribution(watch.model)
+        if dist is not None and since <= dist.max_s:
+            return dist.finish_probability(since, until)
+        if until <= 0.0:
+            return 0.0
+        return 1.0 - since / until if since > 0 else 0.5
+
     # -- one poll -------------------------------------------------------------------------------
-    async def _poll(self, watch: Watch, *, probe: bool, seq: int) -> None:
+    async def _poll(self, watch: Watch, *, probe: bool, seq: int, started: float) -> None:
         """One poll inside a boundary: whatever one task's answer makes go wrong (a parser's
         RecursionError, a bug it triggers) stays that task's error, and polling goes on for
         every other task. Only the store failing is the daemon's own failure."""
         try:
-            await self._poll_once(watch, probe=probe, seq=seq)
+            await self._poll_once(watch, probe=probe, seq=seq, started=started)
         except StoreError:
             raise
         except Exception as exc:
@@ -454,7 +583,7 @@ class Scheduler:
         self._dirty_polls[watch.task_id] = watch.polls
         self._dirty_errors[watch.task_id] = watch.last_error
 
-    async def _poll_once(self, watch: Watch, *, probe: bool, seq: int) -> None:
+    async def _poll_once(self, watch: Watch, *, probe: bool, seq: int, started: float) -> None:
         try:
             result = await self._client.fetch_status(watch.model, watch.task_id)
         except asyncio.CancelledError:
@@ -472,11 +601,19 @@ class Scheduler:
         if self._watches.get(watch.task_id) is not watch:
             return  # cancelled while the request was in flight
         watch.polls += 1
+        watch.last_polled_at = now
+        watch.hinted = False
+        data = result.data if result.outcome is PollOutcome.OK else None
+        if data and watch.created_at is None:
+            self._note_created(watch, data)
         policy = self._polling.for_model(watch.model)
-        decision = decide(watch, result, policy, now, self._rand())
+        plan = self._learner.plan(watch.model, policy)
+        decision = decide(watch, result, policy, now, self._rand(), plan)
         if enabled_for(logging.DEBUG):  # one line per poll: not even built unless wanted
             self._log_poll(watch, result, decision, now)
-        self._upstream_effects(watch, result, decision, probe=probe, seq=seq, now=now)
+        self._upstream_effects(
+            watch, result, decision, probe=probe, seq=seq, started=started, now=now
+        )
         if decision.unknown_state and not watch.unknown_state_logged:
             watch.unknown_state_logged = True
             log.warning(
@@ -486,8 +623,36 @@ class Scheduler:
                 upstream_state=decision.upstream_state,
             )
         await self._settle(watch, decision, now)
+        if decision.terminal and data and self._watches.get(watch.task_id) is not watch:
+            self._learn(watch, decision, data, now)
         self._dirty_polls[watch.task_id] = watch.polls
         self._dirty_errors[watch.task_id] = watch.last_error
+
+    def _note_created(self, watch: Watch, data: Mapping[str, Any]) -> None:
+        """The upstream's createTime (Unix ms) on the monotonic clock: ages count from it. Not
+        after the registration (a task is created before anyone can register it; a later
+        createTime means the clocks disagree, and the registration is the better origin)."""
+        created_ms = data.get("createTime")
+        if isinstance(created_ms, int | float) and not isinstance(created_ms, bool):
+            created = self._timeline.to_mono(created_ms / 1000.0)
+            if math.isfinite(created):
+                watch.created_at = min(created, watch.registered_at)
+
+    def _learn(self, watch: Watch, decision: Decision, data: Mapping[str, Any], now: float) -> None:
+        """A task finished (and its outcome is committed): learn how long it took and how late
+        it was seen."""
+        outcome = decision.outcome
+        if outcome is None or outcome.type not in (EventType.SUCCEEDED, EventType.FAILED):
+            return
+        policy = self._polling.for_model(watch.model)
+        wall = self._timeline.to_wall(now)
+        duration = duration_of(data)
+        if duration is not None:
+            self._learner.add(watch.model, duration, window=policy.adaptive.window)
+            self._new_durations.append((watch.model, duration, wall))
+        completed_ms = data.get("completeTime")
+        if isinstance(completed_ms, int | float) and not isinstance(completed_ms, bool):
+            self._learner.detection_delay(watch.model, wall - completed_ms / 1000.0)
 
     @staticmethod
     def _log_poll(watch: Watch, result: PollResult, decision: Decision, now: float) -> None:
@@ -549,6 +714,7 @@ class Scheduler:
         *,
         probe: bool,
         seq: int,
+        started: float,
         now: float,
     ) -> None:
         if decision.credentials_bad:
@@ -562,14 +728,19 @@ class Scheduler:
         if decision.rate_limited_until is not None:
             if self._observer is not None:
                 self._observer.rate_limited()
-            if self._bucket.paused_until <= now:
+            lowered = self._budget.rate_limited(started)
+            if lowered is not None or self._budget.paused_until <= now:
                 log.warning(
                     "upstream_rate_limited",
                     task_id=watch.task_id,
                     retry_after_s=result.retry_after_s,
                     paused_s=round(decision.rate_limited_until - now, 3),
+                    request_rate=round(self._budget.effective_rate(now), 3),
+                    max_requests_per_second=self._budget.rate,
                 )
-            self._bucket.pause_until(decision.rate_limited_until)
+            if lowered is not None:
+                self._budget_lowered = True
+            self._budget.pause_until(decision.rate_limited_until)
         if result.outcome is PollOutcome.TRANSIENT:
             self._note_problem(result, now)
 
@@ -615,6 +786,11 @@ class Scheduler:
             )
         if decision.pause_all_until is not None:
             self._probe_at = max(self._probe_at, decision.pause_all_until)
+
+    def _check_recovered(self, now: float) -> None:
+        if self._budget.effective_rate(now) >= self._budget.rate:
+            self._budget_lowered = False
+            log.info("upstream_rate_recovered", request_rate=self._budget.rate)
 
     def _resume(self, reason: str) -> None:
         # The pause was our credentials' fault, not the tasks': each deadline moves by the

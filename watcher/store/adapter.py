@@ -24,7 +24,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import Store
+from watcher.store.base import DurationSample, Store
 
 
 class AsyncAdapter:
@@ -144,6 +144,15 @@ class AsyncAdapter:
         return self.store.release_mirror(task_id, event, deliveries)
 
     # -- housekeeping --------------------------------------------------------------------------
+    async def record_durations(self, samples: Sequence[DurationSample]) -> None:
+        self.store.record_durations(samples)
+
+    async def recent_durations(self, per_model: int) -> dict[str, list[float]]:
+        return self.store.recent_durations(per_model)
+
+    async def trim_durations(self, keep_per_model: int) -> int:
+        return self.store.trim_durations(keep_per_model)
+
     async def purge_finished(self, *, before: float, limit: int = 1000) -> int:
         return self.store.purge_finished(before=before, limit=limit)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from watcher.errors import StoreError, TaskFinished
 from watcher.models import (
@@ -38,6 +38,9 @@ from watcher.models import (
     TaskState,
     Transition,
 )
+
+# How long one finished task took: (model, duration in seconds, when it finished: Unix seconds).
+DurationSample: TypeAlias = tuple[str, float, float]
 
 
 class Store(Protocol):
@@ -202,6 +205,21 @@ class Store(Protocol):
         its webhook is sent once."""
         ...
 
+    # -- learned durations (adaptive polling) ---------------------------------------------------
+    def record_durations(self, samples: Sequence[DurationSample]) -> None:
+        """Persist how long finished tasks took, each `(model, duration_s, finished_at)`, in
+        one transaction, in the order given."""
+        ...
+
+    def recent_durations(self, per_model: int) -> dict[str, list[float]]:
+        """Each model's `per_model` most recently recorded durations, oldest first."""
+        ...
+
+    def trim_durations(self, keep_per_model: int) -> int:
+        """Delete all but each model's `keep_per_model` most recently recorded durations, in
+        one transaction; how many were deleted."""
+        ...
+
     # -- housekeeping --------------------------------------------------------------------------
     def purge_finished(self, *, before: float, limit: int = 1000) -> int:
         """Delete up to `limit` tasks that finished before `before`, oldest first, with their
@@ -305,6 +323,13 @@ class AsyncStore(Protocol):
     async def release_mirror(
         self, task_id: str, event: Event, deliveries: Sequence[Delivery]
     ) -> bool: ...
+
+    # -- learned durations (adaptive polling) ---------------------------------------------------
+    async def record_durations(self, samples: Sequence[DurationSample]) -> None: ...
+
+    async def recent_durations(self, per_model: int) -> dict[str, list[float]]: ...
+
+    async def trim_durations(self, keep_per_model: int) -> int: ...
 
     # -- housekeeping --------------------------------------------------------------------------
     async def purge_finished(self, *, before: float, limit: int = 1000) -> int: ...

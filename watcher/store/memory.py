@@ -28,7 +28,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import apply_transition_to, metadata_json
+from watcher.store.base import DurationSample, apply_transition_to, metadata_json
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 
 R = TypeVar("R")
@@ -65,6 +65,7 @@ class MemoryStore:
         self._attempts: dict[str, list[Attempt]] = {}
         self._holds: dict[str, Event] = {}  # task_id -> the held event
         self._mirror_files: dict[tuple[str, int], MirrorFile] = {}
+        self._durations: list[DurationSample] = []  # in recording order
 
     def _live(self) -> None:
         if self._closed:
@@ -393,6 +394,35 @@ class MemoryStore:
             self._deliveries[delivery.delivery_id] = dataclasses.replace(delivery)
             self._attempts[delivery.delivery_id] = []
         return True
+
+    # -- learned durations (adaptive polling) ---------------------------------------------------
+    def record_durations(self, samples: Sequence[DurationSample]) -> None:
+        """See SqliteStore.record_durations."""
+        self._live()
+        self._durations.extend((m, float(d), float(at)) for m, d, at in samples)
+
+    def recent_durations(self, per_model: int) -> dict[str, list[float]]:
+        """See SqliteStore.recent_durations."""
+        self._live()
+        out: dict[str, list[float]] = {}
+        for model, duration, _ in self._durations:
+            out.setdefault(model, []).append(duration)
+        keep = max(0, per_model)
+        return {m: d[-keep:] for m, d in sorted(out.items()) if keep}
+
+    def trim_durations(self, keep_per_model: int) -> int:
+        """See SqliteStore.trim_durations."""
+        self._live()
+        keep = max(0, keep_per_model)
+        seen: dict[str, int] = {}
+        kept: list[DurationSample] = []
+        for sample in reversed(self._durations):
+            seen[sample[0]] = seen.get(sample[0], 0) + 1
+            if seen[sample[0]] <= keep:
+                kept.append(sample)
+        deleted = len(self._durations) - len(kept)
+        self._durations = kept[::-1]
+        return deleted
 
     # -- housekeeping --------------------------------------------------------------------------
     def purge_finished(self, *, before: float, limit: int = 1000) -> int:

@@ -51,7 +51,7 @@ from watcher.models import (
     Transition,
 )
 from watcher.store import postgres_rows as sql
-from watcher.store.base import apply_transition_to, metadata_json
+from watcher.store.base import DurationSample, apply_transition_to, metadata_json
 from watcher.store.bulk import ImportResult, TaskRecords
 from watcher.store.migrations import Migration, MigrationResult, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
@@ -640,6 +640,35 @@ class PostgresStore:
             return delivery_from_row(row)
 
         return await self._write("requeue_delivery", requeue)
+
+    # -- learned durations (adaptive polling) ---------------------------------------------------
+    async def record_durations(self, samples: Sequence[DurationSample]) -> None:
+        """Persist finished tasks' durations, in the order given, in one transaction."""
+        self._live()
+        if not samples:
+            return
+        rows = [_nul_free((model, float(d), float(at))) for model, d, at in samples]
+
+        async def record(conn: Conn) -> None:
+            await conn.cursor().executemany(sql.INSERT_DURATION, rows)
+
+        await self._write("record_durations", record)
+
+    async def recent_durations(self, per_model: int) -> dict[str, list[float]]:
+        """Each model's `per_model` most recent durations, oldest first."""
+        out: dict[str, list[float]] = {}
+        for model, duration in await self._rows(sql.RECENT_DURATIONS, (max(0, per_model),)):
+            out.setdefault(model, []).append(float(duration))
+        return out
+
+    async def trim_durations(self, keep_per_model: int) -> int:
+        """Delete all but each model's `keep_per_model` most recent durations."""
+
+        async def trim(conn: Conn) -> int:
+            cur = await conn.execute(sql.TRIM_DURATIONS, (max(0, keep_per_model),))
+            return int(cur.rowcount)
+
+        return await self._write("trim_durations", trim)
 
     # -- bulk import (copy-store) --------------------------------------------------------------
     async def import_task_records(self, records: TaskRecords) -> ImportResult:

@@ -51,6 +51,20 @@ EXTEND_DEADLINES: Final = (
     "(%s - greatest(%s, registered_at)) "
     "WHERE state IN ('pending', 'processing') AND registered_at < %s"
 )
+# Each model's %s most recent durations, oldest first (the adaptive strategy's learned state).
+RECENT_DURATIONS: Final = (
+    "SELECT model, duration_s FROM (SELECT model, duration_s, id, "
+    "row_number() OVER (PARTITION BY model ORDER BY id DESC) AS n FROM task_durations) AS r "
+    "WHERE n <= %s ORDER BY model, id"
+)
+INSERT_DURATION: Final = (
+    "INSERT INTO task_durations (model, duration_s, finished_at) VALUES (%s, %s, %s)"
+)
+TRIM_DURATIONS: Final = (
+    "DELETE FROM task_durations WHERE id IN (SELECT id FROM (SELECT id, "
+    "row_number() OVER (PARTITION BY model ORDER BY id DESC) AS n FROM task_durations) AS r "
+    "WHERE n > %s)"
+)
 # A step of the wall clock: the deadlines and the attempts still to come move with it.
 SHIFT_DEADLINES: Final = (
     "UPDATE tasks SET deadline_extension_s = deadline_extension_s + %s "

@@ -67,7 +67,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import apply_transition_to, metadata_json
+from watcher.store.base import DurationSample, apply_transition_to, metadata_json
 from watcher.store.migrations import Migration, check_numbering, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 from watcher.store.sqlite_files import StoreFiles, StoreLock, read_only_message
@@ -88,6 +88,7 @@ from watcher.store.sqlite_rows import (
     INSERT_TASK,
     MIRROR_FILES_OF_TASK,
     PURGE_CHILDREN,
+    RECENT_DURATIONS,
     RETRYING_CONDITION,
     SELECT_ATTEMPTS,
     SELECT_DELIVERIES,
@@ -99,6 +100,7 @@ from watcher.store.sqlite_rows import (
     STREAM_ACTIVE_TASKS,
     STREAM_PENDING_DELIVERIES,
     TASK_BY_ID,
+    TRIM_DURATIONS,
     UPDATE_DELIVERY_PROGRESS,
     UPDATE_MIRROR_FILE,
     UPDATE_TASK_STATE,
@@ -778,6 +780,35 @@ class SqliteStore:
             return True
 
         return self._write("release_mirror", release)
+
+    # -- learned durations (adaptive polling) ---------------------------------------------------
+    def record_durations(self, samples: Sequence[DurationSample]) -> None:
+        """Persist finished tasks' durations, in the order given, in one transaction."""
+        if not samples:
+            self._live()
+            return
+        rows = [(model, float(d), float(at)) for model, d, at in samples]
+        self._write(
+            "record_durations",
+            lambda conn: conn.executemany(
+                "INSERT INTO task_durations (model, duration_s, finished_at) VALUES (?, ?, ?)",
+                rows,
+            ),
+        )
+
+    def recent_durations(self, per_model: int) -> dict[str, list[float]]:
+        """Each model's `per_model` most recent durations, oldest first."""
+        out: dict[str, list[float]] = {}
+        for model, duration in self._rows(RECENT_DURATIONS, (max(0, per_model),)):
+            out.setdefault(model, []).append(duration)
+        return out
+
+    def trim_durations(self, keep_per_model: int) -> int:
+        """Delete all but each model's `keep_per_model` most recent durations."""
+        return self._write(
+            "trim_durations",
+            lambda conn: int(conn.execute(TRIM_DURATIONS, (max(0, keep_per_model),)).rowcount),
+        )
 
     # -- housekeeping --------------------------------------------------------------------------
     def purge_finished(self, *, before: float, limit: int = 1000) -> int:

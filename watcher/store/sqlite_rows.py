@@ -52,6 +52,17 @@ EXTEND_DEADLINES: Final = (
     "UPDATE tasks SET deadline_extension_s = deadline_extension_s + (? - MAX(?, registered_at)) "
     "WHERE state IN ('pending', 'processing') AND registered_at < ?"
 )
+# Each model's ? most recent durations, oldest first (the adaptive strategy's learned state).
+RECENT_DURATIONS: Final = (
+    "SELECT model, duration_s FROM (SELECT model, duration_s, id, "
+    "ROW_NUMBER() OVER (PARTITION BY model ORDER BY id DESC) AS n FROM task_durations) "
+    "WHERE n <= ? ORDER BY model, id"
+)
+TRIM_DURATIONS: Final = (
+    "DELETE FROM task_durations WHERE id IN (SELECT id FROM (SELECT id, "
+    "ROW_NUMBER() OVER (PARTITION BY model ORDER BY id DESC) AS n FROM task_durations) "
+    "WHERE n > ?)"
+)
 # A step of the wall clock: the deadlines still to come move with it.
 SHIFT_DEADLINES: Final = (
     "UPDATE tasks SET deadline_extension_s = deadline_extension_s + ? "

@@ -55,6 +55,7 @@ from watcher.models import (
     Transition,
 )
 from watcher.polling.decide import Watch
+from watcher.polling.learning import ModelStats
 from watcher.service import WatchService
 from watcher.store.adapter import AsyncAdapter
 from watcher.store.sqlite import SqliteStore
@@ -75,6 +76,7 @@ def make_config(
     allowed_hosts: tuple[str, ...] = (),
     idle_timeout_s: float = 15.0,
     body_timeout_s: float = 10.0,
+    hint_token: str | None = None,
 ) -> Config:
     if unix_path is not None:
         intake = IntakeConfig(
@@ -87,6 +89,7 @@ def make_config(
             allowed_hosts=allowed_hosts,
             idle_timeout_s=idle_timeout_s,
             body_timeout_s=body_timeout_s,
+            hint_token=Secret(hint_token) if hint_token else None,
         )
     else:
         intake = IntakeConfig(
@@ -98,6 +101,7 @@ def make_config(
             allowed_hosts=allowed_hosts,
             idle_timeout_s=idle_timeout_s,
             body_timeout_s=body_timeout_s,
+            hint_token=Secret(hint_token) if hint_token else None,
         )
     endpoint_secrets = (Secret(ENDPOINT_SECRET),)
     return Config(
@@ -124,6 +128,8 @@ class FakeScheduler:
     def __init__(self) -> None:
         self.watched: list[str] = []
         self.unwatched: list[str] = []
+        self.hinted: list[str] = []
+        self.stats = [ModelStats("nano-banana", 3, 10.0, 14.0, 15.5, "fixed", 5.2, 1.25)]
 
     def watch(self, task: Task) -> None:
         self.watched.append(task.task_id)
@@ -133,6 +139,16 @@ class FakeScheduler:
         return True
 
     def get(self, task_id: str) -> Watch | None:
+        return None
+
+    def poll_soon(self, task_id: str) -> bool:
+        self.hinted.append(task_id)
+        return task_id in self.watched and task_id not in self.unwatched
+
+    def model_stats(self) -> list[ModelStats]:
+        return self.stats
+
+    def expected_completion(self, task_id: str) -> tuple[float, float] | None:
         return None
 
 
@@ -329,6 +345,7 @@ async def running_intake(
     allowed_hosts: tuple[str, ...] = (),
     idle_timeout_s: float = 15.0,
     body_timeout_s: float = 10.0,
+    hint_token: str | None = None,
 ) -> AsyncIterator[Harness]:
     """A started intake server over a real SQLite store, with recording fakes around it."""
     unix_path = tmp_path / "intake.sock" if unix else None
@@ -340,6 +357,7 @@ async def running_intake(
         allowed_hosts=allowed_hosts,
         idle_timeout_s=idle_timeout_s,
         body_timeout_s=body_timeout_s,
+        hint_token=hint_token,
     )
     clock = ManualClock(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
     store = SqliteStore(config.store.path)

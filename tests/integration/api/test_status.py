@@ -23,7 +23,7 @@ async def test_status_reports_readiness_pause_and_slow_down(tmp_path: Path) -> N
         assert "failed" in idle.body["delivery_statuses"]
         assert "retrying" in idle.body["delivery_statuses"]  # the console filter offers it
         assert "timed_out" in idle.body["task_states"]
-        assert idle.body["model_stats"] is False
+        assert idle.body["model_stats"] is True  # GET /v1/stats/models is served
 
         h.control.readiness_reasons = ["upstream rejected the API key: polling is paused"]
         h.control.status = DaemonSnapshot(

@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from standardwebhooks import Webhook
 
 from tests.helpers.browser import LAUNCH_ARGS, browser_required, find_chromium
 from tests.helpers.console_scene import TOKEN, Scene, console_scene
-from tests.integration.api.test_intake import FakeControl, make_config
+from tests.integration.api.test_intake import FakeControl, FakeScheduler, make_config
 from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
 from watcher.clock import ManualClock
+from watcher.polling.learning import ModelStats
 from watcher.service import WatchService
 from watcher.store.adapter import AsyncAdapter
 from watcher.store.sqlite import SqliteStore
@@ -194,8 +194,9 @@ async def test_the_list_is_newest_first_filters_by_state_pages_and_finds_by_id(
     ids = await rows(page).evaluate_all("rows => rows.map(r => r.dataset.taskId)")
     ours = [i for i in ids if i.startswith("list-")]
     assert ours == ["list-failed", "list-done", "list-pending"]
-    await expect(page.locator("#models")).to_be_hidden()  # this daemon has no statistics
-    assert console.api_requests("/v1/stats") == []
+    # the daemon has learned from the two finished tasks: its per-model statistics show
+    await expect(page.locator("#models")).to_contain_text("nano-banana")
+    assert console.api_requests("/v1/stats/models") != []
     failed_row = page.locator('tr[data-task-id="list-failed"]')
     await expect(failed_row.get_by_text("failed", exact=True)).to_be_visible()  # in words
 
@@ -203,7 +204,7 @@ async def test_the_list_is_newest_first_filters_by_state_pages_and_finds_by_id(
     await expect(page).to_have_url(re.compile(r"#/tasks\?state=failed$"))
     await expect(rows(page).filter(has_text="list-done")).to_have_count(0)
     await expect(page.locator('tr[data-task-id="list-failed"]')).to_be_visible()
-    states = await page.locator("table.list tbody tr td:nth-child(3)").all_inner_texts()
+    states = await rows(page).locator("td:nth-child(3)").all_inner_texts()
     assert set(states) == {"failed"}
 
     await page.goto(scene.ui + "#/tasks?limit=2")
@@ -446,29 +447,18 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
 async def test_per_model_statistics_show_once_the_daemon_serves_them(
     browser: Browser, tmp_path: Path
 ) -> None:
-    """The adaptive strategy's `GET /v1/stats/models` is not built yet: an intake server
-    with that route added stands in for the daemon that will have it."""
+    """`GET /v1/stats/models` with a model the adaptive strategy learned (a scheduler that
+    knows sora-2 stands in for one that ran for a while)."""
     config = make_config(tmp_path)
     store = SqliteStore(config.store.path)
-    service = WatchService(store=AsyncAdapter(store), config=config, clock=ManualClock())
+    scheduler = FakeScheduler()
+    scheduler.stats = [ModelStats("sora-2", 240, 61.2, 95.0, 180.4, "adaptive", 4.25, 1.9)]
+    service = WatchService(
+        store=AsyncAdapter(store), config=config, clock=ManualClock(), scheduler=scheduler
+    )
     server = IntakeServer(
         service=service, config=config.intake, control=FakeControl(), metrics=Metrics()
     )
-    model = {
-        "model": "sora-2",
-        "samples": 240,
-        "duration_p50_s": 61.2,
-        "duration_p90_s": 95.0,
-        "duration_p99_s": 180.4,
-        "strategy": "adaptive",
-        "polls_per_task": 4.25,
-        "detection_delay_mean_s": 1.9,
-    }
-
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"models": [model]})
-
-    server.app.router.add_get("/v1/stats/models", stats)
     await server.start()
     context = await browser.new_context()
     try:

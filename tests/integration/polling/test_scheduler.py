@@ -671,7 +671,7 @@ async def test_schedule_runs_on_the_injected_clock() -> None:
         for _ in range(20):
             await asyncio.sleep(0)
         assert client.calls == 1
-        clock.advance(0.02)
+        clock.advance(0.09)  # due, and the budget (10/s: 0.1 s apart) has a slot
         await wait_until(lambda: client.calls == 2)
     finally:
         scheduler.stop()

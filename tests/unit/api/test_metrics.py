@@ -46,7 +46,8 @@ def test_upstream_metrics() -> None:
     m.upstream_request("sora-2", "http_429", 0.05)
     m.rate_limited()
     m.credentials_paused(True)
-    m.detection_lag("nano-banana", 1.5)
+    m.set_request_rate(7.5)
+    m.detection_delay("nano-banana", 1.5)
     types, samples = scrape(m)
 
     assert types["apixo_watcher_upstream_requests"] == "counter"
@@ -58,8 +59,10 @@ def test_upstream_metrics() -> None:
     assert value(samples, "upstream_rate_limited_total") == 1
     assert types["apixo_watcher_upstream_credentials_paused"] == "gauge"
     assert value(samples, "upstream_credentials_paused") == 1
-    assert types["apixo_watcher_detection_lag_seconds"] == "histogram"
-    assert value(samples, "detection_lag_seconds_count", model="nano-banana") == 1
+    assert types["apixo_watcher_upstream_request_rate_limit"] == "gauge"
+    assert value(samples, "upstream_request_rate_limit") == 7.5
+    assert types["apixo_watcher_detection_delay_seconds"] == "histogram"
+    assert value(samples, "detection_delay_seconds_count", model="nano-banana") == 1
 
     m.credentials_paused(False)
     _, samples = scrape(m)
@@ -150,7 +153,7 @@ def test_every_metric_is_prefixed_and_has_no_task_id_label() -> None:
     m.upstream_request("m", "ok", 0.1)
     m.webhook_attempt("e", "succeeded", 0.1)
     m.delivery_latency("e", 1)
-    m.detection_lag("m", 1)
+    m.detection_delay("m", 1)
     types, samples = scrape(m)
     assert all(name.startswith("apixo_watcher_") for name in types)
     assert all("task_id" not in s.labels for s in samples)

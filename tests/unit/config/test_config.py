@@ -16,6 +16,7 @@ import pytest
 from tests.helpers.yamlbomb import alias_bomb
 from watcher.config.durations import format_duration, parse_duration
 from watcher.config.settings import (
+    AdaptiveSettings,
     Config,
     DeliveryConfig,
     EndpointConfig,
@@ -1295,3 +1296,104 @@ def test_keys_and_tokens_with_control_characters_are_refused() -> None:
     assert [(p.path, p.line) for p in problems] == [("upstream.api_key", 2), ("intake.token", 4)]
     assert all("control characters" in p.message for p in problems)
     assert all("abc" not in p.message for p in problems)
+
+
+# --- adaptive polling and hints (contract section 8) ------------------------------------------
+
+
+def test_adaptive_defaults_and_per_model_overrides() -> None:
+    config = parse(
+        with_minimal(
+            """\
+            polling:
+              strategy: adaptive
+              adaptive: {min_samples: 50, polls_per_task: 4.5, min_interval: 1s}
+              models:
+                sora-2: {strategy: fixed}
+                veo: {adaptive: {polls_per_task: auto, window: 200}}
+            intake:
+              hint_token: hint-secret
+            """
+        )
+    )
+    default = config.polling.default
+    assert default.strategy == "adaptive"
+    assert default.adaptive == AdaptiveSettings(
+        min_samples=50, window=1000, polls_per_task=4.5, min_interval_s=1.0
+    )
+    assert config.polling.for_model("sora-2").strategy == "fixed"
+    assert config.polling.for_model("sora-2").adaptive == default.adaptive
+    veo = config.polling.for_model("veo")
+    assert veo.strategy == "adaptive"
+    assert veo.adaptive == AdaptiveSettings(
+        min_samples=50, window=200, polls_per_task=None, min_interval_s=1.0
+    )
+    assert config.intake.hint_token == Secret("hint-secret")
+    assert "hint-secret" not in repr(config)
+
+
+def test_adaptive_is_off_by_default() -> None:
+    policy = parse(MINIMAL).polling.default
+    assert policy.strategy == "fixed"
+    assert policy.adaptive == AdaptiveSettings(
+        min_samples=20, window=1000, polls_per_task=None, min_interval_s=0.5
+    )
+    assert parse(MINIMAL).intake.hint_token is None
+    assert parse(with_minimal("intake: {hint_token: ''}\n")).intake.hint_token is None
+
+
+def test_the_hint_token_may_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "hint").write_text("from-file\n")
+    config = parse(with_minimal("intake: {hint_token_file: hint}\n"), base_dir=tmp_path)
+    assert config.intake.hint_token == Secret("from-file")
+
+
+@pytest.mark.parametrize(
+    ("yaml", "path", "message"),
+    [
+        ("polling: {strategy: smart}", "polling.strategy", "must be 'fixed' or 'adaptive'"),
+        ("polling: {strategy: adaptiv}", "polling.strategy", "did you mean 'adaptive'?"),
+        ("polling: {adaptive: 3}", "polling.adaptive", "must be a mapping of keys to values"),
+        ("polling: {adaptive: {windw: 5}}", "polling.adaptive.windw", "did you mean 'window'?"),
+        ("polling: {adaptive: {min_samples: 0}}", "polling.adaptive.min_samples", "at least 1"),
+        ("polling: {adaptive: {window: 10}}", "polling.adaptive.window", "at least min_samples"),
+        (
+            "polling: {adaptive: {min_samples: 2000}}",
+            "polling.adaptive.min_samples",
+            "must be at most window (1000)",
+        ),
+        ("polling: {adaptive: {polls_per_task: 0.5}}", "polling.adaptive.polls_per_task", "1"),
+        (
+            "polling: {adaptive: {polls_per_task: many}}",
+            "polling.adaptive.polls_per_task",
+            "must be auto or a number of requests",
+        ),
+        ("polling: {adaptive: {min_interval: 0s}}", "polling.adaptive.min_interval", "than 0"),
+        (
+            "polling: {strategy: adaptive, adaptive: {min_interval: 1m}}",
+            "polling.adaptive.min_interval",
+            "must be at most max_interval (30s)",
+        ),
+        (
+            "polling: {strategy: adaptive, models: {m: {max_interval: 100ms, "
+            "initial_interval: 100ms}}}",
+            "polling.models.m.max_interval",
+            "must be at least adaptive.min_interval (500ms)",
+        ),
+        (
+            "polling: {models: {m: {strategy: adaptive, adaptive: {window: 1}}}}",
+            "polling.models.m.adaptive.window",
+            "must be at least min_samples (20)",
+        ),
+        ("intake: {hint_token: [a]}", "intake.hint_token", "must be a string"),
+    ],
+)
+def test_adaptive_problems(yaml: str, path: str, message: str) -> None:
+    problem = one_problem(with_minimal(yaml + "\n"))
+    assert problem.path == path
+    assert message in problem.message
+
+
+def test_a_fixed_schedule_may_poll_faster_than_the_adaptive_minimum() -> None:
+    config = parse(with_minimal("polling: {initial_interval: 10ms, max_interval: 10ms}\n"))
+    assert config.polling.default.max_interval_s == 0.01

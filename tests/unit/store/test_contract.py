@@ -1133,3 +1133,28 @@ async def test_purge_keeps_a_held_success_and_drops_mirror_records(store: AsyncS
     assert await store.mirror_files("released") == []
     assert (await store.get_task("held")).state is TaskState.SUCCEEDED
     assert len(await store.mirror_files("held")) == 2
+
+
+async def test_durations_are_kept_per_model_newest_last(store: AsyncStore) -> None:
+    assert await store.recent_durations(10) == {}
+    await store.record_durations([])
+    await store.record_durations(
+        [("nano-banana", 12.5, T0), ("sora-2", 120.0, T0 + 1), ("nano-banana", 10.0, T0 + 2)]
+    )
+    await store.record_durations([("nano-banana", 11.0, T0 + 3)])
+    assert await store.recent_durations(10) == {
+        "nano-banana": [12.5, 10.0, 11.0],
+        "sora-2": [120.0],
+    }
+    assert await store.recent_durations(2) == {"nano-banana": [10.0, 11.0], "sora-2": [120.0]}
+    assert await store.recent_durations(0) == {}
+
+
+async def test_trim_durations_keeps_the_most_recent_per_model(store: AsyncStore) -> None:
+    await store.record_durations([("a", float(i), T0 + i) for i in range(5)])
+    await store.record_durations([("b", 100.0 + i, T0 + i) for i in range(2)])
+    assert await store.trim_durations(3) == 2
+    assert await store.trim_durations(3) == 0
+    assert await store.recent_durations(100) == {"a": [2.0, 3.0, 4.0], "b": [100.0, 101.0]}
+    await store.record_durations([("a", 9.0, T0 + 9)])
+    assert await store.recent_durations(3) == {"a": [3.0, 4.0, 9.0], "b": [100.0, 101.0]}

@@ -523,3 +523,15 @@ def test_active_tasks_streams_a_hundred_thousand_tasks(store: SqliteStore) -> No
     assert len(set(ids)) == len(ids)
     assert "task_000007" not in ids
     assert "task_099999" not in ids
+
+
+def test_durations_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    first = SqliteStore(path)
+    first.record_durations([("m", 3.5, T0)])
+    first.close()
+    second = SqliteStore(path)
+    try:
+        assert second.recent_durations(5) == {"m": [3.5]}
+    finally:
+        second.close()
