@@ -1,6 +1,7 @@
 """A SQLite store with one of everything copy-store moves, made through the store's own API:
 finished and active tasks, a history, events (two of one task in the same instant), delivered,
-failed, retrying and callback deliveries with their attempts."""
+failed, retrying and callback deliveries with their attempts, a success waiting for its mirror
+(its held event and files, one copied) and learned polling durations (one sample twice)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from watcher.models import (
     DeliveryStatus,
     Event,
     EventType,
+    MirrorFile,
+    MirrorHold,
+    MirrorStatus,
     TaskSource,
     TaskSpec,
     TaskState,
@@ -39,6 +43,13 @@ DUMP_QUERIES = {
     "last_status_code, last_error FROM deliveries ORDER BY delivery_id",
     "attempts": "SELECT delivery_id, number, started_at, duration_ms, outcome, status_code, "
     "error, webhook_timestamp FROM attempts ORDER BY delivery_id, id",
+    "mirror_holds": "SELECT task_id, event_id, type, created_at, body FROM mirror_holds "
+    "ORDER BY task_id",
+    "mirror_files": "SELECT task_id, position, source_url, key, status, created_at, "
+    "updated_at, sha256, bytes, content_type, error, attempts FROM mirror_files "
+    "ORDER BY task_id, position",
+    "task_durations": "SELECT model, duration_s, finished_at FROM task_durations "
+    "ORDER BY model, id",
 }
 
 
@@ -197,4 +208,49 @@ def build_sample_store(path: Path, *, prefix: str = "t") -> SqliteStore:
     attempt(store, cb, T0 + 21, AttemptOutcome.RETRY)
 
     store.cancel_task(gone, now=T0 + 30)
+
+    # held: succeeded with mirroring on; its webhook waits for two files, one copied.
+    held = f"{prefix}-held"
+    store.add_task(TaskSpec(held, "sora-2", endpoints=("app",)), source=TaskSource.API, now=T0 + 3)
+    files = tuple(
+        MirrorFile(
+            held,
+            n,
+            f"https://cdn.example.com/{held}/{n}.mp4?sig=x",
+            f"{held}/{n}.mp4",
+            MirrorStatus.PENDING,
+            T0 + 35,
+            T0 + 35,
+        )
+        for n in range(2)
+    )
+    store.apply_transition(
+        Transition(
+            held,
+            TaskState.PENDING,
+            TaskState.SUCCEEDED,
+            T0 + 35,
+            "upstream state success",
+            "success",
+            polls=6,
+            mirror=MirrorHold(event(held, EventType.SUCCEEDED, T0 + 35, 1), files),
+        )
+    )
+    store.update_mirror_file(
+        dataclasses.replace(
+            files[0],
+            status=MirrorStatus.DONE,
+            updated_at=T0 + 36.5,
+            sha256="ab" * 32,
+            bytes=1234,
+            content_type="video/mp4",
+            attempts=1,
+        )
+    )
+
+    # Learned durations: two models, one sample recorded twice (equal values are two samples).
+    store.record_durations(
+        [("sora-2", 95.5, T0 + 5), ("nano-banana", 10.25, T0 + 10), ("sora-2", 95.5, T0 + 5)]
+    )
+    store.record_durations([("sora-2", 120.0, T0 + 35)])
     return store

@@ -28,7 +28,8 @@ _COUNTS: Final = ("new", "updated", "unchanged", "conflicts", "skipped")
 
 DESCRIPTION = (
     "Copy an existing SQLite store (tasks with their state and history, events with their exact "
-    "webhook bodies, deliveries with their status and webhook-ids, attempts) into the "
+    "webhook bodies, deliveries with their status and webhook-ids, attempts, successes waiting "
+    "for their result mirror, learned polling durations) into the "
     "PostgreSQL store named by store.url in the config. Stop the daemon that uses the SQLite "
     "file first: a running one is refused when it holds the file's lock. The SQLite file is "
     "opened read-only and never changed. Safe to interrupt and run again: records already "

@@ -3,7 +3,8 @@ decision about each record of it given what the target already holds.
 
 A batch is some tasks with everything recorded about them (`TaskRecords`), so that each batch,
 written in one transaction, leaves the target consistent: a finished task always arrives with
-its event and deliveries (the outbox), whenever a copy is interrupted.
+its event and deliveries (the outbox), and a success waiting for its mirror with its held event
+and files, whenever a copy is interrupted.
 
 The rules, the same for every run, which makes a second run change nothing:
 - a record the target lacks is inserted as it is;
@@ -15,6 +16,18 @@ The rules, the same for every run, which makes a second run change nothing:
 - a record the target holds as something else (a task with another model, an event with
   another body, a delivery of another event or endpoint or with another webhook-id) is a
   conflict: reported, not copied, and neither is anything recorded under it.
+
+Result mirroring's records follow the same rules: a mirror file (by task and position) is
+updated when the source is further along (a later `updated_at`, or more attempts); a held
+event (by task) never changes and is a conflict when the target holds another one. The hold
+moves with whoever is further along, so the webhook is sent once: a hold the target released
+already (it holds the event) is not put back, and a hold the source released (the batch brings
+its event) is dropped from the target with the event's arrival, counted as updated.
+
+Learned polling durations (`task_durations`) have no identity but their values: the source's
+n-th sample with some values (model, duration, finish time) is inserted only when the target
+holds fewer than n with those values, so one already there is not inserted again; the others
+are appended in the source's order (`plan_durations`).
 
 No I/O and no clock here: watcher/store/sqlite_export.py reads the batches and
 watcher/store/postgres_import.py writes them.
@@ -29,14 +42,43 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
-from watcher.models import Attempt, Delivery, Event, StateChange, Task
+from watcher.models import Attempt, Delivery, Event, MirrorFile, StateChange, Task
 
 R = TypeVar("R")
 
 # The tables one batch of TaskRecords fills, parents first.
-TASK_TABLES: Final = ("tasks", "state_changes", "events", "deliveries", "attempts")
+TASK_TABLES: Final = (
+    "tasks",
+    "state_changes",
+    "events",
+    "deliveries",
+    "attempts",
+    "mirror_holds",
+    "mirror_files",
+)
+DURATION_TABLES: Final = ("task_durations",)
+# One learned duration: (model, duration in seconds, when it finished: Unix seconds).
+Duration = tuple[str, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class DurationRecord:
+    """One learned duration of the source, and which of the source's samples with these very
+    values it is (1 for the first recorded): equal samples are all kept, so that is what tells
+    one already copied from one not yet, across batches and runs."""
+
+    sample: Duration
+    nth: int = 1
+
+
 # What a record of each table is called in messages.
-_NOUNS: Final = {"tasks": "task", "events": "event", "deliveries": "delivery"}
+_NOUNS: Final = {
+    "tasks": "task",
+    "events": "event",
+    "deliveries": "delivery",
+    "mirror_holds": "held event of task",
+    "mirror_files": "mirror file",
+}
 _SHOWN_MAX: Final = 80  # longer values are not quoted in conflict messages
 _OPAQUE: Final = frozenset({"body"})  # a digest says nothing to a reader: never quoted
 
@@ -47,7 +89,8 @@ class TaskRecords:
 
     Each child list is in the source's order: state changes oldest first per task, attempts
     oldest first per delivery, events in the order they were recorded (which orders events of
-    one task created in the same instant).
+    one task created in the same instant). `mirror_holds` are the events held back for their
+    mirror (one per task at most), `mirror_files` the files they wait for (or waited for).
     """
 
     tasks: Sequence[Task]
@@ -55,6 +98,8 @@ class TaskRecords:
     events: Sequence[Event] = ()
     deliveries: Sequence[Delivery] = ()
     attempts: Sequence[Attempt] = ()
+    mirror_holds: Sequence[Event] = ()
+    mirror_files: Sequence[MirrorFile] = ()
 
 
 @dataclass(slots=True)
@@ -104,14 +149,17 @@ class Held:
 
 @dataclass(frozen=True, slots=True)
 class HeldRecords:
-    """What the target holds of one batch's records: tasks, events and deliveries by id, and
-    how many state changes (per task) and attempts (per delivery) it has."""
+    """What the target holds of one batch's records: tasks, events (those of the batch and
+    its held ones) and deliveries by id, how many state changes (per task) and attempts (per
+    delivery) it has, held events by task and mirror files by `mirror_file_key`."""
 
     tasks: Mapping[str, Held] = field(default_factory=dict)
     state_change_counts: Mapping[str, int] = field(default_factory=dict)
     events: Mapping[str, Held] = field(default_factory=dict)
     deliveries: Mapping[str, Held] = field(default_factory=dict)
     attempt_counts: Mapping[str, int] = field(default_factory=dict)
+    mirror_holds: Mapping[str, Held] = field(default_factory=dict)
+    mirror_files: Mapping[str, Held] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +173,10 @@ class TaskRecordsPlan:
     new_deliveries: list[Delivery]
     newer_deliveries: list[Delivery]
     new_attempts: list[Attempt]
+    released_holds: list[str]  # task ids whose hold the target drops (released in the source)
+    new_holds: list[Event]
+    new_mirror_files: list[MirrorFile]
+    newer_mirror_files: list[MirrorFile]
     result: ImportResult
 
 
@@ -167,6 +219,34 @@ def held_delivery(
         "created_at": created_at,
     }
     return Held(identity, (updated_at, attempts))
+
+
+def held_hold(event_id: str, type_: str, created_at: float, digest: str) -> Held:
+    """A held event's identity (it never changes until it is released); `digest` is its
+    body's `body_digest`."""
+    return Held({"event": event_id, "type": type_, "created_at": created_at, "body": digest})
+
+
+def held_mirror_file(
+    source_url: str, key: str, created_at: float, updated_at: float, attempts: int
+) -> Held:
+    """A mirror file's identity (what is copied where) and progress."""
+    return Held(
+        {"source_url": source_url, "key": key, "created_at": created_at}, (updated_at, attempts)
+    )
+
+
+def mirror_file_key(task_id: str, position: int) -> str:
+    """How a mirror file is named in conflicts and in `HeldRecords.mirror_files`."""
+    return f"{task_id}#{position}"
+
+
+def _hold_held(e: Event) -> Held:
+    return held_hold(e.event_id, e.type.value, e.created_at, body_digest(e.body))
+
+
+def _mirror_file_held(f: MirrorFile) -> Held:
+    return held_mirror_file(f.source_url, f.key, f.created_at, f.updated_at, f.attempts)
 
 
 def _task_held(t: Task) -> Held:
@@ -322,14 +402,24 @@ def plan_task_records(records: TaskRecords, held: HeldRecords) -> TaskRecordsPla
         records.attempts, lambda a: a.delivery_id, dropped_deliveries, held.attempt_counts
     )
 
+    holds, released, files = _plan_mirror(records, held, dropped_tasks)
+
     counts = {
         "tasks": tasks.counts,
         "state_changes": change_counts,
         "events": events.counts,
         "deliveries": deliveries.counts,
         "attempts": attempt_counts,
+        "mirror_holds": holds.counts,
+        "mirror_files": files.counts,
     }
-    conflicts = [*tasks.conflicts, *events.conflicts, *deliveries.conflicts]
+    conflicts = [
+        *tasks.conflicts,
+        *events.conflicts,
+        *deliveries.conflicts,
+        *holds.conflicts,
+        *files.conflicts,
+    ]
     return TaskRecordsPlan(
         new_tasks=tasks.new,
         newer_tasks=tasks.newer,
@@ -338,5 +428,63 @@ def plan_task_records(records: TaskRecords, held: HeldRecords) -> TaskRecordsPla
         new_deliveries=deliveries.new,
         newer_deliveries=deliveries.newer,
         new_attempts=attempts,
+        released_holds=released,
+        new_holds=holds.new,
+        new_mirror_files=files.new,
+        newer_mirror_files=files.newer,
         result=ImportResult(counts, conflicts),
     )
+
+
+def _plan_mirror(
+    records: TaskRecords, held: HeldRecords, dropped_tasks: set[str]
+) -> tuple[_Sorted[Event], list[str], _Sorted[MirrorFile]]:
+    """The batch's held events and mirror files, and the target's holds the source released."""
+    live_holds = [e for e in records.mirror_holds if e.task_id not in dropped_tasks]
+    # A hold the target released already (it holds the event) stays released: put back, the
+    # daemon would send that webhook a second time.
+    released_there = [
+        e for e in live_holds if e.task_id not in held.mirror_holds and e.event_id in held.events
+    ]
+    pending = [e for e in live_holds if e not in released_there]
+    holds = _sort("mirror_holds", pending, lambda e: e.task_id, held.mirror_holds, _hold_held)
+    holds.counts.read = len(records.mirror_holds)
+    holds.counts.unchanged += len(released_there)
+    holds.counts.skipped = len(records.mirror_holds) - len(live_holds)
+
+    # The source released a hold the target still has: its event arrives in this batch.
+    source_holds = {e.task_id for e in records.mirror_holds}
+    batch_events = {e.event_id for e in records.events}
+    released = [
+        t.task_id
+        for t in records.tasks
+        if t.task_id not in dropped_tasks
+        and t.task_id not in source_holds
+        and t.task_id in held.mirror_holds
+        and held.mirror_holds[t.task_id].identity["event"] in batch_events
+    ]
+    holds.counts.updated += len(released)
+
+    dropped = dropped_tasks | {c.key for c in holds.conflicts}
+    live_files = [f for f in records.mirror_files if f.task_id not in dropped]
+    files = _sort(
+        "mirror_files",
+        live_files,
+        lambda f: mirror_file_key(f.task_id, f.position),
+        held.mirror_files,
+        _mirror_file_held,
+    )
+    files.counts.read = len(records.mirror_files)
+    files.counts.skipped = len(records.mirror_files) - len(live_files)
+    return holds, released, files
+
+
+def plan_durations(
+    rows: Sequence[DurationRecord], held: Mapping[Duration, int]
+) -> tuple[list[Duration], ImportResult]:
+    """The learned durations of `rows` to insert into a target holding `held` of them (how
+    many of each): the source's n-th sample of some values is there already when the target
+    holds at least n of them, whoever recorded them. In the source's order."""
+    fresh = [r.sample for r in rows if r.nth > held.get(r.sample, 0)]
+    counts = TableCounts(read=len(rows), new=len(fresh), unchanged=len(rows) - len(fresh))
+    return fresh, ImportResult({"task_durations": counts})

@@ -7,8 +7,9 @@ updated, the rest is left alone, and a record the database holds as something el
 conflict, reported and not copied. So a second run changes nothing, and an interrupted run
 leaves only whole batches behind: running it again finishes the copy.
 
-What is copied is a list of steps, each with its tables, its reader and its writer: a further
-table (issue 11's learned polling statistics) is one more `CopyStep` in `STEPS`.
+What is copied is a list of steps, each with its tables, its reader and its writer: the tasks
+with everything recorded about them (result mirroring's held events and files included), then
+the learned polling durations (issue 11).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from watcher.store.bulk import TASK_TABLES, Conflict, ImportResult, TableCounts
+from watcher.store.bulk import DURATION_TABLES, TASK_TABLES, Conflict, ImportResult, TableCounts
 from watcher.store.postgres import PostgresStore
 from watcher.store.sqlite_export import DEFAULT_BATCH, SqliteSnapshot
 
@@ -47,6 +48,13 @@ STEPS: Final[Sequence[CopyStep[Any]]] = (
         SqliteSnapshot.count_tasks,
         SqliteSnapshot.task_batches,
         PostgresStore.import_task_records,
+    ),
+    CopyStep(
+        "durations",
+        DURATION_TABLES,
+        SqliteSnapshot.count_durations,
+        SqliteSnapshot.duration_batches,
+        PostgresStore.import_durations,
     ),
 )
 

@@ -52,7 +52,7 @@ from watcher.models import (
 )
 from watcher.store import postgres_rows as sql
 from watcher.store.base import DurationSample, apply_transition_to, metadata_json
-from watcher.store.bulk import ImportResult, TaskRecords
+from watcher.store.bulk import DurationRecord, ImportResult, TaskRecords
 from watcher.store.migrations import Migration, MigrationResult, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 from watcher.store.postgres_rows import nul_free as _nul_free
@@ -680,6 +680,13 @@ class PostgresStore:
         return await self._write(
             "import_task_records", lambda conn: import_task_records(conn, records)
         )
+
+    async def import_durations(self, rows: Sequence[DurationRecord]) -> ImportResult:
+        """Copy one batch of learned polling durations in one transaction: those the database
+        holds already (as many with the same values) are left out (watcher/store/bulk.py)."""
+        from watcher.store.postgres_import import import_durations
+
+        return await self._write("import_durations", lambda conn: import_durations(conn, rows))
 
     # -- result mirroring ----------------------------------------------------------------------
     async def mirror_files(self, task_id: str) -> list[MirrorFile]:

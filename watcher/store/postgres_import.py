@@ -1,5 +1,6 @@
 """Bulk import into the PostgreSQL store (`apixo-watcher copy-store`): one batch of TaskRecords
-in one transaction (PostgresStore.import_task_records runs it).
+(PostgresStore.import_task_records) or of learned durations (PostgresStore.import_durations) in
+one transaction.
 
 The transaction reads what the database already holds of the batch's records, lets the pure
 `plan_task_records` (watcher/store/bulk.py) decide, and writes the result in one round trip.
@@ -16,10 +17,11 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 
-from watcher.models import StateChange, Task
+from watcher.models import MirrorHold, StateChange, Task
 from watcher.store import postgres_rows as sql
 from watcher.store.base import metadata_json
 from watcher.store.bulk import (
+    DurationRecord,
     Held,
     HeldRecords,
     ImportResult,
@@ -27,7 +29,11 @@ from watcher.store.bulk import (
     TaskRecordsPlan,
     held_delivery,
     held_event,
+    held_hold,
+    held_mirror_file,
     held_task,
+    mirror_file_key,
+    plan_durations,
     plan_task_records,
 )
 from watcher.store.postgres_rows import nul_free
@@ -36,6 +42,9 @@ from watcher.store.sqlite_rows import (
     delivery_params,
     delivery_progress_params,
     event_params,
+    hold_params,
+    mirror_file_params,
+    mirror_progress_params,
 )
 
 # pg_advisory_xact_lock key, the bytes "apixcopy": two copy-store runs at once take turns per
@@ -84,6 +93,22 @@ ATTEMPT_COUNTS: Final = (
     "SELECT t.id, (SELECT count(*) FROM attempts AS a "
     'WHERE a.delivery_id = t.id COLLATE "C") FROM unnest(%s::text[]) AS t (id)'
 )
+HELD_MIRROR_HOLDS: Final = (
+    "SELECT task_id, event_id, type, created_at, encode(sha256(body), 'hex') FROM mirror_holds "
+    "WHERE task_id = ANY(%s) ORDER BY task_id FOR UPDATE"
+)
+HELD_MIRROR_FILES: Final = (
+    "SELECT task_id, position, source_url, key, created_at, updated_at, attempts "
+    "FROM mirror_files WHERE task_id = ANY(%s) ORDER BY task_id, position FOR UPDATE"
+)
+# How many of each of a batch's durations the database holds (a sample is its values).
+HELD_DURATIONS: Final = (
+    "SELECT d.model, d.duration_s, d.finished_at, count(*) FROM task_durations AS d "
+    "JOIN (SELECT DISTINCT * FROM unnest(%s::text[], %s::float8[], %s::float8[])) "
+    "AS s (model, duration_s, finished_at) "
+    'ON d.model = s.model COLLATE "C" AND d.duration_s = s.duration_s '
+    "AND d.finished_at = s.finished_at GROUP BY 1, 2, 3"
+)
 
 # The columns each table's import writes (tests/integration/store/test_copy.py checks that
 # they are every column of the schema but the database's own, so a new one is not forgotten).
@@ -99,6 +124,12 @@ WRITTEN_COLUMNS: Final = {
         "delivery_id, number, started_at, duration_ms, outcome, status_code, error, "
         "webhook_timestamp"
     ),
+    "mirror_holds": "task_id, event_id, type, created_at, body",
+    "mirror_files": (
+        "task_id, position, source_url, key, status, created_at, updated_at, sha256, bytes, "
+        "content_type, error, attempts"
+    ),
+    "task_durations": "model, duration_s, finished_at",
 }
 
 
@@ -152,14 +183,22 @@ async def _held(conn: AsyncConnection[Any], records: TaskRecords) -> HeldRecords
 
     tasks = held(await rows(HELD_TASKS, task_ids), held_task)
     deliveries = held(await rows(HELD_DELIVERIES, delivery_ids), held_delivery)
+    # The held events too: one the database holds as an event was released there.
+    event_ids = [e.event_id for e in (*records.events, *records.mirror_holds)]
+    files = {
+        mirror_file_key(task_id, position): held_mirror_file(*rest)
+        for task_id, position, *rest in await rows(HELD_MIRROR_FILES, list(tasks))
+    }
     # Histories are counted only where the database has the parent (the foreign keys): a first
     # copy counts nothing.
     return HeldRecords(
         tasks=tasks,
         state_change_counts=dict(await rows(STATE_CHANGE_COUNTS, list(tasks))),
-        events=held(await rows(HELD_EVENTS, [e.event_id for e in records.events]), held_event),
+        events=held(await rows(HELD_EVENTS, event_ids), held_event),
         deliveries=deliveries,
         attempt_counts=dict(await rows(ATTEMPT_COUNTS, list(deliveries))),
+        mirror_holds=held(await rows(HELD_MIRROR_HOLDS, list(tasks)), held_hold),
+        mirror_files=files,
     )
 
 
@@ -176,9 +215,30 @@ async def _write(conn: AsyncConnection[Any], plan: TaskRecordsPlan) -> None:
             [delivery_progress_params(d) for d in plan.newer_deliveries],
         ),
         (sql.INSERT_ATTEMPT, [attempt_params(a) for a in plan.new_attempts]),
+        (sql.DELETE_MIRROR_HOLD, [(task_id,) for task_id in plan.released_holds]),
+        (sql.INSERT_MIRROR_HOLD, [hold_params(MirrorHold(e, ())) for e in plan.new_holds]),
+        (sql.INSERT_MIRROR_FILE, [mirror_file_params(f) for f in plan.new_mirror_files]),
+        (sql.UPDATE_MIRROR_FILE, [mirror_progress_params(f) for f in plan.newer_mirror_files]),
     ]
     async with conn.pipeline():
         cur = conn.cursor()
         for statement, params in writes:
             if params:
                 await cur.executemany(statement, [nul_free(p) for p in params])
+
+
+async def import_durations(
+    conn: AsyncConnection[Any], rows: Sequence[DurationRecord]
+) -> ImportResult:
+    """Append the learned durations of `rows` the database lacks (bulk.plan_durations), on
+    `conn` inside the caller's transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (COPY_LOCK,))
+    cur = await conn.execute(
+        HELD_DURATIONS,
+        tuple([r.sample[i] for r in rows] for i in range(3)),
+    )
+    held = {(m, d, at): n for m, d, at, n in await cur.fetchall()}
+    fresh, result = plan_durations(rows, held)
+    if fresh:
+        await conn.cursor().executemany(sql.INSERT_DURATION, [nul_free(r) for r in fresh])
+    return result

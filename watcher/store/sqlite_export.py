@@ -23,15 +23,17 @@ from typing import Any, Final
 
 from watcher.errors import StoreError, StoreInUse
 from watcher.models import Task
-from watcher.store.bulk import TASK_TABLES, TaskRecords
+from watcher.store.bulk import TASK_TABLES, DurationRecord, TaskRecords
 from watcher.store.migrations import load_migrations
 from watcher.store.sqlite_files import lock_path
 from watcher.store.sqlite_rows import (
     SELECT_DELIVERIES,
+    SELECT_MIRROR_FILES,
     SELECT_TASKS,
     attempt_from_row,
     delivery_from_row,
     event_from_row,
+    mirror_file_from_row,
     state_change_from_row,
     task_from_row,
 )
@@ -54,6 +56,18 @@ _ATTEMPTS: Final = (
     "SELECT delivery_id, number, started_at, duration_ms, outcome, status_code, error, "
     "webhook_timestamp FROM attempts WHERE delivery_id IN "
     "(SELECT delivery_id FROM deliveries WHERE task_id IN ({ids})) ORDER BY delivery_id, id"
+)
+_MIRROR_HOLDS: Final = (
+    "SELECT event_id, task_id, type, created_at, body FROM mirror_holds "
+    "WHERE task_id IN ({ids}) ORDER BY task_id"
+)
+_MIRROR_FILES: Final = SELECT_MIRROR_FILES + " WHERE task_id IN ({ids}) ORDER BY task_id, position"
+# Learned durations in the order they were recorded (which is what "most recent" means), each
+# with which of the samples of its values it is.
+_DURATIONS: Final = (
+    "SELECT id, model, duration_s, finished_at, n FROM (SELECT id, model, duration_s, "
+    "finished_at, ROW_NUMBER() OVER (PARTITION BY model, duration_s, finished_at ORDER BY id) "
+    "AS n FROM task_durations) WHERE id > ? ORDER BY id LIMIT ?"
 )
 
 
@@ -194,7 +208,30 @@ class SqliteSnapshot:
                 delivery_from_row(r) for r in self._rows(_DELIVERIES.format(ids=marks), ids)
             ],
             attempts=[attempt_from_row(r) for r in self._rows(_ATTEMPTS.format(ids=marks), ids)],
+            mirror_holds=[
+                event_from_row(r) for r in self._rows(_MIRROR_HOLDS.format(ids=marks), ids)
+            ],
+            mirror_files=[
+                mirror_file_from_row(r) for r in self._rows(_MIRROR_FILES.format(ids=marks), ids)
+            ],
         )
+
+    def count_durations(self) -> int:
+        """How many learned polling durations the snapshot holds."""
+        return int(self._rows("SELECT count(*) FROM task_durations")[0][0])
+
+    def duration_batches(self, size: int = DEFAULT_BATCH) -> Iterator[list[DurationRecord]]:
+        """Every learned duration, `size` at a time, in the order they were recorded."""
+        size = max(1, size)
+        last = 0
+        while True:
+            rows = self._rows(_DURATIONS, (last, size))
+            if not rows:
+                return
+            yield [DurationRecord((model, float(d), float(at)), n) for _, model, d, at, n in rows]
+            if len(rows) < size:
+                return
+            last = rows[-1][0]
 
     def close(self) -> None:
         """End the snapshot, close the file and release the lock; idempotent."""

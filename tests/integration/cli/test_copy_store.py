@@ -58,10 +58,12 @@ async def test_copy_store_copies_and_a_second_run_changes_nothing(
     assert line.startswith(f"copied {source} into postgresql://")
     assert ":***@" in line
     assert line.endswith(
-        "tasks 4 (4 new), state_changes 4 (4 new), events 3 (3 new), deliveries 3 (3 new), "
-        "attempts 6 (6 new)"
+        "tasks 5 (5 new), state_changes 5 (5 new), events 3 (3 new), deliveries 3 (3 new), "
+        "attempts 6 (6 new), mirror_holds 1 (1 new), mirror_files 2 (2 new), "
+        "task_durations 4 (4 new)"
     )
-    assert "copy-store: tasks 4/4 (100%): tasks 4, state_changes 4, events 3" in first.err
+    assert "copy-store: tasks 5/5 (100%): tasks 5, state_changes 5, events 3" in first.err
+    assert "copy-store: durations 4/4 (100%): " in first.err
     assert "warning: cannot tell whether a daemon is running" in first.err  # no lock file
     assert dump_postgres(target) == dump_sqlite(source)
 
@@ -70,11 +72,14 @@ async def test_copy_store_copies_and_a_second_run_changes_nothing(
     assert summary["complete"] is True
     assert summary["conflicts"] == []
     assert {name: (t["read"], t["unchanged"]) for name, t in summary["tables"].items()} == {
-        "tasks": (4, 4),
-        "state_changes": (4, 4),
+        "tasks": (5, 5),
+        "state_changes": (5, 5),
         "events": (3, 3),
         "deliveries": (3, 3),
         "attempts": (6, 6),
+        "mirror_holds": (1, 1),
+        "mirror_files": (2, 2),
+        "task_durations": (4, 4),
     }
     for result in (first, again):
         assert all(s not in result.out + result.err for s in secrets)
@@ -96,7 +101,7 @@ async def test_copy_store_reports_a_conflict_and_copies_the_rest(
         "'sora-2', not 'nano-banana': not copied"
     ) in result.err
     assert "warning" not in result.err  # the free lock proved no daemon runs
-    assert "tasks 4 (3 new, 1 conflict)" in result.out
+    assert "tasks 5 (4 new, 1 conflict)" in result.out
     assert result.out.rstrip().endswith("; 1 conflict not copied (listed on stderr)")
 
 
@@ -170,7 +175,7 @@ async def test_copy_store_interrupted_with_ctrl_c_says_so_and_the_next_run_finis
         )
         assert proc.stderr is not None
         seen = b""
-        while b"copy-store: tasks 0/4" not in seen:
+        while b"copy-store: tasks 0/5" not in seen:
             seen += await asyncio.wait_for(proc.stderr.readline(), 20)
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 20)

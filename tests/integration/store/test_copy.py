@@ -29,6 +29,7 @@ from watcher.errors import StoreError
 from watcher.models import (
     AttemptOutcome,
     EventType,
+    MirrorStatus,
     TaskSource,
     TaskSpec,
     TaskState,
@@ -112,13 +113,23 @@ async def test_every_record_is_equal_after_the_copy(source: Path, target: str) -
     report, heard = await copy(source, target, batch_size=3)  # two batches
 
     assert report.complete
-    assert heard.progress_seen == [("tasks", 0, 4), ("tasks", 3, 4), ("tasks", 4, 4)]
+    assert heard.progress_seen == [
+        ("tasks", 0, 5),
+        ("tasks", 3, 5),
+        ("tasks", 5, 5),
+        ("durations", 0, 4),
+        ("durations", 3, 4),
+        ("durations", 4, 4),
+    ]
     assert {t: c.new for t, c in report.tables.items()} == {
-        "tasks": 4,
-        "state_changes": 4,
+        "tasks": 5,
+        "state_changes": 5,
         "events": 3,
         "deliveries": 3,
         "attempts": 6,
+        "mirror_holds": 1,
+        "mirror_files": 2,
+        "task_durations": 4,
     }
     # The raw rows: every column of every record (bodies byte for byte, metadata as written).
     assert dump_postgres(target) == dump_sqlite(source)
@@ -143,6 +154,10 @@ async def test_every_record_is_equal_after_the_copy(source: Path, target: str) -
         assert [d.delivery_id async for d in pg.pending_deliveries()] == [
             d.delivery_id async for d in sqlite.pending_deliveries()
         ]
+        # The success waiting for its mirror still waits, for the same files.
+        assert await pg.held_mirrors() == await sqlite.held_mirrors()
+        assert [h.event.task_id for h in await pg.held_mirrors()] == ["t-held"]
+        assert await pg.recent_durations(10) == await sqlite.recent_durations(10)
     finally:
         await pg.close()
         await sqlite.close()
@@ -165,7 +180,13 @@ async def test_every_column_of_the_schema_is_copied(target: str) -> None:
     store = await PostgresStore.open(target)  # applies the schema
     await store.close()
     own = {"id", "seq", "claimed_by"}  # the database's: surrogate keys and cluster claims
+    # Every table of the schema is copied but the cluster's own.
+    assert set(WRITTEN_COLUMNS) == set(TABLES)
     with psycopg.connect(target) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+        assert {r[0] for r in tables} - set(TABLES) == {"instances", "heartbeat", "watcher_schema"}
         for table, written in WRITTEN_COLUMNS.items():
             rows = conn.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
@@ -192,7 +213,7 @@ async def test_a_task_with_another_model_is_a_conflict_and_the_rest_is_copied(
     assert (conflict.table, conflict.key) == ("tasks", "t-done")
     assert "model 'sora-2', not 'nano-banana'" in conflict.message
     tables = report.tables
-    assert (tables["tasks"].conflicts, tables["tasks"].new) == (1, 3)
+    assert (tables["tasks"].conflicts, tables["tasks"].new) == (1, 4)
     # t-done's history, events, deliveries and attempts are not copied; everything else is.
     assert tables["events"].skipped == 2
     assert tables["deliveries"].skipped == 2
@@ -205,7 +226,7 @@ async def test_a_task_with_another_model_is_a_conflict_and_the_rest_is_copied(
 
     again, _ = await copy(source, target)  # still reported, still nothing else to do
     assert again.conflicts_total == 1
-    assert again.tables["tasks"].unchanged == 3
+    assert again.tables["tasks"].unchanged == 4
 
 
 async def test_an_event_with_another_body_is_a_conflict(source: Path, target: str) -> None:
@@ -247,16 +268,90 @@ async def test_records_further_along_in_sqlite_are_updated(source: Path, target:
     cb = store.get_delivery("dlv_evt_t-busy_1_callback")
     attempt(store, cb, T0 + 50, AttemptOutcome.SUCCEEDED)
     store.record_polls({"t-busy": 11}, errors={})
+    # t-held's second file was copied and its webhook released; one more duration learned.
+    (_, second) = store.mirror_files("t-held")
+    store.update_mirror_file(
+        dataclasses.replace(second, status=MirrorStatus.DONE, updated_at=T0 + 51, attempts=1)
+    )
+    released = event("t-held", EventType.SUCCEEDED, T0 + 52, 1)  # the held one's id
+    assert store.release_mirror("t-held", released, [delivery(released, "app")])
+    store.record_durations([("flux-2", 30.0, T0 + 40)])
     store.close()
 
     report, _ = await copy(source, target)
 
     assert dump_postgres(target) == dump_sqlite(source)
     tables = report.tables
-    assert (tables["tasks"].updated, tables["tasks"].unchanged) == (2, 2)
-    assert (tables["state_changes"].new, tables["events"].new) == (1, 1)
-    assert (tables["deliveries"].new, tables["deliveries"].updated) == (1, 1)
+    assert (tables["tasks"].updated, tables["tasks"].unchanged) == (2, 3)
+    assert (tables["state_changes"].new, tables["events"].new) == (1, 2)
+    assert (tables["deliveries"].new, tables["deliveries"].updated) == (2, 1)
     assert tables["attempts"].new == 2
+    # The hold the source released is dropped with its event's arrival: sent once, from here.
+    assert (tables["mirror_holds"].read, tables["mirror_holds"].updated) == (0, 1)
+    assert (tables["mirror_files"].updated, tables["mirror_files"].unchanged) == (1, 1)
+    assert (tables["task_durations"].new, tables["task_durations"].unchanged) == (1, 4)
+    pg = await PostgresStore.open(target)
+    try:
+        assert await pg.held_mirrors() == []
+    finally:
+        await pg.close()
+
+
+async def test_a_hold_released_in_postgres_is_not_put_back(source: Path, target: str) -> None:
+    await copy(source, target)
+    # The new daemon released t-held's webhook; the SQLite file still holds it.
+    pg = await PostgresStore.open(target)
+    try:
+        (hold,) = await pg.held_mirrors()
+        released = dataclasses.replace(hold.event, created_at=T0 + 60)
+        assert await pg.release_mirror("t-held", released, [delivery(released, "app")])
+    finally:
+        await pg.close()
+    before = full_dump(target)
+
+    report, heard = await copy(source, target)
+
+    assert full_dump(target) == before
+    assert report.tables["mirror_holds"].unchanged == 1
+    assert heard.conflicts == []
+
+
+async def test_a_hold_of_another_event_is_a_conflict(source: Path, target: str) -> None:
+    await copy(source, target)
+    with psycopg.connect(target) as conn:
+        conn.execute("UPDATE mirror_holds SET body = %s WHERE task_id = 't-held'", (b"{}",))
+        conn.execute("UPDATE mirror_files SET attempts = 0, updated_at = 0")
+
+    report, heard = await copy(source, target)
+
+    (conflict,) = heard.conflicts
+    assert (conflict.table, conflict.key) == ("mirror_holds", "t-held")
+    assert "another body" in conflict.message
+    assert report.tables["mirror_files"].skipped == 2  # its files, left as they are
+    assert report.tables["mirror_files"].updated == 0
+
+
+async def test_durations_already_learned_in_postgres_are_not_doubled(
+    source: Path, target: str
+) -> None:
+    pg = await PostgresStore.open(target)
+    try:  # the new daemon learned one sample the old one has too, and one of its own
+        await pg.record_durations([("sora-2", 95.5, T0 + 5), ("sora-2", 60.0, T0 + 90)])
+    finally:
+        await pg.close()
+
+    report, _ = await copy(source, target, batch_size=2)
+
+    counts = report.tables["task_durations"]
+    assert (counts.read, counts.new, counts.unchanged) == (4, 3, 1)
+    # Each of SQLite's samples is there as many times as it is in SQLite (its twice, once
+    # copied), then what PostgreSQL had of its own.
+    rows = dump_postgres(target)["task_durations"]
+    assert sorted(rows) == sorted(
+        [*dump_sqlite(source)["task_durations"], ("sora-2", 60.0, T0 + 90)]
+    )
+    again, _ = await copy(source, target)
+    assert again.tables["task_durations"].new == 0
 
 
 async def test_an_interrupted_copy_is_finished_by_the_next_run(source: Path, target: str) -> None:
@@ -285,7 +380,7 @@ async def test_an_interrupted_copy_is_finished_by_the_next_run(source: Path, tar
 
     assert dump_postgres(target) == expected
     assert report.tables["tasks"].unchanged == 2
-    assert report.tables["tasks"].new == 2
+    assert report.tables["tasks"].new == 3
 
 
 # -- what it says ----------------------------------------------------------------------------------

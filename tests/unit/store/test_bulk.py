@@ -21,6 +21,7 @@ from watcher.models import (
     TaskState,
 )
 from watcher.store.bulk import (
+    DurationRecord,
     Held,
     HeldRecords,
     TableCounts,
@@ -30,6 +31,7 @@ from watcher.store.bulk import (
     held_delivery,
     held_event,
     held_task,
+    plan_durations,
     plan_task_records,
 )
 
@@ -297,3 +299,27 @@ def test_a_delivery_is_updated_only_when_the_source_is_further_along(
     plan = plan_task_records(TaskRecords([task("t")], events=[ev], deliveries=[d]), held)
 
     assert getattr(counts(plan, "deliveries"), expected) == 1
+
+
+@pytest.mark.parametrize(
+    ("held", "fresh"),
+    [
+        ({}, [("m", 1.0, 5.0), ("n", 2.0, 6.0), ("m", 1.0, 5.0)]),
+        ({("m", 1.0, 5.0): 1}, [("n", 2.0, 6.0), ("m", 1.0, 5.0)]),  # an earlier batch's
+        ({("m", 1.0, 5.0): 2, ("n", 2.0, 6.0): 3}, []),
+    ],
+)
+def test_a_learned_duration_is_inserted_only_past_those_the_target_has(
+    held: dict[tuple[str, float, float], int], fresh: list[tuple[str, float, float]]
+) -> None:
+    rows = [
+        DurationRecord(("m", 1.0, 5.0), 1),
+        DurationRecord(("n", 2.0, 6.0), 1),
+        DurationRecord(("m", 1.0, 5.0), 2),
+    ]
+
+    got, result = plan_durations(rows, held)
+
+    assert got == fresh
+    counts = result.counts["task_durations"]
+    assert (counts.read, counts.new, counts.unchanged) == (3, len(fresh), 3 - len(fresh))

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers.sqlite_sample import T0, build_sample_store
 from watcher.errors import StoreError
 from watcher.models import TaskSource, TaskSpec
+from watcher.store.bulk import DurationRecord
 from watcher.store.migrations import load_migrations
 from watcher.store.sqlite import SqliteStore
 from watcher.store.sqlite_export import SqliteSnapshot
@@ -37,10 +38,11 @@ def test_batches_hold_every_task_with_everything_recorded_about_it(sample: Path)
     store = SqliteStore(sample)
     try:
         with SqliteSnapshot(sample) as snapshot:
-            assert snapshot.count_tasks() == 4
+            assert snapshot.count_tasks() == 5
             batches = list(snapshot.task_batches(3))
+            durations = list(snapshot.duration_batches(3))
 
-        assert [len(b.tasks) for b in batches] == [3, 1]
+        assert [len(b.tasks) for b in batches] == [3, 2]
         tasks = [t for b in batches for t in b.tasks]
         assert [t.task_id for t in tasks] == sorted(t.task_id for t in tasks)
         for batch in batches:
@@ -54,6 +56,12 @@ def test_batches_hold_every_task_with_everything_recorded_about_it(sample: Path)
                 assert [e for e in batch.events if e.task_id == t.task_id] == (
                     store.events_for_task(t.task_id)
                 )
+                assert [f for f in batch.mirror_files if f.task_id == t.task_id] == (
+                    store.mirror_files(t.task_id)
+                )
+            assert list(batch.mirror_holds) == [
+                h.event for h in store.held_mirrors() if h.event.task_id in ids
+            ]
             assert {d.task_id for d in batch.deliveries} <= ids
             for d in batch.deliveries:
                 assert d == store.get_delivery(d.delivery_id)
@@ -62,6 +70,16 @@ def test_batches_hold_every_task_with_everything_recorded_about_it(sample: Path)
                 )
         all_attempts = sum(len(b.attempts) for b in batches)
         assert all_attempts == 6
+        assert sum(len(b.mirror_holds) for b in batches) == 1
+        # Recording order; equal samples numbered, so a copy can tell them apart.
+        assert durations == [
+            [
+                DurationRecord(("sora-2", 95.5, T0 + 5), 1),
+                DurationRecord(("nano-banana", 10.25, T0 + 10), 1),
+                DurationRecord(("sora-2", 95.5, T0 + 5), 2),
+            ],
+            [DurationRecord(("sora-2", 120.0, T0 + 35), 1)],
+        ]
     finally:
         store.close()
 
@@ -85,7 +103,7 @@ def test_the_copy_reads_one_snapshot_while_the_file_changes(sample: Path) -> Non
             writer.add_task(TaskSpec("zz-late", "m"), source=TaskSource.API, now=T0 + 99)
             rest = list(batches)
         ids = [t.task_id for b in (first, *rest) for t in b.tasks]
-        assert len(ids) == 4
+        assert len(ids) == 5
         assert "zz-late" not in ids
     finally:
         writer.close()
