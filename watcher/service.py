@@ -52,6 +52,8 @@ class Watching(Protocol):
 
     def watch(self, task: Task) -> None: ...
 
+    def watch_many(self, tasks: Sequence[Task]) -> None: ...
+
     def unwatch(self, task_id: str) -> bool: ...
 
     def get(self, task_id: str) -> Watch | None: ...
@@ -172,31 +174,39 @@ class WatchService:
 
     async def register_many(
         self, specs: Sequence[TaskSpec], *, source: TaskSource
-    ) -> list[tuple[TaskSpec, Task | None, bool, str | None]]:
-        """Register a batch; returns (spec, task, created, error) per spec in order.
+    ) -> list[tuple[bool, str | None]]:
+        """Register a batch; returns (created, error) per spec in order.
 
-        A conflicting spec is reported and skipped; the rest are committed together.
+        A conflicting spec is reported and skipped; the rest are committed together. The store
+        answers only which specs created their task, and the new watches are built from the
+        specs themselves (what the store keeps of a new task is the spec, pending, registered
+        now): a big tasks file registers without reading a `Task` back per row.
         """
         now = self._timeline.wall()
         try:
-            results = await self._store.add_tasks(list(specs), source=source, now=now)
+            created = await self._store.add_tasks_bulk(list(specs), source=source, now=now)
         except TaskConflict:
             # Rare: fall back to one transaction per spec to tell which ones conflict.
-            out: list[tuple[TaskSpec, Task | None, bool, str | None]] = []
+            out: list[tuple[bool, str | None]] = []
             for spec in specs:
                 try:
-                    task, created = await self._store.add_task(spec, source=source, now=now)
+                    task, new = await self._store.add_task(spec, source=source, now=now)
                 except TaskConflict as exc:
-                    out.append((spec, None, False, exc.message))
+                    out.append((False, exc.message))
                     continue
-                if created:
+                if new:
                     self._watch(task)
-                out.append((spec, task, created, None))
+                out.append((new, None))
             return out
-        for task, created in results:
-            if created:
-                self._watch(task)
-        return [(s, t, c, None) for s, (t, c) in zip(specs, results, strict=True)]
+        if self._scheduler is not None:
+            self._scheduler.watch_many(
+                [
+                    _new_task(spec, source, now)
+                    for spec, new in zip(specs, created, strict=True)
+                    if new
+                ]
+            )
+        return [(new, None) for new in created]
 
     def _watch(self, task: Task) -> None:
         if self._scheduler is not None and not task.state.terminal:
@@ -422,3 +432,20 @@ class WatchService:
     async def extend_deadlines(self, *, since: float, until: float) -> None:
         """Persist a credential pause (see Store.extend_deadlines)."""
         await self._store.extend_deadlines(since=since, until=until)
+
+
+def _new_task(spec: TaskSpec, source: TaskSource, now: float) -> Task:
+    """The task the store has just created from `spec` (as `add_task` would return it, but for
+    its metadata, which is the spec's own: the scheduler keeps none of it)."""
+    return Task(
+        task_id=spec.task_id,
+        model=spec.model,
+        endpoints=spec.endpoints,
+        callback_url=spec.callback_url,
+        metadata=spec.metadata,
+        deadline_s=spec.deadline_s,
+        source=source,
+        state=TaskState.PENDING,
+        registered_at=now,
+        updated_at=now,
+    )

@@ -42,10 +42,11 @@ from typing import Any, Protocol
 import structlog
 
 from watcher.clock import Clock, Timeline
-from watcher.config.settings import PollingConfig, UpstreamConfig
+from watcher.config.settings import PollingConfig, PollingPolicy, UpstreamConfig
 from watcher.errors import StoreError, StoreUnavailable
 from watcher.logs import enabled_for
 from watcher.models import EventType, Task
+from watcher.polling.adaptive import AdaptivePlan
 from watcher.polling.decide import (
     Decision,
     Watch,
@@ -218,6 +219,40 @@ class Scheduler:
         watch = watch_for(task, policy, now, registered_at=registered_at, plan=plan)
         self._watches[task.task_id] = watch
         self._push(watch)
+
+    def watch_many(self, tasks: Sequence[Task]) -> None:
+        """`watch` for a batch (a tasks file registers thousands at once): the policy, plan
+        and clock are read once per batch, and a batch as large as the heap is heapified
+        rather than pushed one by one."""
+        now = self._clock.monotonic()
+        plans: dict[str, tuple[PollingPolicy, AdaptivePlan | None]] = {}
+        to_mono = self._timeline.to_mono
+        watches = self._watches
+        added: list[Watch] = []
+        for task in tasks:
+            if task.state.terminal or task.task_id in watches:
+                continue
+            planned = plans.get(task.model)
+            if planned is None:
+                policy = self._polling.for_model(task.model)
+                planned = plans[task.model] = (policy, self._learner.plan(task.model, policy))
+            registered_at = min(to_mono(task.registered_at), now)
+            watch = watch_for(task, planned[0], now, registered_at=registered_at, plan=planned[1])
+            watches[task.task_id] = watch
+            added.append(watch)
+        if len(added) < len(self._heap):
+            for watch in added:
+                self._push(watch)
+            return
+        heap = self._heap
+        first = heap[0] if heap else None
+        for watch in added:
+            assert watch.next_poll_at is not None
+            watch.heap_seq = seq = next(self._heap_seq)
+            heap.append((watch.next_poll_at, seq, watch.task_id))
+        heapq.heapify(heap)
+        if heap and heap[0] is not first:
+            self._wakeup.set()  # the loop may be sleeping towards a later time
 
     def poll_soon(self, task_id: str) -> bool:
         """A hint (e.g. the upstream's callback) says the task may be done: poll it now, within

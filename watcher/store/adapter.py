@@ -44,6 +44,11 @@ class AsyncAdapter:
     ) -> list[tuple[Task, bool]]:
         return self.store.add_tasks(specs, source=source, now=now)
 
+    async def add_tasks_bulk(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[bool]:
+        return self.store.add_tasks_bulk(specs, source=source, now=now)
+
     async def get_task(self, task_id: str) -> Task:
         return self.store.get_task(task_id)
 

@@ -62,6 +62,14 @@ class Store(Protocol):
         and nothing of the batch is written."""
         ...
 
+    def add_tasks_bulk(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[bool]:
+        """`add_tasks` that answers only whether each spec created its task (in the order of
+        `specs`), for registrations that need no `Task` back (a big tasks file): the same rows
+        are written, the same conflicts raised, and a known id is left as it is."""
+        ...
+
     def get_task(self, task_id: str) -> Task:
         """The task, or TaskNotFound."""
         ...
@@ -254,6 +262,10 @@ class AsyncStore(Protocol):
     async def add_tasks(
         self, specs: list[TaskSpec], *, source: TaskSource, now: float
     ) -> list[tuple[Task, bool]]: ...
+
+    async def add_tasks_bulk(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[bool]: ...
 
     async def get_task(self, task_id: str) -> Task: ...
 

@@ -126,6 +126,12 @@ class MemoryStore:
             self._changes[task_id] = []
         return [(_copy_task(task), created) for task, created in results]
 
+    def add_tasks_bulk(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[bool]:
+        """`add_tasks`, answering only which specs created their task."""
+        return [created for _task, created in self.add_tasks(specs, source=source, now=now)]
+
     def get_task(self, task_id: str) -> Task:
         """The task, or TaskNotFound."""
         return _copy_task(self._task(task_id))

@@ -19,7 +19,7 @@ import asyncio
 import copy
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
 
 import psycopg
@@ -261,14 +261,7 @@ class PostgresStore:
         firsts: dict[str, TaskSpec] = {}
         for spec in specs:
             firsts.setdefault(spec.task_id, spec)
-        columns: list[list[Any]] = [[], [], [], [], [], []]
-        for spec in firsts.values():
-            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
-            values = (spec.task_id, spec.model, endpoints, spec.callback_url)
-            for column, value in zip(columns, values, strict=False):
-                column.append(value)
-            columns[4].append(metadata_json(spec.metadata))
-            columns[5].append(spec.deadline_s)
+        columns = self._task_columns(firsts.values())
 
         async def insert(conn: Conn) -> list[tuple[Task, bool]]:
             params = (source.value, TaskState.PENDING.value, now, now, *columns)
@@ -282,6 +275,58 @@ class PostgresStore:
             return self._added(specs, firsts, created, known, source, now)
 
         return await self._write("add_tasks", insert)
+
+    async def add_tasks_bulk(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[bool]:
+        """`add_tasks` answering only which specs created their task: the same statement and
+        conflicts, reading back only the models of the ids that were known."""
+        self._live()
+        if not specs:
+            return []
+        firsts: dict[str, TaskSpec] = {}
+        for spec in specs:
+            firsts.setdefault(spec.task_id, spec)
+        columns = self._task_columns(firsts.values())
+
+        async def insert(conn: Conn) -> list[bool]:
+            params = (source.value, TaskState.PENDING.value, now, now, *columns)
+            cur = await conn.execute(sql.INSERT_TASKS, params)
+            created = {row[0] for row in await cur.fetchall()}
+            models = {task_id: firsts[task_id].model for task_id in created}
+            others = [task_id for task_id in firsts if task_id not in created]
+            if others:
+                cur = await conn.execute(sql.TASK_MODELS_BY_IDS, (others,))
+                models.update((row[0], row[1]) for row in await cur.fetchall())
+            results: list[bool] = []
+            for spec in specs:
+                model = models.get(spec.task_id)
+                if model is None:  # skipped as existing, then purged before we read it
+                    raise StoreError(f"task {spec.task_id} changed while it was registered; retry")
+                if model != spec.model:
+                    raise TaskConflict(
+                        f"task {spec.task_id} is already registered with model "
+                        f"{model!r}, not {spec.model!r}"
+                    )
+                results.append(spec.task_id in created)
+                created.discard(spec.task_id)  # a repeat of the id in this batch: known
+            return results
+
+        return await self._write("add_tasks", insert)
+
+    @staticmethod
+    def _task_columns(specs: Iterable[TaskSpec]) -> list[list[Any]]:
+        """The INSERT_TASKS arrays (task_id, model, endpoints, callback_url, metadata,
+        deadline_s) of `specs`."""
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for spec in specs:
+            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
+            values = (spec.task_id, spec.model, endpoints, spec.callback_url)
+            for column, value in zip(columns, values, strict=False):
+                column.append(value)
+            columns[4].append(metadata_json(spec.metadata))
+            columns[5].append(spec.deadline_s)
+        return columns
 
     @staticmethod
     def _added(

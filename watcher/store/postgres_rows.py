@@ -21,6 +21,7 @@ SELECT_TASKS: Final = (
 TASK_BY_ID: Final = SELECT_TASKS + " WHERE task_id = %s"
 TASK_BY_ID_FOR_UPDATE: Final = TASK_BY_ID + " FOR UPDATE"
 TASKS_BY_IDS: Final = SELECT_TASKS + " WHERE task_id = ANY(%s)"
+TASK_MODELS_BY_IDS: Final = "SELECT task_id, model FROM tasks WHERE task_id = ANY(%s)"
 TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE task_id = %s"
 # One statement for a whole batch (arrays of columns), in task_id order so that two batches
 # racing on the same ids lock them in the same order and cannot deadlock. A task_id that exists

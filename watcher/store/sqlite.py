@@ -427,6 +427,59 @@ class SqliteStore:
         )
         return results
 
+    def add_tasks_bulk(
+        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+    ) -> list[bool]:
+        """`add_tasks` answering only which specs created their task: the same rows and
+        conflicts, without reading known tasks back or building a `Task` per row."""
+        if not specs:
+            self._live()
+            return []
+        return self._write(
+            "add_tasks", lambda conn: self._insert_new_tasks(conn, specs, source, now)
+        )
+
+    @staticmethod
+    def _insert_new_tasks(
+        conn: sqlite3.Connection, specs: list[TaskSpec], source: TaskSource, now: float
+    ) -> list[bool]:
+        models: dict[str, str] = {}  # task_id -> model, of the known and the just created
+        ids = list(dict.fromkeys(spec.task_id for spec in specs))
+        for i in range(0, len(ids), _BATCH):
+            chunk = ids[i : i + _BATCH]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT task_id, model FROM tasks WHERE task_id IN ({marks})"  # noqa: S608
+            models.update(conn.execute(query, chunk))
+        created: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        tail = (source.value, TaskState.PENDING.value, now, now)
+        for spec in specs:
+            model = models.get(spec.task_id)
+            if model is not None:
+                if model != spec.model:
+                    raise TaskConflict(
+                        f"task {spec.task_id} is already registered with model "
+                        f"{model!r}, not {spec.model!r}"
+                    )
+                created.append(False)
+                continue
+            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
+            rows.append(
+                (
+                    spec.task_id,
+                    spec.model,
+                    endpoints,
+                    spec.callback_url,
+                    metadata_json(spec.metadata),
+                    spec.deadline_s,
+                    *tail,
+                )
+            )
+            models[spec.task_id] = spec.model
+            created.append(True)
+        conn.executemany(INSERT_TASK, rows)
+        return created
+
     def get_task(self, task_id: str) -> Task:
         """The task, or TaskNotFound."""
         row = self._row(TASK_BY_ID, (task_id,))

@@ -349,7 +349,7 @@ class TasksFileImporter:
             [e.spec for e in entries], source=TaskSource.FILE
         )
         conflicts = []
-        for entry, (_spec, _task, created, error) in zip(entries, results, strict=True):
+        for entry, (created, error) in zip(entries, results, strict=True):
             if error is not None:
                 conflicts.append(ConfigProblem(entry.path, entry.line, error))
                 continue

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,9 @@ class FakeScheduler:
 
     def watch(self, task: Task) -> None:
         self.watched.append(task.task_id)
+
+    def watch_many(self, tasks: Sequence[Task]) -> None:
+        self.watched.extend(task.task_id for task in tasks)
 
     def unwatch(self, task_id: str) -> bool:
         self.unwatched.append(task_id)

@@ -72,21 +72,13 @@ class Rig:
     scheduler: Scheduler
 
     def add(self, task_id: str, *, deadline_s: float | None = None) -> None:
+        self.scheduler.watch(self.task(task_id, deadline_s=deadline_s))
+
+    def task(
+        self, task_id: str, *, deadline_s: float | None = None, state: TaskState = TaskState.PENDING
+    ) -> Task:
         now = self.clock.time()
-        self.scheduler.watch(
-            Task(
-                task_id,
-                "m",
-                None,
-                None,
-                {},
-                deadline_s,
-                TaskSource.API,
-                TaskState.PENDING,
-                now,
-                now,
-            )
-        )
+        return Task(task_id, "m", None, None, {}, deadline_s, TaskSource.API, state, now, now)
 
     async def run_for(self, seconds: float, step_s: float = 0.25) -> None:
         """Let `seconds` pass in small steps, the loop running between them."""
@@ -220,3 +212,40 @@ async def test_a_task_never_answered_is_polled_before_its_deadline_ends_it(rig: 
     await settle()
     assert rig.client.times("old") == [0.0]
     assert rig.timed_out() == ["old"]
+
+
+async def test_watch_many_watches_each_task_as_watch_does_and_wakes_the_loop(rig: Rig) -> None:
+    rig.add("a", deadline_s=30.0)
+    await settle()
+    await rig.run_for(0.25)  # the loop now sleeps towards a's next poll, at 1.0
+    # A batch larger than the heap (heapified), with a repeat, a terminal and a watched task.
+    rig.scheduler.watch_many(
+        [
+            rig.task("b", deadline_s=30.0),
+            rig.task("c"),
+            rig.task("c"),
+            rig.task("done", state=TaskState.SUCCEEDED),
+            rig.task("a"),
+            rig.task("d"),
+        ]
+    )
+    await settle()
+    await rig.run_for(0.04, step_s=0.01)  # the budget (100/s) spaces the polls 10 ms apart
+    # Polled at once, not when the loop would have woken for a (1.0).
+    assert {t: at for t, at in rig.client.calls if at > 0} == pytest.approx(
+        {"b": 0.25, "c": 0.26, "d": 0.27}
+    )
+    assert rig.scheduler.get("done") is None
+    a, b = rig.scheduler.get("a"), rig.scheduler.get("b")
+    assert a is not None
+    assert b is not None
+    assert b.deadline_at == a.deadline_at + 0.25  # registered 0.25 s later, same own deadline
+    assert (b.interval_s, b.polls, b.state) == (a.interval_s, 1, TaskState.PENDING)
+    # A batch smaller than the heap is pushed entry by entry, and still wakes the loop.
+    await rig.run_for(0.21, step_s=0.01)
+    rig.scheduler.watch_many([rig.task("e")])
+    await settle()
+    assert rig.client.times("e") == [pytest.approx(0.5)]
+    assert rig.client.times("a") == [0.0]
+    await rig.run_for(0.5)
+    assert rig.client.times("a") == [0.0, pytest.approx(1.0)]  # its own schedule is unchanged

@@ -261,6 +261,69 @@ async def test_a_conflict_within_one_batch_writes_nothing(store: AsyncStore) -> 
     assert dict(await store.count_tasks()) == {}
 
 
+async def test_add_tasks_bulk_answers_which_specs_created_their_task(store: AsyncStore) -> None:
+    known = await add(store, "b")
+    specs = [
+        TaskSpec(
+            "a",
+            "nano-banana",
+            endpoints=("ops",),
+            callback_url="https://hooks.example.com/a",
+            metadata={"order": 7, "tags": ["x", "é"], "nested": {"k": None}},
+            deadline_s=90.0,
+        ),
+        TaskSpec("b", "nano-banana"),
+        TaskSpec("a", "nano-banana"),
+    ]
+
+    created = await store.add_tasks_bulk(specs, source=TaskSource.FILE, now=T0 + 5)
+
+    assert created == [True, False, False]
+    assert await store.get_task("b") == known  # a known id is left as it is
+    # The same task as add_tasks stores for the same spec, metadata included.
+    twin, twin_created = (
+        await store.add_tasks(
+            [dataclasses.replace(specs[0], task_id="a2")], source=TaskSource.FILE, now=T0 + 5
+        )
+    )[0]
+    assert twin_created
+    assert await store.get_task("a") == dataclasses.replace(twin, task_id="a")
+    assert await store.add_tasks_bulk([], source=API, now=T0) == []
+    # Idempotent: the same batch again creates nothing.
+    assert await store.add_tasks_bulk(specs, source=API, now=T0 + 9) == [False, False, False]
+    assert (await store.get_task("a")).registered_at == T0 + 5
+
+
+async def test_add_tasks_bulk_with_a_conflict_writes_nothing(store: AsyncStore) -> None:
+    await add(store, "known", model="flux-2")
+
+    with pytest.raises(TaskConflict, match="known"):
+        await store.add_tasks_bulk(
+            [TaskSpec("new_1", "flux-2"), TaskSpec("known", "sora-2"), TaskSpec("new_2", "flux-2")],
+            source=API,
+            now=T0,
+        )
+    with pytest.raises(TaskConflict, match="x"):
+        await store.add_tasks_bulk(
+            [TaskSpec("x", "flux-2"), TaskSpec("x", "sora-2")], source=API, now=T0
+        )
+
+    for task_id in ("new_1", "new_2", "x"):
+        with pytest.raises(TaskNotFound):
+            await store.get_task(task_id)
+    assert await store.count_tasks() == {TaskState.PENDING: 1}
+
+
+async def test_add_tasks_bulk_registers_more_than_one_lookup_chunk(store: AsyncStore) -> None:
+    ids = [f"t{i:04d}" for i in range(1201)]
+    await store.add_tasks([TaskSpec(i, "m") for i in ids[::3]], source=API, now=T0)
+
+    created = await store.add_tasks_bulk([TaskSpec(i, "m") for i in ids], source=API, now=T0)
+
+    assert created == [n % 3 != 0 for n in range(len(ids))]
+    assert await store.count_tasks() == {TaskState.PENDING: len(ids)}
+
+
 async def test_get_task_of_an_unknown_id_raises_task_not_found(store: AsyncStore) -> None:
     with pytest.raises(TaskNotFound, match="nope"):
         await store.get_task("nope")
