@@ -28,8 +28,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,7 +332,7 @@ class TasksFileImporter:
             registered=run.registered,
             known=run.known,
             unchanged=run.unchanged,
-            invalid=len(run.problems),
+            invalid=_bad_entries(run.problems),  # entries, not problems: one may have two
             duration_s=_since(started),
             parsed_s=run.first_message_s,  # until the first batch: reading and parsing
             register_s=round(run.register_s, 3),  # registering, on the event loop
@@ -405,3 +406,20 @@ class _Run:
 
 def _since(started: float) -> float:
     return round(time.perf_counter() - started, 3)
+
+
+_ENTRY = re.compile(r"tasks\[(\d+)\]")
+
+
+def _bad_entries(problems: Sequence[ConfigProblem]) -> int:
+    """How many entries the problems are about (an entry with two problems counts once; a
+    problem that names no entry counts on its own)."""
+    entries: set[str] = set()
+    others = 0
+    for problem in problems:
+        match = _ENTRY.match(problem.path)
+        if match:
+            entries.add(match.group(1))
+        else:
+            others += 1
+    return len(entries) + others

@@ -222,6 +222,26 @@ async def test_bad_entries_are_logged_with_their_lines(
     assert await ids(service) == {"a", "taken"}
 
 
+async def test_the_import_line_counts_bad_entries_not_their_problems(
+    service: WatchService, tmp_path: Path
+) -> None:
+    path = tmp_path / "tasks.yaml"
+    write(
+        path,
+        "tasks:\n"
+        "  - {task_id: a, model: m}\n"
+        "  - {deadline: soon}\n"  # no task_id, no model, a bad deadline: one entry
+        "  - {task_id: b}\n",
+    )
+    imp = importer(service, path)
+    with capture_logs() as logs:
+        await imp.import_once()
+    problems = [e for e in logs if e["event"] == "tasks_file_entry_invalid"]
+    (imported,) = [e for e in logs if e["event"] == "tasks_file_imported"]
+    assert len(problems) > 2  # the second entry has several
+    assert (imported["registered"], imported["invalid"]) == (1, 2)
+
+
 async def test_a_missing_file_is_one_warning_and_is_imported_once_it_appears(
     service: WatchService, tmp_path: Path
 ) -> None:
