@@ -1,8 +1,9 @@
 """`python -m bench`: run every scenario and print one JSON object on stdout.
 
 Progress goes to stderr; raw data to bench/out/; the plots to docs/performance.png and
-docs/polling.png. `python -m bench --only cpu,latency` runs a subset (for profiling sessions);
-`polling` (the polling simulation) and `budget` need no network and take ~15 s.
+docs/polling.png. `python -m bench --only cpu,latency` runs a subset (for profiling sessions;
+`paced`, the steady-pace CPU row, takes ~30 s); `polling` (the polling simulation) and
+`budget` need no network and take ~15 s.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ OUT = ROOT / "bench" / "out"
 PLOT = ROOT / "docs" / "performance.png"
 POLLING_PLOT = ROOT / "docs" / "polling.png"
 ALL = (
-    *("rss", "cpu", "latency", "delivery", "docs", "console", "tasks", "mirror"),
+    *("rss", "cpu", "paced", "latency", "delivery", "docs", "console", "tasks", "mirror"),
     *("polling", "budget"),
 )
 
@@ -104,6 +105,9 @@ async def run(only: set[str]) -> dict[str, Any]:
             (OUT / "scaling.json").write_text(json.dumps({"rows": scaling, "reference": ref}))
             plot_scaling(scaling, ref.get("cpu_us_per_get"), PLOT)
             log(f"plot written to {PLOT}")
+
+        if "paced" in only:
+            sections["paced"] = await _guard("paced", lambda: scenarios.paced(env))
 
         if "rss" in only:
             idle = await _guard("idle_rss", lambda: scenarios.idle_rss(env))

@@ -160,6 +160,76 @@ async def reference_get(env: Env, count: int = 20_000, concurrency: int = 32) ->
     }
 
 
+# -- paced polling ---------------------------------------------------------------------------
+async def paced(
+    env: Env,
+    *,
+    tasks: int = 2_000,
+    lead_s: float = 4.0,
+    warmup_s: float = 2.0,
+    window_s: float = 10.0,
+) -> dict[str, Any]:
+    """`tasks` tasks each polled every 1 s (backoff 1, jitter 0, no binding budget): `tasks`
+    polls/s at a steady pace, not flat out. The tasks are registered `lead_s` in the future,
+    spread over one second, so their first polls (and every later one) are spread evenly once
+    the daemon is up. Daemon CPU over `window_s` after `warmup_s` of polling, divided by the
+    polls the fake upstream counted; the reference asks the same number of ids once a second
+    with the same pacing, CPU per request over the same window length."""
+    db = _fresh_db(env, "paced")
+    first_at = time.time() + lead_s
+    build_tasks(db, tasks, prefix="p", registered_at=first_at, spread_s=1.0)
+    daemon = await _daemon(
+        env,
+        "paced",
+        db,
+        upstream={"max_concurrency": 32, "max_requests_per_second": NO_RATE_LIMIT},
+        polling={"initial_interval": "1s", "max_interval": "1s", "backoff": 1.0, "jitter": 0.0},
+    )
+    try:
+        late = daemon.ready_at is not None and daemon.ready_at > first_at
+        if late:
+            log("paced: the daemon was ready after the first tasks were due (bunched start)")
+        await asyncio.sleep(max(0.0, first_at + warmup_s - time.time()))
+        polls0 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        cpu0, up0, t0 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
+        await asyncio.sleep(window_s)
+        polls1 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        cpu1, up1, t1 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
+        polls = polls1 - polls0
+        rss = daemon.rss_mb()
+        alive = daemon.alive()
+    finally:
+        await daemon.stop()
+    ref = await run_json(
+        [
+            "-m",
+            "bench.refclient",
+            "paced",
+            env.upstream.url,
+            str(tasks),
+            "32",
+            str(warmup_s),
+            str(window_s),
+        ]
+    )
+    daemon_us = (cpu1 - cpu0) / max(1, polls) * 1e6
+    ref_us = ref["cpu_s"] / max(1, ref["requests"]) * 1e6
+    return report.paced_section(
+        daemon_us,
+        ref_us,
+        tasks=tasks,
+        window_s=window_s,
+        daemon_polls_per_s=round(polls / (t1 - t0), 1),
+        reference_gets_per_s=round(ref["requests"] / ref["elapsed_s"], 1),
+        daemon_cpu_percent=round((cpu1 - cpu0) / (t1 - t0) * 100, 1),
+        reference_cpu_percent=round(ref["cpu_s"] / ref["elapsed_s"] * 100, 1),
+        upstream_cpu_us_per_poll=round((up1 - up0) / max(1, polls) * 1e6, 1),
+        rss_mb=round(rss, 1),
+        daemon_alive=alive,
+        bunched_start=late,
+    )
+
+
 # -- latency ---------------------------------------------------------------------------------
 async def latency(
     env: Env, *, tasks: int = 10_000, rate: float = 250.0, life_s: float = 1.0

@@ -150,3 +150,13 @@ def test_the_live_polling_row_needs_the_delay_and_the_requests() -> None:
     slow = {"requests_per_task": 6.0, "completion_to_webhook_mean_s": 0.4}
     assert report.polling_live_section(fixed, slow)["met"] is False
     assert report.polling_live_section(fixed, {})["met"] is None
+
+
+def test_the_paced_row_compares_cpu_per_request_with_the_paced_bare_loop() -> None:
+    section = report.paced_section(230.0, 200.0, tasks=2000)
+    assert section["ratio"] == 1.15
+    assert section["met"] is True
+    assert section["tasks"] == 2000
+    assert report.paced_section(240.0, 200.0)["met"] is False
+    assert report.paced_section(None, 200.0)["met"] is None
+    assert report.assemble({"paced": section}, meta={})["targets_met"] == {"paced": True}
