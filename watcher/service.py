@@ -37,7 +37,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import AsyncStore
+from watcher.store.base import AsyncStore, new_task
 
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
@@ -201,7 +201,7 @@ class WatchService:
         if self._scheduler is not None:
             self._scheduler.watch_many(
                 [
-                    _new_task(spec, source, now)
+                    new_task(spec, source=source, now=now)
                     for spec, new in zip(specs, created, strict=True)
                     if new
                 ]
@@ -432,20 +432,3 @@ class WatchService:
     async def extend_deadlines(self, *, since: float, until: float) -> None:
         """Persist a credential pause (see Store.extend_deadlines)."""
         await self._store.extend_deadlines(since=since, until=until)
-
-
-def _new_task(spec: TaskSpec, source: TaskSource, now: float) -> Task:
-    """The task the store has just created from `spec` (as `add_task` would return it, but for
-    its metadata, which is the spec's own: the scheduler keeps none of it)."""
-    return Task(
-        task_id=spec.task_id,
-        model=spec.model,
-        endpoints=spec.endpoints,
-        callback_url=spec.callback_url,
-        metadata=spec.metadata,
-        deadline_s=spec.deadline_s,
-        source=source,
-        state=TaskState.PENDING,
-        registered_at=now,
-        updated_at=now,
-    )

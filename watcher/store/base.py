@@ -386,3 +386,23 @@ def metadata_json(metadata: Mapping[str, Any]) -> str:
         return _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"task metadata is not JSON: {exc}") from exc
+
+
+def new_task(
+    spec: TaskSpec, *, source: TaskSource, now: float, metadata: Mapping[str, Any] | None = None
+) -> Task:
+    """The task a store creates from `spec`: pending, registered and updated `now`. `metadata`
+    (default: the spec's own) is what the record carries, e.g. a fresh copy read back from the
+    stored JSON so the caller's object is never shared."""
+    return Task(
+        task_id=spec.task_id,
+        model=spec.model,
+        endpoints=spec.endpoints,
+        callback_url=spec.callback_url,
+        metadata=spec.metadata if metadata is None else metadata,
+        deadline_s=spec.deadline_s,
+        source=source,
+        state=TaskState.PENDING,
+        registered_at=now,
+        updated_at=now,
+    )

@@ -28,7 +28,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import DurationSample, apply_transition_to, metadata_json
+from watcher.store.base import DurationSample, apply_transition_to, metadata_json, new_task
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 
 R = TypeVar("R")
@@ -107,17 +107,8 @@ class MemoryStore:
                     )
                 results.append((existing, False))
                 continue
-            task = Task(
-                task_id=spec.task_id,
-                model=spec.model,
-                endpoints=spec.endpoints,
-                callback_url=spec.callback_url,
-                metadata=json.loads(metadata_json(spec.metadata)),
-                deadline_s=spec.deadline_s,
-                source=source,
-                state=TaskState.PENDING,
-                registered_at=now,
-                updated_at=now,
+            task = new_task(
+                spec, source=source, now=now, metadata=json.loads(metadata_json(spec.metadata))
             )
             staged[task.task_id] = task
             results.append((task, True))

@@ -51,7 +51,7 @@ from watcher.models import (
     Transition,
 )
 from watcher.store import postgres_rows as sql
-from watcher.store.base import DurationSample, apply_transition_to, metadata_json
+from watcher.store.base import DurationSample, apply_transition_to, metadata_json, new_task
 from watcher.store.bulk import DurationRecord, ImportResult, TaskRecords
 from watcher.store.migrations import Migration, MigrationResult, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
@@ -343,17 +343,11 @@ class PostgresStore:
             existing = known.get(spec.task_id)
             if existing is None and spec.task_id in created:
                 first = firsts[spec.task_id]
-                task = Task(
-                    task_id=first.task_id,
-                    model=first.model,
-                    endpoints=first.endpoints,
-                    callback_url=first.callback_url,
-                    metadata=json.loads(metadata_json(first.metadata)),
-                    deadline_s=first.deadline_s,
+                task = new_task(
+                    first,
                     source=source,
-                    state=TaskState.PENDING,
-                    registered_at=now,
-                    updated_at=now,
+                    now=now,
+                    metadata=json.loads(metadata_json(first.metadata)),
                 )
                 known[spec.task_id] = task
                 results.append((task, True))

@@ -67,7 +67,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import DurationSample, apply_transition_to, metadata_json
+from watcher.store.base import DurationSample, apply_transition_to, metadata_json, new_task
 from watcher.store.migrations import Migration, check_numbering, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 from watcher.store.sqlite_files import StoreFiles, StoreLock, read_only_message
@@ -407,18 +407,7 @@ class SqliteStore:
             rows.append(
                 (spec.task_id, spec.model, endpoints, spec.callback_url, metadata, spec.deadline_s)
             )
-            task = Task(
-                task_id=spec.task_id,
-                model=spec.model,
-                endpoints=spec.endpoints,
-                callback_url=spec.callback_url,
-                metadata=json.loads(metadata),
-                deadline_s=spec.deadline_s,
-                source=source,
-                state=TaskState.PENDING,
-                registered_at=now,
-                updated_at=now,
-            )
+            task = new_task(spec, source=source, now=now, metadata=json.loads(metadata))
             known[spec.task_id] = task
             results.append((task, True))
         conn.executemany(
