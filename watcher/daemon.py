@@ -24,6 +24,7 @@ import gc
 import os
 import resource
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
 from watcher.api.status import DaemonSnapshot
 from watcher.clock import Clock, SystemClock, Timeline
+from watcher.cluster.member import ClusterMember, new_instance
 from watcher.config.dburl import url_passwords
 from watcher.config.settings import Config, load_config
 from watcher.delivery.deliverer import Deliverer
@@ -43,7 +45,6 @@ from watcher.errors import (
     ConfigError,
     ConfigProblem,
     StoreError,
-    StoreInUse,
     StoreLost,
     StoreUnavailable,
     WatcherError,
@@ -58,7 +59,7 @@ from watcher.service import WatchService
 from watcher.store.adapter import AsyncAdapter
 from watcher.store.base import AsyncStore
 from watcher.store.postgres import PostgresStore
-from watcher.store.postgres_lock import InstanceLock
+from watcher.store.postgres_cluster import InstanceRecord, Listener
 from watcher.store.sqlite import SqliteStore
 from watcher.tasks.file import SETTLE_S, TasksFileImporter
 from watcher.upstream.client import UpstreamClient
@@ -178,8 +179,10 @@ class Daemon:
         self.metrics = Metrics()
         self.store: AsyncStore | None = None
         self._sqlite: SqliteStore | None = None  # the same store, when it is SQLite
-        self._lock: InstanceLock | None = None  # the instance lock, when it is PostgreSQL
-        self._store_down = False  # the database was unreachable at the last check
+        self._postgres: PostgresStore | None = None  # the same store, when it is PostgreSQL
+        self._member: ClusterMember | None = None  # this instance among others (PostgreSQL)
+        self._listener: Listener | None = None
+        self._instance = new_instance(__version__, config.intake.listen)
         self.service: WatchService | None = None
         self.scheduler: Scheduler | None = None
         self.deliverer: Deliverer | None = None
@@ -224,8 +227,9 @@ class Daemon:
             open_files_limit_was=before,
             open_files_hard_limit=hard,
         )
-        # Exclusive: a second daemon on this store would poll every task and send every
-        # webhook a second time; it refuses to start instead (StoreInUse, exit 75).
+        # SQLite is exclusive: a second daemon on the file would poll every task and send
+        # every webhook a second time; it refuses to start instead (StoreInUse, exit 75). On
+        # PostgreSQL, instances share the work through claims (watcher/cluster/).
         self.store = await self._open_store(config)
         # A store it cannot write would take no task and record no result: refuse to start
         # with the reason rather than run not ready.
@@ -279,6 +283,8 @@ class Daemon:
             )
             self.service.attach_mirror(self.mirror)
             held = await self.mirror.start()  # the successes a restart left waiting
+        if self._postgres is not None:
+            resumed += await self._join_cluster(config)
         gc.freeze()  # the records loaded above live long: keep the collector from rescanning them
         # The tasks file is imported by its own loop, started with the others: a big file is
         # read in a child process while the daemon already serves.
@@ -312,10 +318,37 @@ class Daemon:
             # One code path: SQLite's calls run on the event loop as before, awaiting nothing.
             return AsyncAdapter(self._sqlite)
         url = config.store.url.reveal()
-        # The lock first: a second daemon must not even migrate under a running one.
-        self._lock = InstanceLock(url, timeout_s=STORE_TIMEOUT_S)
-        await self._lock.acquire()
-        return await PostgresStore.open(url, timeout_s=STORE_TIMEOUT_S, gate=self._lock.require)
+        self._postgres = await PostgresStore.open(url, timeout_s=STORE_TIMEOUT_S)
+        # Named before anything is read: what this instance resumes is what it holds.
+        self._instance = new_instance(__version__, config.intake.listen)
+        self._postgres.act_as(self._instance.instance_id)
+        return self._postgres
+
+    async def _join_cluster(self, config: Config) -> int:
+        """PostgreSQL: join the instances sharing the store and claim a first share of the
+        work; how many tasks were claimed (watcher/cluster/member.py)."""
+        assert self._postgres is not None
+        assert config.store.url is not None
+        assert self.scheduler is not None
+        assert self.deliverer is not None
+        assert self.service is not None
+        self._listener = Listener(
+            config.store.url.reveal(), self._postgres.channel, timeout_s=STORE_TIMEOUT_S
+        )
+        # Listening before joining: a notice sent right after the join is not missed.
+        await self._listener.connect()
+        self._member = ClusterMember(
+            store=self._postgres,
+            info=self._instance,
+            lease_s=config.store.lease_s,
+            scheduler=self.scheduler,
+            deliverer=self.deliverer,
+            mirror=self.mirror,
+            clock=self._clock,
+            notices=self._listener.notices,
+        )
+        self.service.forward_hints(self._member.forward_hint)
+        return await self._member.join()
 
     async def _serve(self) -> int:
         assert self.scheduler is not None
@@ -331,6 +364,8 @@ class Daemon:
         self._spawn("purge", self._every(PURGE_INTERVAL_S, self._purge))
         self._spawn("clock", self._every(CLOCK_CHECK_INTERVAL_S, self._check_clock))
         self._spawn("store_guard", self._every(STORE_CHECK_INTERVAL_S, self._check_store))
+        if self._member is not None:
+            self._spawn("cluster", self._member.run())
         if self.mirror is not None:
             self._spawn("mirror", self.mirror.run())
             self._spawn(
@@ -383,6 +418,10 @@ class Daemon:
             await self.mirror.close()  # unfinished copies resume at the next start
         with contextlib.suppress(StoreError):
             await self._flush_polls()
+        if self._member is not None:
+            await self._member.leave()  # the others take the work over now, not at lease end
+        if self._listener is not None:
+            await self._listener.close()
         if self.intake is not None:
             await self.intake.stop()
         if self.deliverer is not None:
@@ -392,8 +431,6 @@ class Daemon:
         if self.store is not None:
             with contextlib.suppress(StoreError):
                 await self.store.close()
-        if self._lock is not None:
-            await self._lock.release()
         self._notifier.close()
         log.info("daemon_stopped")
 
@@ -554,7 +591,29 @@ class Daemon:
                 reasons.append(f"store not writable: {exc.message}")
         if self.scheduler is not None and self.scheduler.stats.credentials_paused:
             reasons.append("upstream rejected the API key: polling is paused")
+        if self._member is not None and self._member.stats.lease_in_doubt:
+            reasons.append("no heartbeat reached the store: polls and webhooks are held back")
         return reasons
+
+    async def instances(self) -> tuple[list[InstanceRecord], str]:
+        """The live instances sharing the store and this one's id (`GET /v1/instances`); on
+        SQLite, this daemon alone."""
+        if self._postgres is not None and self._member is not None:
+            return await self._postgres.live_instances(), self._member.instance_id
+        now = self._clock.time()
+        me = InstanceRecord(
+            instance_id="local",
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            intake=self.config.intake.listen,
+            started_at=now - (time.monotonic() - self._started_at),
+            heartbeat_at=now,
+            lease_until=now,
+            tasks=self.scheduler.stats.watched if self.scheduler is not None else 0,
+            deliveries=self.deliverer.stats.pending if self.deliverer is not None else 0,
+        )
+        return [me], me.instance_id
 
     def snapshot(self) -> DaemonSnapshot:
         """The scheduler's and the deliverer's live counters (`GET /v1/status`)."""
@@ -565,11 +624,7 @@ class Daemon:
 
     # -- housekeeping -----------------------------------------------------------------------------
     async def _check_store(self) -> None:
-        if self._exit_code:
-            return
-        if self._lock is not None:
-            await self._keep_lock()
-        if self._sqlite is None:
+        if self._exit_code or self._sqlite is None:
             return
         try:
             self._sqlite.check_files()
@@ -579,24 +634,6 @@ class Daemon:
             self._fail("store_lost", path=str(self._sqlite.path), error=exc.message)
         except StoreError as exc:
             log.warning("store_check_failed", path=str(self._sqlite.path), error=exc.message)
-
-    async def _keep_lock(self) -> None:
-        """PostgreSQL: check the instance lock's connection and take the lock back after an
-        outage (watcher/store/postgres_lock.py). While the database cannot be reached the
-        daemon waits, with its schedule in memory; another daemon having taken the store
-        meanwhile stops this one (exit 75)."""
-        assert self._lock is not None
-        try:
-            held = await self._lock.keep()
-        except StoreInUse as exc:
-            self._fail("store_in_use", code=EXIT_STORE_IN_USE, error=exc.message)
-            return
-        if not held and not self._store_down:
-            self._store_down = True
-            log.error("store_unreachable", store=self.config.store.location)
-        elif held and self._store_down:
-            self._store_down = False
-            log.info("store_reachable", store=self.config.store.location)
 
     async def _flush_polls(self) -> None:
         if self.scheduler is None or self.store is None:
@@ -694,6 +731,12 @@ class Daemon:
     async def _collect_metrics(self) -> None:
         if self.scheduler is not None:
             self.metrics.set_request_rate(self.scheduler.stats.request_rate)
+            cluster = self._member.stats if self._member is not None else None
+            self.metrics.set_cluster(
+                instances=cluster.live if cluster is not None else 1,
+                held_tasks=self.scheduler.stats.watched,
+                lease_in_doubt=cluster.lease_in_doubt if cluster is not None else False,
+            )
         if self.store is None:
             return
         by_state = await self.store.count_tasks()

@@ -75,6 +75,11 @@ class TaskFinished(WatcherError):
     """The task has already finished."""
 
 
+class TaskNotHeld(WatcherError):
+    """Another instance holds the task now (its claim was taken over after this instance's
+    lease ran out): this instance must drop it, not write its outcome."""
+
+
 class DeliveryNotFound(WatcherError):
     """No such delivery."""
 

@@ -9,7 +9,7 @@ store's transactional outbox before its webhooks are sent.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,7 +18,13 @@ import structlog
 from watcher.clock import Clock, Timeline
 from watcher.config.settings import Config, EndpointConfig
 from watcher.delivery.events import build_event, plan_deliveries, with_mirror
-from watcher.errors import DeliveryError, EndpointNotFound, TaskConflict, TaskFinished
+from watcher.errors import (
+    DeliveryError,
+    EndpointNotFound,
+    TaskConflict,
+    TaskFinished,
+    TaskNotHeld,
+)
 from watcher.mirror.plan import plan_files
 from watcher.models import (
     EVENT_STATE,
@@ -139,11 +145,17 @@ class WatchService:
         self._scheduler = scheduler
         self._deliverer = deliverer
         self._mirror: Mirroring | None = None
+        # Several instances: passes a hint on to the instance that may hold the task.
+        self._forward_hint: Callable[[str], None] | None = None
 
     # Wiring: the scheduler and deliverer need the service too, so they are attached after.
     def attach(self, *, scheduler: Watching, deliverer: Delivering) -> None:
         self._scheduler = scheduler
         self._deliverer = deliverer
+
+    def forward_hints(self, forward: Callable[[str], None]) -> None:
+        """Hand hints for tasks not watched here to `forward` (several instances)."""
+        self._forward_hint = forward
 
     def attach_mirror(self, mirror: Mirroring) -> None:
         """Hold each success's webhook until `mirror` has copied its result files."""
@@ -272,7 +284,11 @@ class WatchService:
         at once, within the budget; the poll decides. Whether it is watched."""
         if self._scheduler is None:
             return False
-        return self._scheduler.poll_soon(task_id)
+        if self._scheduler.poll_soon(task_id):
+            return True
+        if self._forward_hint is not None:
+            self._forward_hint(task_id)  # another instance may hold it
+        return False
 
     def model_stats(self) -> list[ModelStats]:
         """What was learned per model (GET /v1/stats/models)."""
@@ -379,6 +395,9 @@ class WatchService:
         try:
             await self._store.apply_transition(transition)
         except TaskFinished:
+            return False
+        except TaskNotHeld:
+            log.warning("task_held_elsewhere", task_id=task.task_id)
             return False
         if deliveries and self._deliverer is not None:
             self._deliverer.enqueue(deliveries)

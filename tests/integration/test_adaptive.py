@@ -172,9 +172,13 @@ async def test_the_budget_holds_in_every_second(start_daemon: Any, tmp_path: Pat
             extra={"upstream": upstream_config(up.url, max_requests_per_second=20)},
             tasks=[{"task_id": f"p{i}", "model": "m"} for i in range(400)],
         )
-        await asyncio.sleep(3.2)
+        # Until three seconds' worth of the budget is used (a loaded machine takes longer to
+        # import the tasks file and start; the windows are what is checked).
+        deadline = time.monotonic() + 30
+        while len(up.polls) < 60 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert await running.stop() == 0
-    assert len(up.polls) >= 55  # the budget is used
+    assert len(up.polls) >= 60  # the budget is used
     assert up.worst_window() <= 21
 
 

@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"store", "upstream"},
     {"polling", "delivery", "mirror"},
-    {"service"},
+    {"service", "cluster"},
     {"tasks"},
     {"api"},
     {"daemon"},

@@ -187,6 +187,23 @@ class Metrics:
             "Succeeded tasks whose webhook waits for their result files to be mirrored.",
             registry=reg,
         )
+        self._cluster_instances = Gauge(
+            PREFIX + "cluster_instances",
+            "Live instances sharing the store (1 on SQLite); each uses 1/n of the budget.",
+            registry=reg,
+        )
+        self._cluster_held_tasks = Gauge(
+            PREFIX + "cluster_held_tasks",
+            "Active tasks this instance holds and polls.",
+            registry=reg,
+        )
+        self._cluster_lease_in_doubt = Gauge(
+            PREFIX + "cluster_lease_in_doubt",
+            "1 while no heartbeat reached the store for two thirds of store.lease: this "
+            "instance holds its polls and webhook attempts back.",
+            registry=reg,
+        )
+        self._cluster_instances.set(1)
         self._upstream_requests_by = _Children(self._upstream_requests)
         self._upstream_duration_by = _Children(self._upstream_duration)
         self._webhook_attempts_by = _Children(self._webhook_attempts)
@@ -254,6 +271,13 @@ class Metrics:
     def set_mirror_held(self, tasks: int) -> None:
         """How many succeeded tasks wait for their mirror now."""
         self._mirror_held.set(tasks)
+
+    # -- cluster --------------------------------------------------------------------------------
+    def set_cluster(self, *, instances: int, held_tasks: int, lease_in_doubt: bool) -> None:
+        """This instance among the others (read at each scrape)."""
+        self._cluster_instances.set(instances)
+        self._cluster_held_tasks.set(held_tasks)
+        self._cluster_lease_in_doubt.set(1 if lease_in_doubt else 0)
 
     # -- daemon ---------------------------------------------------------------------------------
     def config_reload(self, success: bool, *, now: float | None = None) -> None:

@@ -541,6 +541,46 @@ def _schemas() -> dict[str, Any]:
                 }
             },
         },
+        "InstanceList": {
+            "type": "object",
+            "required": ["instances"],
+            "properties": {
+                "instances": {"type": "array", "items": _ref("Instance")},
+            },
+        },
+        "Instance": {
+            "type": "object",
+            "required": [
+                "instance_id",
+                "self",
+                "hostname",
+                "pid",
+                "version",
+                "intake",
+                "started_at",
+                "heartbeat_at",
+                "lease_until",
+                "tasks",
+                "deliveries",
+            ],
+            "properties": {
+                "instance_id": {"type": "string"},
+                "self": {"type": "boolean", "description": "The instance that answered."},
+                "hostname": {"type": "string"},
+                "pid": {"type": "integer"},
+                "version": {"type": "string"},
+                "intake": _nullable({"type": "string", "description": "Its `intake.listen`."}),
+                "started_at": {"type": "string", "format": "date-time"},
+                "heartbeat_at": {"type": "string", "format": "date-time"},
+                "lease_until": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "Its claims are void after this unless renewed.",
+                },
+                "tasks": {"type": "integer", "description": "Active tasks it polls."},
+                "deliveries": {"type": "integer", "description": "Pending deliveries it holds."},
+            },
+        },
         "HintAccepted": {
             "type": "object",
             "required": ["status"],
@@ -815,6 +855,15 @@ def _paths() -> dict[str, Any]:
                     body=True,
                 ),
             },
+        },
+        "/v1/instances": {
+            "get": {
+                "operationId": "listInstances",
+                "summary": "The live instances sharing the store (several on PostgreSQL; the "
+                "daemon itself on SQLite), each with its last heartbeat, its lease and the work "
+                "it holds.",
+                "responses": _secured({"200": _response("The instances.", "InstanceList")}),
+            }
         },
         "/v1/status": {
             "get": {

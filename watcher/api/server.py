@@ -39,6 +39,7 @@ from watcher.api.openapi import openapi_document
 from watcher.api.status import DaemonSnapshot, status_json
 from watcher.api.views import (
     delivery_json,
+    instances_json,
     model_stats_json,
     ping_json,
     task_detail_json,
@@ -60,6 +61,7 @@ from watcher.errors import (
 )
 from watcher.models import PublicDeliveryStatus, TaskSource, TaskState
 from watcher.service import WatchService
+from watcher.store.postgres_cluster import InstanceRecord
 from watcher.tasks.spec import parse_task_spec
 
 log = structlog.get_logger(__name__)
@@ -100,6 +102,10 @@ class DaemonControl(Protocol):
 
     def snapshot(self) -> DaemonSnapshot:
         """The live counters of the scheduler and the deliverer (`GET /v1/status`)."""
+        ...
+
+    async def instances(self) -> tuple[list[InstanceRecord], str]:
+        """The live instances sharing the store, and this one's id (`GET /v1/instances`)."""
         ...
 
 
@@ -208,6 +214,7 @@ class IntakeServer:
         r.add_get("/metrics", self._metrics_text, allow_head=False)
         r.add_get("/openapi.json", self._openapi, allow_head=False)
         r.add_get("/v1/status", self._status, allow_head=False)
+        r.add_get("/v1/instances", self._instances, allow_head=False)
         console.Console(lambda: self._config.token is not None).add_routes(r)
         return app
 
@@ -565,6 +572,10 @@ class IntakeServer:
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return _json(openapi_document())
+
+    async def _instances(self, request: web.Request) -> web.Response:
+        records, me = await self._control.instances()
+        return _json(instances_json(records, me))
 
     async def _status(self, request: web.Request) -> web.Response:
         model_stats = any(

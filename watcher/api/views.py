@@ -26,6 +26,7 @@ from watcher.polling.learning import ModelStats
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
     from watcher.service import TaskView
+    from watcher.store.postgres_cluster import InstanceRecord
 
 # An event body wraps upstream values (at most jsontext.MAX_DEPTH deep) in a few levels.
 _BODY_MAX_DEPTH: Final = 4 * jsontext.MAX_DEPTH
@@ -185,4 +186,27 @@ def ping_json(result: PingResult) -> dict[str, Any]:
         "error": result.error,
         "answer": result.answer,
         "answer_truncated": result.answer_truncated,
+    }
+
+
+def instances_json(records: Sequence[InstanceRecord], me: str) -> dict[str, Any]:
+    """The answer of `GET /v1/instances`: the live instances sharing the store, first started
+    first, each with its last heartbeat, its lease and the work it holds."""
+    return {
+        "instances": [
+            {
+                "instance_id": r.instance_id,
+                "self": r.instance_id == me,
+                "hostname": r.hostname,
+                "pid": r.pid,
+                "version": r.version,
+                "intake": r.intake,
+                "started_at": iso(r.started_at),
+                "heartbeat_at": iso(r.heartbeat_at),
+                "lease_until": iso(r.lease_until),
+                "tasks": r.tasks,
+                "deliveries": r.deliveries,
+            }
+            for r in records
+        ]
     }

@@ -165,6 +165,10 @@ class Deliverer:
         self._busy: collections.Counter[str] = collections.Counter()
         self._workers: set[asyncio.Task[None]] = set()
         self._requeued: set[str] = set()  # redelivered while an attempt was in flight
+        # Held by another instance now (watcher/cluster/): dropped once their attempt in
+        # flight has been recorded.
+        self._forgotten: set[str] = set()
+        self._paused = False  # no new attempt starts (this instance's lease is in doubt)
         self._bodies: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         # Finished attempts waiting for the group commit; each is handled once it is committed.
         self._records: list[_Finished] = []
@@ -202,6 +206,41 @@ class Deliverer:
                 self._requeued.add(delivery.delivery_id)
             else:
                 self._schedule(delivery)
+        self._wake.set()
+
+    def forget(self, delivery_ids: Iterable[str]) -> int:
+        """Drop deliveries another instance holds now: unscheduled at once, or after the
+        attempt in flight is recorded. How many were scheduled or in flight here."""
+        dropped = 0
+        for delivery_id in delivery_ids:
+            if delivery_id in self._in_flight:
+                self._forgotten.add(delivery_id)
+                self._requeued.discard(delivery_id)
+                dropped += 1
+                continue
+            entry = self._scheduled.pop(delivery_id, None)
+            if entry is None:
+                continue
+            dropped += 1
+            if delivery_id in self._ready_ids:
+                self._ready_ids.discard(delivery_id)
+                key = self._slot_key(entry[1])
+                self._ready[key].remove(delivery_id)
+                if not self._ready[key]:
+                    del self._ready[key]
+        return dropped
+
+    def delivery_ids(self) -> set[str]:
+        """The deliveries scheduled or with an attempt in flight here (not the forgotten)."""
+        return (set(self._scheduled) | self._in_flight) - self._forgotten
+
+    def forget_all(self) -> int:
+        """`forget` every delivery (this instance's claims were taken over)."""
+        return self.forget([*self._scheduled, *self._in_flight])
+
+    def set_paused(self, paused: bool) -> None:
+        """Start no new attempt while paused (attempts in flight finish)."""
+        self._paused = paused
         self._wake.set()
 
     def update_config(self, delivery: DeliveryConfig, endpoints: Sequence[EndpointConfig]) -> None:
@@ -316,6 +355,8 @@ class Deliverer:
                 queue = ready[key] = collections.deque()
             queue.append(delivery_id)
             self._ready_ids.add(delivery_id)
+        if self._paused:
+            return
         limit = max(1, self._config.max_concurrency)
         for key, queue in ready.items():
             for _ in range(min(len(queue), limit - self._busy[key])):
@@ -328,7 +369,7 @@ class Deliverer:
         """One of `key`'s workers: send its due deliveries one after another while there are
         any (the worker holds one of the endpoint's slots), then end."""
         try:
-            while not self._stopping:
+            while not self._stopping and not self._paused:
                 if self._busy[key] > max(1, self._config.max_concurrency):
                     return  # lowered by a reload: the surplus workers end one by one
                 queue = self._ready.get(key)
@@ -351,7 +392,10 @@ class Deliverer:
                     # Try again shortly; the daemon stays up and waits for it.
                     self._in_flight.discard(delivery_id)
                     self._store_down(exc)
-                    self._schedule(delivery, delay_s=STORE_RETRY_S)
+                    if delivery_id in self._forgotten:
+                        self._forgotten.discard(delivery_id)
+                    else:
+                        self._schedule(delivery, delay_s=STORE_RETRY_S)
                     continue
                 except StoreError as exc:  # the daemon's own machinery: go down loudly
                     self._in_flight.discard(delivery_id)
@@ -471,6 +515,9 @@ class Deliverer:
         self._log(decision, attempt)
         if self._observer is not None:
             self._observe(delivery, attempt)
+        if delivery.delivery_id in self._forgotten:
+            self._forgotten.discard(delivery.delivery_id)
+            return False
         if delivery.delivery_id in self._requeued:
             self._requeued.discard(delivery.delivery_id)
             return True

@@ -178,6 +178,9 @@ class Scheduler:
         self._learner = Learner()
         self._new_durations: list[DurationSample] = []
         self._heap_seq = itertools.count(1)
+        # This instance's part of the upstream budget when several instances share it
+        # (watcher/cluster/): 1.0 alone; 0.0 holds every poll back.
+        self._share = 1.0
         self._budget = RequestBudget(upstream.max_requests_per_second, clock)
         self._budget_lowered = False
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -275,7 +278,60 @@ class Scheduler:
 
     def unwatch(self, task_id: str) -> bool:
         """Stop watching a task (cancelled); an answer already in flight for it is dropped."""
+        self._dirty_polls.pop(task_id, None)
+        self._dirty_errors.pop(task_id, None)
         return self._watches.pop(task_id, None) is not None
+
+    def task_ids(self) -> set[str]:
+        """The ids of the tasks watched here."""
+        return set(self._watches)
+
+    def unwatch_all(self) -> int:
+        """Stop watching every task (this instance's claims were taken over); answers in flight
+        are dropped. How many were watched."""
+        count = len(self._watches)
+        self._watches.clear()
+        self._heap.clear()
+        self._ready.clear()
+        self._dirty_polls.clear()
+        self._dirty_errors.clear()
+        return count
+
+    def release(self, count: int) -> dict[str, int]:
+        """Stop watching up to `count` tasks that have no poll in flight, the ones due last
+        first, so another instance can take them: task id -> its poll count."""
+        idle = [w for w in self._watches.values() if w.next_poll_at is not None]
+        idle.sort(key=lambda w: w.next_poll_at or 0.0, reverse=True)
+        released: dict[str, int] = {}
+        for watch in idle[: max(0, count)]:
+            released[watch.task_id] = watch.polls
+            self.unwatch(watch.task_id)
+        return released
+
+    def set_share(self, share: float) -> None:
+        """Use `share` (0..1) of the configured budget: `max_requests_per_second` and
+        `max_concurrency` are totals over the instances sharing the upstream (at least one
+        poll at a time while the share is above zero); 0 holds every poll back."""
+        share = min(1.0, max(0.0, share))
+        if share == self._share:
+            return
+        self._share = share
+        self._budget.update(self._share_of_rate(self._upstream.max_requests_per_second))
+        self._wakeup.set()
+
+    @property
+    def share(self) -> float:
+        return self._share
+
+    def _share_of_rate(self, rate: float) -> float:
+        if rate <= 0 or self._share >= 1.0:
+            return rate  # no limit stays no limit
+        return rate * self._share if self._share > 0 else 0.0
+
+    def _concurrency(self) -> int:
+        if self._share <= 0:
+            return 0
+        return max(1, int(self._upstream.max_concurrency * self._share + 1e-9))
 
     def get(self, task_id: str) -> Watch | None:
         """The live record of a watched task (poll count, next poll time, last error); its
@@ -343,7 +399,7 @@ class Scheduler:
         old_polling, self._polling = self._polling, polling
         self._upstream = upstream
         self._learner.reconfigure(polling)
-        self._budget.update(upstream.max_requests_per_second)
+        self._budget.update(self._share_of_rate(upstream.max_requests_per_second))
         for watch in self._watches.values():
             # Move the deadline by the change of policy only, keeping any time added for a
             # credential pause.
@@ -444,7 +500,9 @@ class Scheduler:
     # -- the loop -------------------------------------------------------------------------------
     async def _step(self, now: float) -> float:
         """Start at most one poll (or time out one task); 0.0 if it did, else how long to wait."""
-        if len(self._in_flight) >= max(1, self._upstream.max_concurrency):
+        if self._share <= 0:
+            return self._tick_s  # held back: set_share wakes the loop
+        if len(self._in_flight) >= self._concurrency():
             return self._tick_s  # a finishing poll wakes the loop
         if self._paused:
             if self._probe_in_flight:

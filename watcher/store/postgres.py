@@ -35,6 +35,7 @@ from watcher.errors import (
     TaskConflict,
     TaskFinished,
     TaskNotFound,
+    TaskNotHeld,
 )
 from watcher.models import (
     Attempt,
@@ -50,6 +51,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
+from watcher.store import postgres_cluster as cluster
 from watcher.store import postgres_rows as sql
 from watcher.store.base import DurationSample, apply_transition_to, metadata_json, new_task
 from watcher.store.bulk import DurationRecord, ImportResult, TaskRecords
@@ -147,6 +149,10 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[Conn] | None = pool
         self._secrets = secrets
         self._gate = gate
+        # Several instances (watcher/store/postgres_cluster.py): the instance this store
+        # writes for once `act_as` named it; None for one-off commands (migrate, copy-store).
+        self._me: str | None = None
+        self._channel = cluster.channel_name("public")
 
     @classmethod
     async def open(
@@ -179,7 +185,10 @@ class PostgresStore:
             await pool.close()
             raise secrets.error(f"cannot open the store {secrets.where}", exc) from exc
         log.debug("store_opened", store=secrets.where)
-        return cls(pool, secrets, gate)
+        store = cls(pool, secrets, gate)
+        schema = await store._row("SELECT current_schema()")
+        store._channel = cluster.channel_name(str(schema[0]) if schema else "public")
+        return store
 
     @property
     def location(self) -> str:
@@ -264,7 +273,7 @@ class PostgresStore:
         columns = self._task_columns(firsts.values())
 
         async def insert(conn: Conn) -> list[tuple[Task, bool]]:
-            params = (source.value, TaskState.PENDING.value, now, now, *columns)
+            params = (source.value, TaskState.PENDING.value, now, now, self._me, *columns)
             cur = await conn.execute(sql.INSERT_TASKS, params)
             created = {row[0] for row in await cur.fetchall()}
             known: dict[str, Task] = {}
@@ -290,7 +299,7 @@ class PostgresStore:
         columns = self._task_columns(firsts.values())
 
         async def insert(conn: Conn) -> list[bool]:
-            params = (source.value, TaskState.PENDING.value, now, now, *columns)
+            params = (source.value, TaskState.PENDING.value, now, now, self._me, *columns)
             cur = await conn.execute(sql.INSERT_TASKS, params)
             created = {row[0] for row in await cur.fetchall()}
             models = {task_id: firsts[task_id].model for task_id in created}
@@ -418,6 +427,10 @@ class PostgresStore:
 
     async def active_tasks(self) -> AsyncIterator[Task]:
         """Every PENDING or PROCESSING task, in task_id order, read in bounded batches."""
+        if self._me is not None:  # several instances: the ones this instance holds
+            for row in await self._rows(cluster.OWN_TASKS, (self._me,)):
+                yield task_from_row(row)
+            return
         async for row in self._stream(sql.STREAM_ACTIVE_TASKS):
             yield task_from_row(row)
 
@@ -442,26 +455,51 @@ class PostgresStore:
         return await self._write("apply_transition", lambda conn: self._apply(conn, transition))
 
     async def _apply(self, conn: Conn, t: Transition) -> Task:
-        task = await self._locked_task(conn, t.task_id)
+        if self._me is None:
+            task = await self._locked_task(conn, t.task_id)
+        else:
+            # Only the instance holding the task writes its outcome: one whose claim was
+            # taken over (its lease ran out) drops the task instead.
+            cur = await conn.execute(sql.TASK_AND_CLAIM_FOR_UPDATE, (t.task_id,))
+            row = await cur.fetchone()
+            if row is None:
+                raise TaskNotFound(f"task {t.task_id} not found")
+            task = task_from_row(row)
+            if row[15] != self._me and not task.state.terminal:
+                raise TaskNotHeld(f"task {t.task_id} is held by another instance")
         from_state = apply_transition_to(task, t)
         async with conn.pipeline():  # the writes go in one round trip
             await conn.execute(sql.UPDATE_TASK_STATE, _nul_free(task_state_params(task)))
+            if self._me is not None and t.to_state.terminal:
+                await conn.execute(sql.RELEASE_TASK_CLAIM, (t.task_id,))
             if t.to_state != from_state:
                 change = (t.task_id, from_state.value, t.to_state.value, t.at, t.reason)
                 await conn.execute(sql.INSERT_STATE_CHANGE, _nul_free((*change, t.upstream_state)))
             if t.event is not None:
                 await conn.execute(sql.INSERT_EVENT, event_params(t.event))
             if t.deliveries:
-                await conn.cursor().executemany(
-                    sql.INSERT_DELIVERY, [_nul_free(delivery_params(d)) for d in t.deliveries]
-                )
+                await self._insert_deliveries(conn, t.deliveries)
             if t.mirror is not None:
-                await conn.execute(sql.INSERT_MIRROR_HOLD, hold_params(t.mirror))
+                if self._me is None:
+                    await conn.execute(sql.INSERT_MIRROR_HOLD, hold_params(t.mirror))
+                else:
+                    params = (*hold_params(t.mirror), self._me)
+                    await conn.execute(sql.INSERT_MIRROR_HOLD_CLAIMED, params)
                 await conn.cursor().executemany(
                     sql.INSERT_MIRROR_FILE,
                     [_nul_free(mirror_file_params(f)) for f in t.mirror.files],
                 )
         return task
+
+    async def _insert_deliveries(self, conn: Conn, deliveries: Sequence[Delivery]) -> None:
+        """New deliveries; claimed by this instance, which makes their attempts, if it has
+        joined several instances."""
+        if self._me is None:
+            rows = [_nul_free(delivery_params(d)) for d in deliveries]
+            await conn.cursor().executemany(sql.INSERT_DELIVERY, rows)
+            return
+        rows = [_nul_free((*delivery_params(d), self._me)) for d in deliveries]
+        await conn.cursor().executemany(sql.INSERT_DELIVERY_CLAIMED, rows)
 
     @staticmethod
     async def _locked_task(conn: Conn, task_id: str) -> Task:
@@ -487,6 +525,11 @@ class PostgresStore:
             async with conn.pipeline():
                 await conn.execute(sql.UPDATE_TASK_STATE, task_state_params(task))
                 await conn.execute(sql.INSERT_STATE_CHANGE, change)
+                if self._me is not None:
+                    # The instance holding it stops polling it now (it would find it
+                    # cancelled at its next write anyway).
+                    await conn.execute(sql.RELEASE_TASK_CLAIM, (task_id,))
+                    await cluster.notify(conn, self._channel, self._notice("cancel", task_id))
             return task
 
         return await self._write("cancel_task", cancel)
@@ -499,18 +542,19 @@ class PostgresStore:
         self._live()
         if not polls and not errors:
             return
-        rows = [
+        rows: list[tuple[Any, ...]] = [
             (polls.get(task_id), task_id in errors, errors.get(task_id), task_id)
             for task_id in sorted(polls.keys() | errors.keys())
         ]
 
+        # Several instances: counts of a task this instance no longer holds are stale.
+        statement = sql.UPDATE_POLL_COUNTS
+        if self._me is not None:
+            statement = sql.UPDATE_HELD_POLL_COUNTS
+            rows = [(*row, self._me) for row in rows]
+
         async def record(conn: Conn) -> None:
-            await conn.cursor().executemany(
-                "UPDATE tasks SET polls = coalesce(%s, polls), last_error = CASE WHEN %s "
-                "AND state IN ('pending', 'processing') THEN %s ELSE last_error END "
-                "WHERE task_id = %s",
-                [_nul_free(row) for row in rows],
-            )
+            await conn.cursor().executemany(statement, [_nul_free(row) for row in rows])
 
         await self._write("record_polls", record)
 
@@ -610,6 +654,10 @@ class PostgresStore:
 
     async def pending_deliveries(self) -> AsyncIterator[Delivery]:
         """Every PENDING delivery, in delivery_id order, read in bounded batches."""
+        if self._me is not None:  # several instances: the ones this instance holds
+            for row in await self._rows(cluster.OWN_DELIVERIES, (self._me,)):
+                yield delivery_from_row(row)
+            return
         async for row in self._stream(sql.STREAM_PENDING_DELIVERIES):
             yield delivery_from_row(row)
 
@@ -644,6 +692,9 @@ class PostgresStore:
         ordered = sorted(batch, key=lambda pair: pair[1].delivery_id)
 
         async def record(conn: Conn) -> None:
+            if self._me is not None:
+                await self._record_held_attempts(conn, batch, ordered)
+                return
             cur = conn.cursor()
             await cur.executemany(
                 sql.UPDATE_DELIVERY_PROGRESS,
@@ -661,6 +712,35 @@ class PostgresStore:
 
         await self._write("record_attempts", record)
 
+    async def _record_held_attempts(
+        self,
+        conn: Conn,
+        batch: Sequence[tuple[Attempt, Delivery]],
+        ordered: Sequence[tuple[Attempt, Delivery]],
+    ) -> None:
+        """Several instances: every attempt is recorded (it was made), but a delivery's progress
+        only by the instance holding it; one redelivered through another instance meanwhile
+        belongs to that one now."""
+        ids = sorted({d.delivery_id for _, d in ordered})
+        cur = await conn.execute(sql.HELD_DELIVERIES_FOR_UPDATE, (ids, self._me))
+        held = {row[0] for row in await cur.fetchall()}
+        if len(held) < len(ids):
+            found = await conn.execute(sql.DELIVERIES_EXISTING, (ids,))
+            missing = set(ids) - {row[0] for row in await found.fetchall()}
+            if missing:
+                raise DeliveryNotFound(f"delivery {min(missing)} not found")
+            log.warning("delivery_held_elsewhere", deliveries=sorted(set(ids) - held))
+        progress = [
+            _nul_free(delivery_progress_params(d)) for _, d in ordered if d.delivery_id in held
+        ]
+        async with conn.pipeline():
+            if progress:
+                await conn.cursor().executemany(sql.UPDATE_DELIVERY_PROGRESS, progress)
+                await conn.execute(sql.RELEASE_FINISHED_DELIVERIES, (sorted(held),))
+            await conn.cursor().executemany(
+                sql.INSERT_ATTEMPT, [_nul_free(attempt_params(a)) for a, _ in batch]
+            )
+
     async def attempts(self, delivery_id: str) -> list[Attempt]:
         """The delivery's attempts, oldest first."""
         await self._require_delivery(delivery_id)
@@ -672,6 +752,8 @@ class PostgresStore:
         webhook id are kept. Works from any status."""
 
         async def requeue(conn: Conn) -> Delivery:
+            if self._me is not None:
+                return await self._requeue_here(conn, delivery_id, now)
             cur = await conn.execute(sql.REQUEUE_DELIVERY, (now, now, delivery_id))
             row = await cur.fetchone()
             if row is None:
@@ -679,6 +761,20 @@ class PostgresStore:
             return delivery_from_row(row)
 
         return await self._write("requeue_delivery", requeue)
+
+    async def _requeue_here(self, conn: Conn, delivery_id: str, now: float) -> Delivery:
+        """Several instances: the instance that takes the redelivery claims it; the one that
+        held it (if another) is told to let go of it."""
+        cur = await conn.execute(sql.DELIVERY_CLAIM_FOR_UPDATE, (delivery_id,))
+        before = await cur.fetchone()
+        if before is None:
+            raise DeliveryNotFound(f"delivery {delivery_id} not found")
+        cur = await conn.execute(sql.REQUEUE_DELIVERY_CLAIMED, (now, now, self._me, delivery_id))
+        row = await cur.fetchone()
+        assert row is not None
+        if before[0] is not None and before[0] != self._me:
+            await cluster.notify(conn, self._channel, self._notice("redeliver", delivery_id))
+        return delivery_from_row(row)
 
     # -- learned durations (adaptive polling) ---------------------------------------------------
     async def record_durations(self, samples: Sequence[DurationSample]) -> None:
@@ -746,7 +842,11 @@ class PostgresStore:
 
     async def held_mirrors(self) -> list[MirrorHold]:
         """Every held success with its files, oldest first."""
-        holds = [event_from_row(row) for row in await self._rows(sql.SELECT_MIRROR_HOLDS)]
+        if self._me is None:
+            rows = await self._rows(sql.SELECT_MIRROR_HOLDS)
+        else:  # several instances: the ones this instance holds (claims bring the others)
+            rows = await self._rows(sql.SELECT_OWN_MIRROR_HOLDS, (self._me,))
+        holds = [event_from_row(row) for row in rows]
         return [MirrorHold(e, tuple(await self.mirror_files(e.task_id))) for e in holds]
 
     async def release_mirror(
@@ -756,16 +856,163 @@ class PostgresStore:
         DELETE locks the hold's row, so of two instances releasing at once one writes."""
 
         async def release(conn: Conn) -> bool:
-            if not (await conn.execute(sql.DELETE_MIRROR_HOLD, (task_id,))).rowcount:
+            if self._me is None:
+                deleted = await conn.execute(sql.DELETE_MIRROR_HOLD, (task_id,))
+            else:  # several instances: only the one holding it releases it
+                deleted = await conn.execute(sql.DELETE_OWN_MIRROR_HOLD, (task_id, self._me))
+            if not deleted.rowcount:
                 return False
             await conn.execute(sql.INSERT_EVENT, event_params(event))
             if deliveries:
-                await conn.cursor().executemany(
-                    sql.INSERT_DELIVERY, [_nul_free(delivery_params(d)) for d in deliveries]
-                )
+                await self._insert_deliveries(conn, deliveries)
             return True
 
         return await self._write("release_mirror", release)
+
+    # -- several instances (watcher/store/postgres_cluster.py) ----------------------------------
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel of this store (one per schema)."""
+        return self._channel
+
+    @property
+    def instance_id(self) -> str | None:
+        return self._me
+
+    def act_as(self, instance_id: str) -> None:
+        """Write as `instance_id` from now on: new tasks, deliveries and holds are claimed by
+        it, and outcomes, progress and poll counts are written only for what it holds."""
+        self._me = instance_id
+
+    def _notice(self, kind: str, subject: str = "") -> cluster.Notice:
+        return cluster.Notice(kind, subject, self._me or "-")
+
+    def _require_me(self) -> str:
+        if self._me is None:
+            raise StoreError("the store has no instance to act as (act_as first)")
+        return self._me
+
+    async def heartbeat(
+        self, me: cluster.InstanceInfo, lease_s: float, *, first: bool = False
+    ) -> cluster.Membership:
+        """Renew this instance's lease (creating its row) and read the cluster's state; the
+        first one also tells the others that an instance joined."""
+
+        async def beat(conn: Conn) -> cluster.Membership:
+            membership = await cluster.heartbeat(conn, me, lease_s, first=first)
+            if first or membership.lapsed:
+                await cluster.notify(conn, self._channel, self._notice("instances"))
+            return membership
+
+        return await self._write("heartbeat", beat)
+
+    async def instances_on_host(self, host_key: str) -> list[tuple[str, int]]:
+        """(instance id, pid) of the other live instances on the host named by `host_key`."""
+        me = self._require_me()
+        return [(str(i), int(pid)) for i, pid in await self._rows(cluster.ON_HOST, (host_key, me))]
+
+    async def expire_instances(self, instance_ids: Sequence[str], host_key: str) -> None:
+        """End the leases of instances on this host known to be gone (their process no longer
+        runs), so their work is taken over now rather than when their lease runs out."""
+        if not instance_ids:
+            return
+
+        async def expire(conn: Conn) -> None:
+            await conn.execute(cluster.EXPIRE, (list(instance_ids), host_key))
+
+        await self._write("expire_instances", expire)
+
+    async def claim_tasks(self, limit: int) -> list[Task]:
+        """Claim up to `limit` active tasks nobody holds (oldest registration first), then
+        ones held by instances whose lease ran out; the claimed tasks."""
+        me = self._require_me()
+        if limit <= 0:
+            return []
+
+        async def claim(conn: Conn) -> list[Task]:
+            cur = await conn.execute(cluster.CLAIM_FREE_TASKS, (me, limit))
+            rows = list(await cur.fetchall())
+            if len(rows) < limit:
+                cur = await conn.execute(cluster.CLAIM_ORPHANED_TASKS, (me, limit - len(rows)))
+                rows += await cur.fetchall()
+            return [task_from_row(row) for row in rows]
+
+        return await self._write("claim_tasks", claim)
+
+    async def release_tasks(self, polls: Mapping[str, int]) -> int:
+        """Let go of tasks this instance holds (task id -> its live poll count, saved with it)
+        and tell the others there is work to claim; how many were released."""
+        me = self._require_me()
+        if not polls:
+            return 0
+        ids, counts = cluster.polls_arrays(polls)
+
+        async def release(conn: Conn) -> int:
+            cur = await conn.execute(cluster.RELEASE_TASKS, (ids, counts, me))
+            await cluster.notify(conn, self._channel, self._notice("tasks"))
+            return int(cur.rowcount)
+
+        return await self._write("release_tasks", release)
+
+    async def claim_deliveries(self, limit: int) -> list[Delivery]:
+        """Claim up to `limit` pending deliveries nobody (alive) holds, soonest due first."""
+        me = self._require_me()
+
+        async def claim(conn: Conn) -> list[Delivery]:
+            cur = await conn.execute(cluster.CLAIM_DELIVERIES, (me, limit))
+            return [delivery_from_row(row) for row in await cur.fetchall()]
+
+        return await self._write("claim_deliveries", claim)
+
+    async def claim_mirror_holds(self, limit: int) -> list[MirrorHold]:
+        """Claim up to `limit` held successes nobody (alive) copies, oldest first."""
+        me = self._require_me()
+
+        async def claim(conn: Conn) -> list[Event]:
+            cur = await conn.execute(cluster.CLAIM_HOLDS, (me, limit))
+            return [event_from_row(row) for row in await cur.fetchall()]
+
+        events = await self._write("claim_mirror_holds", claim)
+        return [MirrorHold(e, tuple(await self.mirror_files(e.task_id))) for e in events]
+
+    async def leave(self) -> None:
+        """Release everything this instance holds and remove it: the others take its work over
+        at once (a graceful stop), told so by a notice."""
+        me = self._require_me()
+
+        async def leave(conn: Conn) -> None:
+            for statement in cluster.LEAVE:
+                await conn.execute(statement, (me,))
+            await cluster.notify(conn, self._channel, self._notice("instances"))
+            await cluster.notify(conn, self._channel, self._notice("tasks"))
+
+        await self._write("leave", leave)
+
+    async def announce(self, kind: str, subject: str = "") -> None:
+        """Send a notice to every instance (e.g. a hint for a task another instance holds)."""
+
+        async def send(conn: Conn) -> None:
+            await cluster.notify(conn, self._channel, self._notice(kind, subject))
+
+        await self._write("announce", send)
+
+    async def live_instances(self) -> list[cluster.InstanceRecord]:
+        """The live instances with the work each holds (`GET /v1/instances`)."""
+        return [
+            cluster.InstanceRecord(
+                instance_id=row[0],
+                hostname=row[1],
+                pid=int(row[2]),
+                version=row[3],
+                intake=row[4],
+                started_at=float(row[5]),
+                heartbeat_at=float(row[6]),
+                lease_until=float(row[7]),
+                tasks=int(row[8]),
+                deliveries=int(row[9]),
+            )
+            for row in await self._rows(cluster.LIST)
+        ]
 
     # -- housekeeping --------------------------------------------------------------------------
     async def purge_finished(self, *, before: float, limit: int = 1000) -> int:

@@ -20,6 +20,18 @@ SELECT_TASKS: Final = (
 )
 TASK_BY_ID: Final = SELECT_TASKS + " WHERE task_id = %s"
 TASK_BY_ID_FOR_UPDATE: Final = TASK_BY_ID + " FOR UPDATE"
+# The same with the instance holding it as a 16th column (several instances).
+TASK_AND_CLAIM_FOR_UPDATE: Final = (
+    SELECT_TASKS.replace(" FROM tasks", ", claimed_by FROM tasks")
+    + " WHERE task_id = %s FOR UPDATE"
+)
+UPDATE_POLL_COUNTS: Final = (
+    "UPDATE tasks SET polls = coalesce(%s, polls), last_error = CASE WHEN %s "
+    "AND state IN ('pending', 'processing') THEN %s ELSE last_error END WHERE task_id = %s"
+)
+# Several instances: only for the tasks this instance holds.
+UPDATE_HELD_POLL_COUNTS: Final = UPDATE_POLL_COUNTS + " AND claimed_by = %s"
+RELEASE_TASK_CLAIM: Final = "UPDATE tasks SET claimed_by = NULL WHERE task_id = %s"
 TASKS_BY_IDS: Final = SELECT_TASKS + " WHERE task_id = ANY(%s)"
 TASK_MODELS_BY_IDS: Final = "SELECT task_id, model FROM tasks WHERE task_id = ANY(%s)"
 TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE task_id = %s"
@@ -27,11 +39,12 @@ TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE task_id = %s"
 # racing on the same ids lock them in the same order and cannot deadlock. A task_id that exists
 # (or is being inserted by a concurrent transaction, which this one then waits for) is skipped;
 # RETURNING names the ones this transaction created.
+# The fifth constant is the claim: the registering instance (several instances), or NULL.
 INSERT_TASKS: Final = (
     "INSERT INTO tasks (task_id, model, endpoints, callback_url, metadata, deadline_s, source, "
-    "state, registered_at, updated_at) "
+    "state, registered_at, updated_at, claimed_by) "
     "SELECT t.task_id, t.model, t.endpoints::json, t.callback_url, t.metadata::json, "
-    "t.deadline_s, %s, %s, %s, %s "
+    "t.deadline_s, %s, %s, %s, %s, %s "
     "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
     "%s::float8[]) AS t (task_id, model, endpoints, callback_url, metadata, deadline_s) "
     'ORDER BY t.task_id COLLATE "C" '
@@ -123,6 +136,16 @@ SELECT_MIRROR_HOLDS: Final = (
     "ORDER BY created_at, task_id"
 )
 DELETE_MIRROR_HOLD: Final = "DELETE FROM mirror_holds WHERE task_id = %s"
+# Several instances: a hold claimed by the instance that copies its files.
+INSERT_MIRROR_HOLD_CLAIMED: Final = (
+    "INSERT INTO mirror_holds (task_id, event_id, type, created_at, body, claimed_by) "
+    "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+SELECT_OWN_MIRROR_HOLDS: Final = (
+    "SELECT event_id, task_id, type, created_at, body FROM mirror_holds WHERE claimed_by = %s "
+    "ORDER BY created_at, task_id"
+)
+DELETE_OWN_MIRROR_HOLD: Final = "DELETE FROM mirror_holds WHERE task_id = %s AND claimed_by = %s"
 
 
 # -- deliveries and attempts -----------------------------------------------------------------------
@@ -141,6 +164,13 @@ INSERT_DELIVERY: Final = (
     "created_at, updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, "
     "last_error, delivery_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+# Several instances: a delivery claimed by the instance that makes its attempts.
+INSERT_DELIVERY_CLAIMED: Final = (
+    "INSERT INTO deliveries (event_id, task_id, event_type, endpoint, webhook_id, status, "
+    "created_at, updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, "
+    "last_error, delivery_id, claimed_by) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 # What an attempt changes; a delivery's identity columns never do. Parameters in the order of
 # sqlite_rows.delivery_progress_params.
 UPDATE_DELIVERY_PROGRESS: Final = (
@@ -152,6 +182,25 @@ REQUEUE_DELIVERY: Final = (
     "updated_at = %s WHERE delivery_id = %s RETURNING "
     "delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, created_at, "
     "updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, last_error"
+)
+# Several instances: a redelivery is claimed by the instance that takes it; the claim it had
+# before is read first (locked), so that holder can be told to let go of it.
+DELIVERY_CLAIM_FOR_UPDATE: Final = (
+    "SELECT claimed_by FROM deliveries WHERE delivery_id = %s FOR UPDATE"
+)
+REQUEUE_DELIVERY_CLAIMED: Final = (
+    "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, schedule_pos = 0, "
+    "updated_at = %s, claimed_by = %s WHERE delivery_id = %s RETURNING "
+    "delivery_id, event_id, task_id, event_type, endpoint, webhook_id, status, created_at, "
+    "updated_at, next_attempt_at, url, attempts, schedule_pos, last_status_code, last_error"
+)
+# Several instances: which deliveries of a batch this instance holds (locked for the write).
+HELD_DELIVERIES_FOR_UPDATE: Final = (
+    "SELECT delivery_id FROM deliveries WHERE delivery_id = ANY(%s) AND claimed_by = %s "
+    "ORDER BY delivery_id FOR UPDATE"
+)
+RELEASE_FINISHED_DELIVERIES: Final = (
+    "UPDATE deliveries SET claimed_by = NULL WHERE delivery_id = ANY(%s) AND status <> 'pending'"
 )
 COUNT_DELIVERIES: Final = "SELECT status, count(*) FROM deliveries GROUP BY status"
 SELECT_ATTEMPTS: Final = (

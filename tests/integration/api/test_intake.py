@@ -58,6 +58,7 @@ from watcher.polling.decide import Watch
 from watcher.polling.learning import ModelStats
 from watcher.service import WatchService
 from watcher.store.adapter import AsyncAdapter
+from watcher.store.postgres_cluster import InstanceRecord
 from watcher.store.sqlite import SqliteStore
 
 TOKEN = "intake-token-5f0c9e2a7b1d4c3e"
@@ -206,6 +207,21 @@ class FakeControl:
 
     def snapshot(self) -> DaemonSnapshot:
         return self.status
+
+    async def instances(self) -> tuple[list[InstanceRecord], str]:
+        me = InstanceRecord(
+            instance_id="local",
+            hostname="host",
+            pid=1,
+            version="0",
+            intake="127.0.0.1:0",
+            started_at=1_700_000_000.0,
+            heartbeat_at=1_700_000_001.0,
+            lease_until=1_700_000_001.0,
+            tasks=0,
+            deliveries=0,
+        )
+        return [me], "local"
 
 
 @dataclass

@@ -1,0 +1,243 @@
+"""Several instances on one PostgreSQL store (watcher/store/postgres_cluster.py): concurrent
+claims from several connections, leases and takeover, fencing of an instance whose claim was
+taken over, releases, redeliveries and cancels told by notices, leaving."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+
+import pytest
+
+from tests.helpers.postgres import truncate
+from tests.unit.store.test_contract import T0, finish, make_delivery, make_event
+from watcher.errors import TaskNotHeld
+from watcher.models import (
+    Attempt,
+    AttemptOutcome,
+    DeliveryStatus,
+    MirrorHold,
+    TaskSource,
+    TaskSpec,
+    TaskState,
+    Transition,
+)
+from watcher.store.postgres import PostgresStore
+from watcher.store.postgres_cluster import InstanceInfo, Listener, Notice
+
+API = TaskSource.API
+LEASE = 30.0
+
+
+def _info(name: str) -> InstanceInfo:
+    return InstanceInfo(name, "host", 1, "test", f"key-{name}", "127.0.0.1:1")
+
+
+@pytest.fixture
+async def trio(postgres_url: str) -> AsyncIterator[list[PostgresStore]]:
+    stores = [await PostgresStore.open(postgres_url, pool_size=3) for _ in range(3)]
+    truncate(postgres_url)
+    for store, name in zip(stores, "abc", strict=True):
+        store.act_as(name)
+        await store.heartbeat(_info(name), LEASE, first=True)
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def _register(store: PostgresStore, count: int, prefix: str = "t") -> None:
+    specs = [TaskSpec(f"{prefix}{i:04}", "m") for i in range(count)]
+    await store.add_tasks_bulk(specs, source=API, now=T0)
+
+
+async def _unclaimed(url: str, count: int) -> None:
+    """Register `count` tasks nobody holds (as copy-store or an older version leaves them)."""
+    plain = await PostgresStore.open(url, pool_size=1)
+    try:
+        await _register(plain, count, "u")
+    finally:
+        await plain.close()
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_instances_claiming_at_once_get_disjoint_tasks_and_all_of_them(
+    trio: list[PostgresStore], postgres_url: str
+) -> None:
+    await _unclaimed(postgres_url, 1000)
+    results = await asyncio.gather(
+        *(store.claim_tasks(150) for store in trio for _ in range(3))  # 9 claims at once
+    )
+    ids = [t.task_id for batch in results for t in batch]
+    assert len(ids) == len(set(ids)) == 1000
+    assert all(len(batch) <= 150 for batch in results)
+    membership = await trio[0].heartbeat(_info("a"), LEASE)
+    assert membership.active_tasks == 1000
+    assert not membership.unowned_work
+    held = {r.instance_id: r.tasks for r in await trio[0].live_instances()}
+    assert sum(held.values()) == 1000
+    assert set(held) == {"a", "b", "c"}
+
+
+async def test_a_registering_instance_holds_its_new_tasks(trio: list[PostgresStore]) -> None:
+    a, b, _ = trio
+    await _register(a, 5)
+    assert await b.claim_tasks(10) == []  # nothing is free
+    assert [t.task_id async for t in a.active_tasks()] == [f"t{i:04}" for i in range(5)]
+    assert [t async for t in b.active_tasks()] == []
+
+
+async def test_the_tasks_of_an_instance_whose_lease_ran_out_are_taken_over(
+    trio: list[PostgresStore],
+) -> None:
+    a, b, _ = trio
+    await a.heartbeat(_info("a"), 0.3)
+    await _register(a, 3)
+    assert await b.claim_tasks(10) == []  # a's lease still runs
+    taken: list[str] = []
+
+    async def took_over() -> bool:
+        taken.extend(t.task_id for t in await b.claim_tasks(10))
+        return len(taken) == 3
+
+    await _until(took_over)
+    membership = await b.heartbeat(_info("b"), LEASE)
+    assert "a" not in membership.live
+    # a still believes it holds them: its outcome is refused, its poll counts are ignored.
+    task = await a.get_task("t0000")
+    with pytest.raises(TaskNotHeld):
+        await a.apply_transition(
+            Transition("t0000", task.state, TaskState.PROCESSING, T0 + 5, "poll", "running", 1)
+        )
+    await a.record_polls({"t0000": 99}, errors={})
+    assert (await b.get_task("t0000")).polls == 0
+    # a's heartbeat says its lease lapsed: it must reconcile.
+    assert (await a.heartbeat(_info("a"), LEASE)).lapsed
+    assert [t async for t in a.active_tasks()] == []
+
+
+async def test_released_tasks_are_announced_and_claimed_by_another(
+    trio: list[PostgresStore], postgres_url: str
+) -> None:
+    a, b, _ = trio
+    listener = Listener(postgres_url, b.channel)
+    await listener.connect()
+    notices = listener.notices()
+    try:
+        await _register(a, 4)
+        assert await a.release_tasks({"t0000": 5, "t0001": 2}) == 2
+        notice = await asyncio.wait_for(anext(notices), 5)
+        assert notice == Notice("tasks", "", "a")
+        membership = await b.heartbeat(_info("b"), LEASE)
+        assert membership.unowned_work
+        claimed = await b.claim_tasks(10)
+        assert sorted((t.task_id, t.polls) for t in claimed) == [("t0000", 5), ("t0001", 2)]
+    finally:
+        await listener.close()
+
+
+async def test_a_terminal_outcome_frees_the_claim_and_its_deliveries_belong_to_the_finisher(
+    trio: list[PostgresStore],
+) -> None:
+    a, b, _ = trio
+    await _register(a, 1)
+    _, _, deliveries = await finish(a, "t0000", T0 + 1)
+    assert [d.delivery_id async for d in a.pending_deliveries()] == [deliveries[0].delivery_id]
+    assert [d async for d in b.pending_deliveries()] == []
+    assert await b.claim_deliveries(10) == []  # a is alive
+    listed = {r.instance_id: (r.tasks, r.deliveries) for r in await a.live_instances()}
+    assert listed["a"] == (0, 1)
+
+
+async def test_a_redelivery_through_another_instance_moves_the_claim_and_tells_the_holder(
+    trio: list[PostgresStore], postgres_url: str
+) -> None:
+    a, b, _ = trio
+    await _register(a, 1)
+    _, _, (delivery,) = await finish(a, "t0000", T0 + 1)
+    listener = Listener(postgres_url, a.channel)
+    await listener.connect()
+    notices = listener.notices()
+    try:
+        requeued = await b.requeue_delivery(delivery.delivery_id, now=T0 + 2)
+        assert requeued.status is DeliveryStatus.PENDING
+        notice = await asyncio.wait_for(anext(notices), 5)
+        assert notice == Notice("redeliver", delivery.delivery_id, "b")
+    finally:
+        await listener.close()
+    assert [d.delivery_id async for d in b.pending_deliveries()] == [delivery.delivery_id]
+    assert [d async for d in a.pending_deliveries()] == []
+    # An attempt a had in flight is recorded (it was made); the progress is b's to write.
+    attempt = Attempt(delivery.delivery_id, 1, T0 + 3, 5.0, AttemptOutcome.SUCCEEDED, 200, None, 1)
+    await a.record_attempts([(attempt, replace(requeued, status=DeliveryStatus.SUCCEEDED))])
+    assert (await a.get_delivery(delivery.delivery_id)).status is DeliveryStatus.PENDING
+    assert len(await a.attempts(delivery.delivery_id)) == 1
+
+
+async def test_a_cancel_through_another_instance_is_told_to_the_holder(
+    trio: list[PostgresStore], postgres_url: str
+) -> None:
+    a, b, _ = trio
+    await _register(a, 1)
+    listener = Listener(postgres_url, a.channel)
+    await listener.connect()
+    notices = listener.notices()
+    try:
+        await b.cancel_task("t0000", now=T0 + 1)
+        assert await asyncio.wait_for(anext(notices), 5) == Notice("cancel", "t0000", "b")
+    finally:
+        await listener.close()
+    assert [t async for t in a.active_tasks()] == []
+
+
+async def test_a_mirror_hold_belongs_to_the_finisher_and_is_released_only_by_it(
+    trio: list[PostgresStore],
+) -> None:
+    a, b, _ = trio
+    await _register(a, 1)
+    event = make_event("t0000", T0 + 1)
+    task = await a.get_task("t0000")
+    hold = MirrorHold(event, ())
+    await a.apply_transition(
+        Transition(
+            "t0000", task.state, TaskState.SUCCEEDED, T0 + 1, "poll", "success", 1, mirror=hold
+        )
+    )
+    assert [h.event.task_id for h in await a.held_mirrors()] == ["t0000"]
+    assert await b.held_mirrors() == []
+    assert await b.claim_mirror_holds(10) == []
+    final = make_event("t0000", T0 + 2, n=2)
+    assert not await b.release_mirror("t0000", final, [make_delivery(final, "app")])
+    assert await a.release_mirror("t0000", final, [make_delivery(final, "app")])
+
+
+async def test_leaving_releases_everything_and_another_takes_it_at_once(
+    trio: list[PostgresStore],
+) -> None:
+    a, b, _ = trio
+    await _register(a, 2)
+    await _register(a, 1, "f")
+    await finish(a, "f0000", T0 + 1)
+    await a.leave()
+    assert "a" not in [r.instance_id for r in await b.live_instances()]
+    assert len(await b.claim_tasks(10)) == 2
+    assert len(await b.claim_deliveries(10)) == 1
+
+
+async def test_a_gone_process_on_the_same_host_is_expired_only_there(
+    trio: list[PostgresStore],
+) -> None:
+    a, b, _ = trio
+    await _register(a, 2)
+    assert await b.instances_on_host("key-a") == [("a", 1)]
+    await b.expire_instances(["a"], "key-other")  # another host's key: nothing happens
+    assert await b.claim_tasks(10) == []
+    await b.expire_instances(["a"], "key-a")
+    assert len(await b.claim_tasks(10)) == 2
