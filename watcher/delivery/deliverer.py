@@ -604,11 +604,40 @@ class Deliverer:
                 # common path costs no extra coroutine per webhook.
                 if self._after(finished.delivery, finished.decision, finished.attempt):
                     delivery_id = finished.delivery.delivery_id
-                    now = self._timeline.wall()
-                    self._schedule(await self._store.requeue_delivery(delivery_id, now=now))
-                    self._wake.set()
+                    try:
+                        await self._requeue(delivery_id)
+                    except StoreUnavailable as exc:
+                        self._store_down(exc)
+                        self._requeue_later(delivery_id)
             except Exception as exc:
                 self._crashed(finished.delivery.delivery_id, exc)
+
+    async def _requeue(self, delivery_id: str) -> None:
+        """Requeue in the store a delivery redelivered while its attempt was in flight (the
+        attempt's record overwrote the redelivery), and schedule it."""
+        delivery = await self._store.requeue_delivery(delivery_id, now=self._timeline.wall())
+        self._schedule(delivery)
+        self._wake.set()
+
+    def _requeue_later(self, delivery_id: str) -> None:
+        """The database is down: the redelivery is not lost, it is requeued once it is back
+        (tried every STORE_RETRY_S until then, or until the daemon stops)."""
+
+        async def again() -> None:
+            while not self._stopping:
+                await self._clock.sleep(STORE_RETRY_S)
+                try:
+                    await self._requeue(delivery_id)
+                except StoreUnavailable:
+                    continue
+                except Exception as exc:
+                    self._crashed(delivery_id, exc)
+                return
+            log.warning("redelivery_not_saved", delivery_id=delivery_id)
+
+        retry = asyncio.ensure_future(again())
+        self._commits.add(retry)
+        retry.add_done_callback(self._commits.discard)
 
     def _store_down(self, exc: StoreUnavailable) -> None:
         if not self._store_down_logged:

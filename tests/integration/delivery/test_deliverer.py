@@ -18,7 +18,7 @@ from watcher.clock import Clock, ManualClock, SystemClock
 from watcher.config.settings import DeliveryConfig, EndpointConfig, Secret
 from watcher.delivery.deliverer import Deliverer, Target
 from watcher.delivery.events import build_event, plan_deliveries
-from watcher.errors import StoreError
+from watcher.errors import StoreError, StoreUnavailable
 from watcher.models import (
     CALLBACK_ENDPOINT,
     Attempt,
@@ -540,6 +540,37 @@ async def test_redeliver_while_in_flight_sends_again_afterwards() -> None:
             done = await settled(store, deliverer, delivery)
 
     assert receiver.max_in_flight("/hook") == 1
+    assert done.status is DeliveryStatus.SUCCEEDED
+    assert [a.number for a in store.attempts(delivery.delivery_id)] == [1, 2]
+
+
+async def test_a_redelivery_during_an_attempt_survives_a_database_outage() -> None:
+    class FlakyStore(MemoryStore):
+        outage = False
+        refused = 0
+
+        def requeue_delivery(self, delivery_id: str, *, now: float) -> Delivery:
+            if self.outage:
+                self.refused += 1
+                raise StoreUnavailable("the database cannot be reached")
+            return super().requeue_delivery(delivery_id, now=now)
+
+    store = FlakyStore()
+    async with start_receiver([SECRET]) as receiver:
+        receiver.script("/hook", Reply(hang=True))
+        endpoints = [endpoint("app", receiver.url("/hook"))]
+        async with running(store, endpoints) as deliverer:
+            (delivery,) = submit(store, endpoints, SystemClock())
+            deliverer.enqueue([delivery])
+            await receiver.wait_for(1)
+            deliverer.enqueue([store.requeue_delivery(delivery.delivery_id, now=time.time())])
+            store.outage = True  # the attempt's record lands, its requeue does not
+            receiver.release()
+            await eventually(lambda: store.refused >= 1)
+            store.outage = False
+            await receiver.wait_for(2, timeout=10)
+            done = await settled(store, deliverer, delivery)
+
     assert done.status is DeliveryStatus.SUCCEEDED
     assert [a.number for a in store.attempts(delivery.delivery_id)] == [1, 2]
 
