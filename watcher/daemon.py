@@ -282,7 +282,9 @@ class Daemon:
                 user_agent=USER_AGENT,
             )
             self.service.attach_mirror(self.mirror)
-            held = await self.mirror.start()  # the successes a restart left waiting
+            # The successes a restart left waiting; on PostgreSQL other instances may be
+            # copying into the same target right now.
+            held = await self.mirror.start(shared=self._postgres is not None)
         if self._postgres is not None:
             resumed += await self._join_cluster(config)
         gc.freeze()  # the records loaded above live long: keep the collector from rescanning them

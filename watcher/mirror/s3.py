@@ -83,7 +83,7 @@ class S3Target:
             )
         return self._client
 
-    async def prepare(self) -> int:
+    async def prepare(self, *, stale_before: float | None = None) -> int:
         client = await self.client()
         try:
             await client.head_bucket(Bucket=self.bucket)
@@ -95,6 +95,13 @@ class S3Target:
             prefix = self.object_key("")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if (
+                        stale_before is not None
+                        and initiated is not None
+                        and initiated.timestamp() >= stale_before
+                    ):
+                        continue  # another instance may be uploading it now
                     await client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )

@@ -51,9 +51,11 @@ class Target(Protocol):
         """The target's own URL of `key` (`file:///...`, `s3://bucket/...`)."""
         ...
 
-    async def prepare(self) -> int:
+    async def prepare(self, *, stale_before: float | None = None) -> int:
         """Make the target ready (create the directory, check the bucket) and remove what a
-        crash left half-written; returns how many leftovers were removed."""
+        crash left half-written (only what was started before `stale_before`, Unix seconds,
+        when given: other instances may be writing to the same target); returns how many
+        leftovers were removed."""
         ...
 
     def upload(self, key: str) -> Upload: ...
@@ -75,6 +77,13 @@ def _os_error(what: str, exc: OSError) -> MirrorError:
     return MirrorError(f"{what}: {exc.strerror or type(exc).__name__}")
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone already: nothing to remove
+
+
 class FileTarget:
     """Files under `directory`, one per key (`TASK_ID/N-NAME`)."""
 
@@ -84,13 +93,15 @@ class FileTarget:
     def location(self, key: str) -> str:
         return (self.directory / key).as_uri()
 
-    async def prepare(self) -> int:
-        return await asyncio.to_thread(self._prepare)
+    async def prepare(self, *, stale_before: float | None = None) -> int:
+        return await asyncio.to_thread(self._prepare, stale_before)
 
-    def _prepare(self) -> int:
+    def _prepare(self, stale_before: float | None) -> int:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             leftovers = [p for p in self.directory.iterdir() if p.name.startswith(TEMP_PREFIX)]
+            if stale_before is not None:  # a file being written has a recent mtime
+                leftovers = [p for p in leftovers if _mtime(p) < stale_before]
             for path in leftovers:
                 path.unlink(missing_ok=True)
         except OSError as exc:

@@ -79,6 +79,7 @@ class MirrorWorker:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._failure: asyncio.Future[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._shared = False  # other instances write to the target too
 
     @property
     def target(self) -> Target:
@@ -88,14 +89,18 @@ class MirrorWorker:
         """How many successes are waiting for their mirror."""
         return len(self._jobs)
 
-    async def start(self) -> int:
-        """Prepare the target and resume every held success; returns how many."""
+    async def start(self, *, shared: bool = False) -> int:
+        """Prepare the target and resume every held success; returns how many. `shared`:
+        other instances may write to the target now (several instances on PostgreSQL), so only
+        leftovers older than `mirror.timeout` (which no live copy can be) are removed, here and
+        with each retention sweep."""
+        self._shared = shared
         self._failure = asyncio.get_running_loop().create_future()
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": self._user_agent},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
         )
-        removed = await self._target.prepare()
+        removed = await self._target.prepare(stale_before=self._stale_before())
         if removed:
             log.info("mirror_leftovers_removed", files=removed)
         holds = await self._store.held_mirrors()
@@ -135,8 +140,23 @@ class MirrorWorker:
             self._session = None
         await self._target.close()
 
+    def _stale_before(self) -> float | None:
+        """Before when a leftover must have been started to be removed (None: any)."""
+        if not self._shared:
+            return None
+        return self._timeline.wall() - self._config.timeout_s
+
     async def delete_expired(self) -> int:
-        """Delete the mirrored files older than `mirror.retention` (0: none); how many."""
+        """Delete the mirrored files older than `mirror.retention` (0: none); how many. With
+        other instances on the target, also the leftovers of crashed copies (see start)."""
+        if self._shared:
+            try:
+                removed = await self._target.prepare(stale_before=self._stale_before())
+            except MirrorError as exc:
+                log.warning("mirror_leftovers_not_removed", error=exc.message)
+            else:
+                if removed:
+                    log.info("mirror_leftovers_removed", files=removed)
         if self._config.retention_s <= 0:
             return 0
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -196,6 +197,22 @@ async def test_prepare_creates_the_directory_and_removes_leftover_temporaries(
     (target.directory / "t" / "0-kept.png").write_bytes(b"whole")
     assert await target.prepare() == 1
     assert on_disk(target) == ["t", "t/0-kept.png"]
+
+
+async def test_with_other_instances_only_stale_leftovers_are_removed(tmp_path: Path) -> None:
+    # Several instances share the target: a temporary file being written now is another
+    # instance's copy in progress; one untouched for longer than mirror.timeout is a crash's.
+    target = FileTarget(tmp_path / "r")
+    await target.prepare()
+    writing = target.directory / f"{TEMP_PREFIX}writing"
+    writing.write_bytes(b"half")
+    crashed = target.directory / f"{TEMP_PREFIX}crashed"
+    crashed.write_bytes(b"half")
+    now = time.time()
+    os.utime(crashed, (now - 3600, now - 3600))
+    assert await target.prepare(stale_before=now - 600) == 1
+    assert writing.exists()
+    assert not crashed.exists()
 
 
 async def test_retention_deletes_old_files_and_empty_task_directories(tmp_path: Path) -> None:

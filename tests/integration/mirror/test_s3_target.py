@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,16 @@ async def test_prepare_aborts_uploads_a_crash_left(target: S3Target) -> None:
     await client.create_multipart_upload(Bucket=target.bucket, Key=target.object_key("t/0-x"))
     assert len(await open_uploads(target)) == 1
     assert await target.prepare() == 1
+    assert await open_uploads(target) == []
+
+
+async def test_with_other_instances_only_stale_uploads_are_aborted(target: S3Target) -> None:
+    client = await target.client()
+    await client.create_multipart_upload(Bucket=target.bucket, Key=target.object_key("t/0-x"))
+    # Started just now: another instance's upload in progress, kept.
+    assert await target.prepare(stale_before=time.time() - 600) == 0
+    assert len(await open_uploads(target)) == 1
+    assert await target.prepare(stale_before=time.time() + 60) == 1
     assert await open_uploads(target) == []
 
 
