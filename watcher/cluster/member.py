@@ -197,6 +197,7 @@ class ClusterMember:
         self._wanted = asyncio.Event()
         self._reconcile_wanted = False
         self._forwards: set[asyncio.Task[None]] = set()
+        self._reconciled_at = clock.monotonic()
 
     @property
     def instance_id(self) -> str:
@@ -304,7 +305,8 @@ class ClusterMember:
             self._store_down = False
             log.info("cluster_heartbeat_restored")
         try:
-            if membership.lapsed or self._reconcile_wanted:
+            due = self._clock.monotonic() - self._reconciled_at >= plan.RECONCILE_EVERY_S
+            if membership.lapsed or self._reconcile_wanted or due:
                 if membership.lapsed:
                     log.warning("cluster_lease_lapsed", instance_id=self._info.instance_id)
                 self._reconcile_wanted = False
@@ -397,16 +399,21 @@ class ClusterMember:
 
     async def _reconcile(self) -> None:
         """Make the local work what the store says this instance holds: after the lease lapsed
-        (some of it may have been taken over) or notices were missed (cancels, redeliveries)."""
+        (some of it may have been taken over), notices were missed (cancels, redeliveries), and
+        every RECONCILE_EVERY_S as a safety net. What was registered here while the store was
+        read is not in the snapshot taken before, so it is never dropped."""
+        self._reconciled_at = self._clock.monotonic()
+        watched_before = self._scheduler.task_ids()
         own_tasks = [task async for task in self._store.active_tasks()]
         own_ids = {task.task_id for task in own_tasks}
         dropped = 0
-        for task_id in self._scheduler.task_ids() - own_ids:
+        for task_id in watched_before - own_ids:
             dropped += self._scheduler.unwatch(task_id)
         self._scheduler.watch_many(own_tasks)  # those already watched are left alone
+        scheduled_before = self._deliverer.delivery_ids()
         own_deliveries = [d async for d in self._store.pending_deliveries()]
         own_delivery_ids = {d.delivery_id for d in own_deliveries}
-        forgotten = self._deliverer.forget(self._deliverer.delivery_ids() - own_delivery_ids)
+        forgotten = self._deliverer.forget(scheduled_before - own_delivery_ids)
         local = self._deliverer.delivery_ids()
         self._deliverer.enqueue(d for d in own_deliveries if d.delivery_id not in local)
         if self._mirror is not None:

@@ -27,6 +27,9 @@ MIN_SLACK: Final = 2
 CLAIM_BATCH: Final = 500
 # After a failed heartbeat, the next try comes this soon (not a whole interval later).
 RETRY_S: Final = 1.0
+# How often an instance compares its local work with what the store says it holds, even when
+# nothing suggests a difference (a safety net: work held but not watched would never be polled).
+RECONCILE_EVERY_S: Final = 300.0
 # A lease seen to end at T (database clock) is looked at again this long after T.
 TAKEOVER_MARGIN_S: Final = 0.05
 

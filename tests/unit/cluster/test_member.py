@@ -353,3 +353,49 @@ async def test_leaving_releases_everything() -> None:
     await member.join()
     await member.leave()
     assert store.left
+
+
+async def test_a_task_registered_while_the_store_is_read_is_not_dropped() -> None:
+    clock = ManualClock()
+    store = FakeStore([_membership()])
+    member, scheduler, _ = _member(store, clock)
+    await member.join()
+    scheduler.watch_many([_task("old")])
+    store.own = [_task("old")]
+
+    class Registering(FakeStore):
+        async def active_tasks(self) -> AsyncIterator[Task]:
+            rows = list(self.own)
+            scheduler.watch_many([_task("new")])  # registered here meanwhile, claimed by us
+            for task in rows:
+                yield task
+
+    racing = Registering([_membership(lapsed=True)], own=store.own)
+    member._store = racing  # the same member, reading a store that changes under it
+    runner = asyncio.create_task(member.run())
+    try:
+        await _settle()
+        clock.advance(plan.heartbeat_interval(LEASE))
+        await _settle()
+        assert set(scheduler.watched) == {"old", "new"}
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_held_work_that_is_not_watched_is_picked_up_by_the_periodic_check() -> None:
+    clock = ManualClock()
+    store = FakeStore([_membership()])
+    member, scheduler, _ = _member(store, clock)
+    await member.join()
+    store.own = [_task("lost")]  # held in the store, unknown here (whatever the cause)
+    runner = asyncio.create_task(member.run())
+    try:
+        await _settle()
+        for _ in range(int(plan.RECONCILE_EVERY_S / plan.heartbeat_interval(LEASE)) + 1):
+            clock.advance(plan.heartbeat_interval(LEASE))
+            await _settle()
+        assert set(scheduler.watched) == {"lost"}
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
