@@ -301,6 +301,8 @@ class Daemon:
             service=self.service, config=config.intake, control=self, metrics=self.metrics
         )
         await self.intake.start()
+        if self._member is not None:
+            self._member.set_intake(self.intake.address)
         log.info(
             "daemon_ready",
             intake=self.intake.address,

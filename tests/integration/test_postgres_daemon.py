@@ -180,6 +180,10 @@ async def test_a_second_instance_joins_and_takes_a_share_of_the_tasks(
             async with http.get(f"{other}/v1/instances") as resp:
                 listed = (await resp.json())["instances"]
             assert [i["self"] for i in listed] == [False, True]  # first started first
+            assert [i["intake"] for i in listed] == [
+                first.intake_address(),
+                second.intake_address(),
+            ]
             assert {i["pid"] for i in listed} == {first.proc.pid, second.proc.pid}  # type: ignore[union-attr]
             # A graceful stop hands the work over at once.
             second.signal(signal.SIGTERM)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import secrets
@@ -277,6 +278,12 @@ class ClusterMember:
             log.warning("cluster_leave_failed", error=exc.message)  # the lease runs out instead
             return
         log.info("cluster_left", instance_id=self._info.instance_id)
+
+    def set_intake(self, address: str) -> None:
+        """Where the intake really listens (a port 0 in the config is known once bound);
+        the next heartbeat, made now, records it."""
+        self._info = dataclasses.replace(self._info, intake=address)
+        self._wanted.set()
 
     def forward_hint(self, task_id: str) -> None:
         """A hint for a task another instance may hold: pass it on (in the background)."""

@@ -57,7 +57,7 @@ HEARTBEAT: Final = (
     "INSERT INTO instances (instance_id, hostname, pid, version, started_at, heartbeat_at, "
     f"lease_until, host_key, intake) VALUES (%s, %s, %s, %s, {NOW}, {NOW}, {NOW} + %s, %s, %s) "
     "ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
-    "lease_until = excluded.lease_until "
+    "lease_until = excluded.lease_until, intake = excluded.intake "
     f"RETURNING {NOW}, instances.lease_until, (SELECT lease_until FROM prev)"
 )
 LIVE: Final = (
