@@ -624,6 +624,7 @@ class Daemon:
         return DaemonSnapshot(
             polling=self.scheduler.stats if self.scheduler is not None else None,
             delivery=self.deliverer.stats if self.deliverer is not None else None,
+            cluster=self._member.stats if self._member is not None else None,
         )
 
     # -- housekeeping -----------------------------------------------------------------------------

@@ -654,6 +654,28 @@ def _schemas() -> dict[str, Any]:
                     "type": "boolean",
                     "description": "Whether this daemon serves `GET /v1/stats/models`.",
                 },
+                "cluster": _nullable(
+                    {
+                        "type": "object",
+                        "description": "This instance among several on PostgreSQL (null on "
+                        "SQLite).",
+                        "required": [
+                            "instance_id",
+                            "instances",
+                            "budget_share",
+                            "lease_in_doubt",
+                        ],
+                        "properties": {
+                            "instance_id": {"type": "string"},
+                            "instances": {"type": "integer", "minimum": 1},
+                            "budget_share": {
+                                "type": "number",
+                                "description": "The part of the upstream budget it uses.",
+                            },
+                            "lease_in_doubt": {"type": "boolean"},
+                        },
+                    }
+                ),
             },
         },
         "Unhealthy": {

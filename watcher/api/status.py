@@ -14,6 +14,7 @@ from typing import Any
 
 from watcher import __version__
 from watcher.api.views import iso
+from watcher.cluster.member import ClusterStats
 from watcher.delivery.deliverer import DeliveryStats
 from watcher.models import PublicDeliveryStatus, TaskState
 from watcher.polling.scheduler import SchedulerStats
@@ -25,6 +26,7 @@ class DaemonSnapshot:
 
     polling: SchedulerStats | None
     delivery: DeliveryStats | None
+    cluster: ClusterStats | None = None  # several instances on PostgreSQL
 
 
 def status_json(
@@ -55,4 +57,16 @@ def status_json(
         "task_states": [s.value for s in TaskState],
         "delivery_statuses": [s.value for s in PublicDeliveryStatus],
         "model_stats": model_stats,
+        "cluster": _cluster_json(snapshot.cluster),
+    }
+
+
+def _cluster_json(cluster: ClusterStats | None) -> dict[str, Any] | None:
+    if cluster is None:
+        return None
+    return {
+        "instance_id": cluster.instance_id,
+        "instances": cluster.live,
+        "budget_share": round(cluster.share, 6),
+        "lease_in_doubt": cluster.lease_in_doubt,
     }

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.integration.api.test_intake import TOKEN, assert_error, running_intake
 from watcher.api.status import DaemonSnapshot
+from watcher.cluster.member import ClusterStats
 from watcher.delivery.deliverer import DeliveryStats
 from watcher.polling.scheduler import SchedulerStats
 
@@ -48,6 +49,20 @@ async def test_status_reports_readiness_pause_and_slow_down(tmp_path: Path) -> N
             "rate_limited_until": "2026-01-01T00:01:00.000Z",
         }
         assert busy.body["delivery"] == {"pending": 3, "in_flight": 1}
+        assert busy.body["cluster"] is None  # one daemon on SQLite
+
+        h.control.status = DaemonSnapshot(
+            polling=None,
+            delivery=None,
+            cluster=ClusterStats("web-1.42.abc", live=3, share=1 / 3, lease_in_doubt=True),
+        )
+        clustered = await h.call("GET", "/v1/status")
+        assert clustered.body["cluster"] == {
+            "instance_id": "web-1.42.abc",
+            "instances": 3,
+            "budget_share": 0.333333,
+            "lease_in_doubt": True,
+        }
 
 
 async def test_status_says_when_the_daemon_is_draining(tmp_path: Path) -> None:
