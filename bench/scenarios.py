@@ -569,6 +569,24 @@ def _store_files(db: Path) -> list[tuple[int, int] | None]:
     return out
 
 
+async def _after_store_write(db: Path, *, timeout_s: float) -> None:
+    """Return once the store's files have changed and then stayed unchanged for 0.2 s: the
+    daemon writes the live poll counts every 5 s (FLUSH_INTERVAL_S; a checkpoint may follow
+    the commit), so a check that starts now has seconds in which only what it triggers
+    writes."""
+    seen = _store_files(db)
+    changed = False
+    end = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while time.monotonic() < end:
+        await asyncio.sleep(0.005)
+        now_files = _store_files(db)
+        if now_files != seen:
+            seen, changed, quiet_since = now_files, True, time.monotonic()
+        elif changed and time.monotonic() - quiet_since >= 0.2:
+            return
+
+
 async def tasks_file(env: Env, *, entries: int = 100_000) -> dict[str, Any]:
     """A fresh daemon with a tasks file of `entries` entries: how long the import takes (the
     daemon's own figure, from the first stat to the last commit), the RSS after it, then what a
@@ -590,7 +608,7 @@ async def tasks_file(env: Env, *, entries: int = 100_000) -> dict[str, Any]:
         cpu, child_cpu = daemon.cpu_s() - cpu0, daemon.children_cpu_s() - child0
         rss = await _settled_rss(daemon, 2.0)
 
-        await asyncio.sleep(0.5)  # let the poll-count flush of the first polls pass
+        await _after_store_write(db, timeout_s=6.0)
         before = _store_files(db)
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGHUP)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -43,7 +44,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import AsyncStore, new_task
+from watcher.store.base import AsyncStore, SpecColumns
 
 if TYPE_CHECKING:
     from watcher.delivery.ping import PingResult
@@ -58,7 +59,14 @@ class Watching(Protocol):
 
     def watch(self, task: Task) -> None: ...
 
-    def watch_many(self, tasks: Sequence[Task]) -> None: ...
+    def watch_new(
+        self,
+        task_ids: Sequence[str],
+        models: Sequence[str],
+        deadlines_s: Sequence[float | None],
+        *,
+        registered_at: float,
+    ) -> None: ...
 
     def unwatch(self, task_id: str) -> bool: ...
 
@@ -185,24 +193,24 @@ class WatchService:
         return task, created
 
     async def register_many(
-        self, specs: Sequence[TaskSpec], *, source: TaskSource
+        self, batch: SpecColumns, *, source: TaskSource
     ) -> list[tuple[bool, str | None]]:
         """Register a batch; returns (created, error) per spec in order.
 
         A conflicting spec is reported and skipped; the rest are committed together. The store
         answers only which specs created their task, and the new watches are built from the
-        specs themselves (what the store keeps of a new task is the spec, pending, registered
-        now): a big tasks file registers without reading a `Task` back per row.
+        batch's columns (what the store keeps of a new task is the spec, pending, registered
+        now): a big tasks file registers without a `Task`, or even a `TaskSpec`, per row.
         """
         now = self._timeline.wall()
         try:
-            created = await self._store.add_tasks_bulk(list(specs), source=source, now=now)
+            created = await self._store.add_tasks_bulk(batch, source=source, now=now)
         except TaskConflict:
             # Rare: fall back to one transaction per spec to tell which ones conflict.
             out: list[tuple[bool, str | None]] = []
-            for spec in specs:
+            for i in range(len(batch)):
                 try:
-                    task, new = await self._store.add_task(spec, source=source, now=now)
+                    task, new = await self._store.add_task(batch.spec(i), source=source, now=now)
                 except TaskConflict as exc:
                     out.append((False, exc.message))
                     continue
@@ -211,12 +219,11 @@ class WatchService:
                 out.append((new, None))
             return out
         if self._scheduler is not None:
-            self._scheduler.watch_many(
-                [
-                    new_task(spec, source=source, now=now)
-                    for spec, new in zip(specs, created, strict=True)
-                    if new
-                ]
+            self._scheduler.watch_new(
+                list(compress(batch.task_ids, created)),
+                list(compress(batch.models, created)),
+                list(compress(batch.deadlines_s, created)),
+                registered_at=now,
             )
         return [(new, None) for new in created]
 

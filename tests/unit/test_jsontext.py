@@ -88,3 +88,55 @@ def test_bytes_are_strict_utf8() -> None:
     assert jsontext.parse(b'\xef\xbb\xbf{"a": "\xc3\xa9"}') == {"a": "é"}  # a BOM is tolerated
     with pytest.raises(UnicodeDecodeError):
         jsontext.parse(b'"\xed\xa0\x80"')  # an encoded lone surrogate is not UTF-8
+
+
+ENCODABLE: list[Any] = [
+    {"order_id": 42, "customer": "c7"},
+    {"é": "日本", "q": 'a"b\\c\n', "n": None, "t": True, "f": -0.0, "big": 10**30},
+    {1: "int key", "l": [1, [2, {"k": "v"}]], "e": {}, "x": []},
+    [1, 2.5, "three", None],
+    "just text",
+    7,
+    None,
+    1e300,
+]
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c-encoder", "fallback"])
+@pytest.mark.parametrize("value", ENCODABLE)
+def test_dumps_writes_what_json_dumps_writes(
+    value: Any, accelerated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not accelerated:
+        monkeypatch.setattr(jsontext, "_make_encoder", None)
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert jsontext.dumps(value) == expected
+    assert jsontext.dumps(value) == expected  # the same again: nothing is kept between calls
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c-encoder", "fallback"])
+def test_dumps_errors_are_the_same_on_both_paths(
+    accelerated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not accelerated:
+        monkeypatch.setattr(jsontext, "_make_encoder", None)
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    shared: list[Any] = [1]
+    with pytest.raises(ValueError, match="Circular"):
+        jsontext.dumps({"a": cycle})
+    with pytest.raises(ValueError, match="Out of range"):
+        jsontext.dumps({"a": math.nan})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        jsontext.dumps({"a": object()})
+    # A value seen in a failed call is not taken for a cycle afterwards.
+    assert jsontext.dumps({"a": shared, "b": shared}) == '{"a":[1],"b":[1]}'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, {"a": 1}, {"a": {}}, {"a": 1, "b": [1]}, {"a": [[[]]]}, [], 5, "x"],
+)
+def test_depth_of_a_flat_object_is_the_walk_s(value: Any) -> None:
+    assert jsontext.depth(value) == jsontext._walk(value, jsontext.MAX_DEPTH, fix_text=False)
+    assert jsontext.depth(value, 0) == jsontext._walk(value, 0, fix_text=False)

@@ -35,7 +35,7 @@ import itertools
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,6 +55,7 @@ from watcher.polling.decide import (
     deadline_for,
     decide,
     watch_for,
+    watches_for_new,
 )
 from watcher.polling.learning import Learner, ModelStats, duration_of
 from watcher.polling.ratelimit import RequestBudget
@@ -224,36 +225,72 @@ class Scheduler:
         self._push(watch)
 
     def watch_many(self, tasks: Sequence[Task]) -> None:
-        """`watch` for a batch (a tasks file registers thousands at once): the policy, plan
-        and clock are read once per batch, and a batch as large as the heap is heapified
-        rather than pushed one by one."""
+        """`watch` for a batch (the tasks an instance claims): the policy, plan and clock are
+        read once per batch, and a batch as large as the heap is heapified rather than pushed
+        one by one."""
         now = self._clock.monotonic()
         plans: dict[str, tuple[PollingPolicy, AdaptivePlan | None]] = {}
         to_mono = self._timeline.to_mono
-        watches = self._watches
         added: list[Watch] = []
         for task in tasks:
-            if task.state.terminal or task.task_id in watches:
+            if task.state.terminal or task.task_id in self._watches:
                 continue
             planned = plans.get(task.model)
             if planned is None:
-                policy = self._polling.for_model(task.model)
-                planned = plans[task.model] = (policy, self._learner.plan(task.model, policy))
+                planned = plans[task.model] = self._plan_for(task.model)
             registered_at = min(to_mono(task.registered_at), now)
-            watch = watch_for(task, planned[0], now, registered_at=registered_at, plan=planned[1])
-            watches[task.task_id] = watch
-            added.append(watch)
-        if len(added) < len(self._heap):
-            for watch in added:
-                self._push(watch)
-            return
-        heap = self._heap
+            added.append(
+                watch_for(task, planned[0], now, registered_at=registered_at, plan=planned[1])
+            )
+        self._add_watches(added)
+
+    def watch_new(
+        self,
+        task_ids: Sequence[str],
+        models: Sequence[str],
+        deadlines_s: Sequence[float | None],
+        *,
+        registered_at: float,
+    ) -> None:
+        """`watch` for tasks just registered (pending, never polled, registered at
+        `registered_at`, Unix seconds), given as columns: a tasks file registers thousands at
+        once. As `watch_many`, without a `Task` per task."""
+        now = self._clock.monotonic()
+        self._add_watches(
+            watches_for_new(
+                task_ids,
+                models,
+                deadlines_s,
+                self._plan_for,
+                now,
+                # Never after now: see `watch`.
+                registered_at=min(self._timeline.to_mono(registered_at), now),
+            )
+        )
+
+    def _plan_for(self, model: str) -> tuple[PollingPolicy, AdaptivePlan | None]:
+        policy = self._polling.for_model(model)
+        return policy, self._learner.plan(model, policy)
+
+    def _add_watches(self, new: Iterable[Watch]) -> None:
+        """Watch each of `new` whose task is not watched yet: `_push` for each, with the heap
+        heapified instead when the batch is at least as large, and one wake-up at the end."""
+        watches, heap, seqs = self._watches, self._heap, self._heap_seq
         first = heap[0] if heap else None
-        for watch in added:
+        entries: list[tuple[float, int, str]] = []
+        for watch in new:
+            if watch.task_id in watches:
+                continue
+            watches[watch.task_id] = watch
+            watch.heap_seq = seq = next(seqs)
             assert watch.next_poll_at is not None
-            watch.heap_seq = seq = next(self._heap_seq)
-            heap.append((watch.next_poll_at, seq, watch.task_id))
-        heapq.heapify(heap)
+            entries.append((watch.next_poll_at, seq, watch.task_id))
+        if len(entries) < len(heap):
+            for entry in entries:
+                heapq.heappush(heap, entry)
+        else:
+            heap.extend(entries)
+            heapq.heapify(heap)
         if heap and heap[0] is not first:
             self._wakeup.set()  # the loop may be sleeping towards a later time
 

@@ -24,7 +24,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import DurationSample, Store
+from watcher.store.base import DurationSample, SpecColumns, Store
 
 
 class AsyncAdapter:
@@ -45,9 +45,9 @@ class AsyncAdapter:
         return self.store.add_tasks(specs, source=source, now=now)
 
     async def add_tasks_bulk(
-        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+        self, batch: SpecColumns, *, source: TaskSource, now: float
     ) -> list[bool]:
-        return self.store.add_tasks_bulk(specs, source=source, now=now)
+        return self.store.add_tasks_bulk(batch, source=source, now=now)
 
     async def get_task(self, task_id: str) -> Task:
         return self.store.get_task(task_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from watcher.errors import StoreError, TaskFinished
@@ -43,6 +44,51 @@ from watcher.models import (
 DurationSample: TypeAlias = tuple[str, float, float]
 
 
+@dataclass(frozen=True, slots=True)
+class SpecColumns:
+    """Registrations as columns, row `i` being one spec, with their JSON already written as
+    every store keeps it (`endpoints_json`, `metadata_json`).
+
+    What a big batch (a tasks file) hands `add_tasks_bulk`: no `TaskSpec` per row, and the
+    metadata's JSON text, which the tasks file's validation has written already, is not
+    written again. `of` builds one from specs; `spec` gives a row back as a spec.
+    """
+
+    task_ids: Sequence[str]
+    models: Sequence[str]
+    endpoints: Sequence[str | None]  # endpoints_json of the spec's endpoints
+    callback_urls: Sequence[str | None]
+    metadata: Sequence[str]  # metadata_json of the spec's metadata
+    deadlines_s: Sequence[float | None]
+
+    @classmethod
+    def of(cls, specs: Sequence[TaskSpec]) -> SpecColumns:
+        """The columns of `specs`. StoreError if a metadata is not JSON-serialisable."""
+        return cls(
+            task_ids=[s.task_id for s in specs],
+            models=[s.model for s in specs],
+            endpoints=[endpoints_json(s.endpoints) for s in specs],
+            callback_urls=[s.callback_url for s in specs],
+            metadata=[metadata_json(s.metadata) for s in specs],
+            deadlines_s=[s.deadline_s for s in specs],
+        )
+
+    def __len__(self) -> int:
+        return len(self.task_ids)
+
+    def spec(self, i: int) -> TaskSpec:
+        """Row `i` as a spec (its metadata a fresh object read from the text)."""
+        endpoints = self.endpoints[i]
+        return TaskSpec(
+            task_id=self.task_ids[i],
+            model=self.models[i],
+            endpoints=None if endpoints is None else tuple(json.loads(endpoints)),
+            callback_url=self.callback_urls[i],
+            metadata=json.loads(self.metadata[i]),
+            deadline_s=self.deadlines_s[i],
+        )
+
+
 class Store(Protocol):
     """Durable tasks, state changes, events, deliveries and attempts."""
 
@@ -62,12 +108,11 @@ class Store(Protocol):
         and nothing of the batch is written."""
         ...
 
-    def add_tasks_bulk(
-        self, specs: list[TaskSpec], *, source: TaskSource, now: float
-    ) -> list[bool]:
-        """`add_tasks` that answers only whether each spec created its task (in the order of
-        `specs`), for registrations that need no `Task` back (a big tasks file): the same rows
-        are written, the same conflicts raised, and a known id is left as it is."""
+    def add_tasks_bulk(self, batch: SpecColumns, *, source: TaskSource, now: float) -> list[bool]:
+        """`add_tasks` for the specs of `batch`, answering only whether each created its task
+        (in the batch's order), for registrations that need no `Task` back (a big tasks file):
+        the same rows are written (the batch's JSON texts as they are), the same conflicts
+        raised, and a known id is left as it is."""
         ...
 
     def get_task(self, task_id: str) -> Task:
@@ -264,7 +309,7 @@ class AsyncStore(Protocol):
     ) -> list[tuple[Task, bool]]: ...
 
     async def add_tasks_bulk(
-        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+        self, batch: SpecColumns, *, source: TaskSource, now: float
     ) -> list[bool]: ...
 
     async def get_task(self, task_id: str) -> Task: ...
@@ -386,6 +431,11 @@ def metadata_json(metadata: Mapping[str, Any]) -> str:
         return _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"task metadata is not JSON: {exc}") from exc
+
+
+def endpoints_json(endpoints: Sequence[str] | None) -> str | None:
+    """The JSON text stored for a task's endpoint names; None: every matching endpoint."""
+    return None if endpoints is None else json.dumps(list(endpoints))
 
 
 def new_task(

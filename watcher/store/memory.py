@@ -28,7 +28,13 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import DurationSample, apply_transition_to, metadata_json, new_task
+from watcher.store.base import (
+    DurationSample,
+    SpecColumns,
+    apply_transition_to,
+    metadata_json,
+    new_task,
+)
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 
 R = TypeVar("R")
@@ -117,10 +123,9 @@ class MemoryStore:
             self._changes[task_id] = []
         return [(_copy_task(task), created) for task, created in results]
 
-    def add_tasks_bulk(
-        self, specs: list[TaskSpec], *, source: TaskSource, now: float
-    ) -> list[bool]:
+    def add_tasks_bulk(self, batch: SpecColumns, *, source: TaskSource, now: float) -> list[bool]:
         """`add_tasks`, answering only which specs created their task."""
+        specs = [batch.spec(i) for i in range(len(batch))]
         return [created for _task, created in self.add_tasks(specs, source=source, now=now)]
 
     def get_task(self, task_id: str) -> Task:

@@ -53,7 +53,13 @@ from watcher.models import (
 )
 from watcher.store import postgres_cluster as cluster
 from watcher.store import postgres_rows as sql
-from watcher.store.base import DurationSample, apply_transition_to, metadata_json, new_task
+from watcher.store.base import (
+    DurationSample,
+    SpecColumns,
+    apply_transition_to,
+    metadata_json,
+    new_task,
+)
 from watcher.store.bulk import DurationRecord, ImportResult, TaskRecords
 from watcher.store.migrations import Migration, MigrationResult, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
@@ -270,7 +276,7 @@ class PostgresStore:
         firsts: dict[str, TaskSpec] = {}
         for spec in specs:
             firsts.setdefault(spec.task_id, spec)
-        columns = self._task_columns(firsts.values())
+        columns = self._task_columns(SpecColumns.of(list(firsts.values())), range(len(firsts)))
 
         async def insert(conn: Conn) -> list[tuple[Task, bool]]:
             params = (source.value, TaskState.PENDING.value, now, now, self._me, *columns)
@@ -286,56 +292,58 @@ class PostgresStore:
         return await self._write("add_tasks", insert)
 
     async def add_tasks_bulk(
-        self, specs: list[TaskSpec], *, source: TaskSource, now: float
+        self, batch: SpecColumns, *, source: TaskSource, now: float
     ) -> list[bool]:
         """`add_tasks` answering only which specs created their task: the same statement and
         conflicts, reading back only the models of the ids that were known."""
         self._live()
-        if not specs:
+        if not len(batch):
             return []
-        firsts: dict[str, TaskSpec] = {}
-        for spec in specs:
-            firsts.setdefault(spec.task_id, spec)
-        columns = self._task_columns(firsts.values())
+        firsts: dict[str, int] = {}  # task_id -> the row of its first spec in the batch
+        for i, task_id in enumerate(batch.task_ids):
+            firsts.setdefault(task_id, i)
+        columns = self._task_columns(batch, firsts.values())
 
         async def insert(conn: Conn) -> list[bool]:
             params = (source.value, TaskState.PENDING.value, now, now, self._me, *columns)
             cur = await conn.execute(sql.INSERT_TASKS, params)
             created = {row[0] for row in await cur.fetchall()}
-            models = {task_id: firsts[task_id].model for task_id in created}
+            models = {task_id: batch.models[firsts[task_id]] for task_id in created}
             others = [task_id for task_id in firsts if task_id not in created]
             if others:
                 cur = await conn.execute(sql.TASK_MODELS_BY_IDS, (others,))
                 models.update((row[0], row[1]) for row in await cur.fetchall())
             results: list[bool] = []
-            for spec in specs:
-                model = models.get(spec.task_id)
-                if model is None:  # skipped as existing, then purged before we read it
-                    raise StoreError(f"task {spec.task_id} changed while it was registered; retry")
-                if model != spec.model:
+            for task_id, model in zip(batch.task_ids, batch.models, strict=True):
+                stored = models.get(task_id)
+                if stored is None:  # skipped as existing, then purged before we read it
+                    raise StoreError(f"task {task_id} changed while it was registered; retry")
+                if stored != model:
                     raise TaskConflict(
-                        f"task {spec.task_id} is already registered with model "
-                        f"{model!r}, not {spec.model!r}"
+                        f"task {task_id} is already registered with model {stored!r}, not {model!r}"
                     )
-                results.append(spec.task_id in created)
-                created.discard(spec.task_id)  # a repeat of the id in this batch: known
+                results.append(task_id in created)
+                created.discard(task_id)  # a repeat of the id in this batch: known
             return results
 
         return await self._write("add_tasks", insert)
 
     @staticmethod
-    def _task_columns(specs: Iterable[TaskSpec]) -> list[list[Any]]:
+    def _task_columns(batch: SpecColumns, rows: Iterable[int]) -> list[list[Any]]:
         """The INSERT_TASKS arrays (task_id, model, endpoints, callback_url, metadata,
-        deadline_s) of `specs`."""
-        columns: list[list[Any]] = [[], [], [], [], [], []]
-        for spec in specs:
-            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
-            values = (spec.task_id, spec.model, endpoints, spec.callback_url)
-            for column, value in zip(columns, values, strict=False):
-                column.append(value)
-            columns[4].append(metadata_json(spec.metadata))
-            columns[5].append(spec.deadline_s)
-        return columns
+        deadline_s) of the batch's `rows`."""
+        rows = list(rows)
+        return [
+            [column[i] for i in rows]
+            for column in (
+                batch.task_ids,
+                batch.models,
+                batch.endpoints,
+                batch.callback_urls,
+                batch.metadata,
+                batch.deadlines_s,
+            )
+        ]
 
     @staticmethod
     def _added(

@@ -11,7 +11,6 @@ the source's).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -19,7 +18,7 @@ from psycopg import AsyncConnection
 
 from watcher.models import MirrorHold, StateChange, Task
 from watcher.store import postgres_rows as sql
-from watcher.store.base import metadata_json
+from watcher.store.base import endpoints_json, metadata_json
 from watcher.store.bulk import (
     DurationRecord,
     Held,
@@ -135,7 +134,7 @@ WRITTEN_COLUMNS: Final = {
 
 def task_params(task: Task) -> tuple[Any, ...]:
     """The parameters of INSERT_TASK: the whole task."""
-    endpoints = None if task.endpoints is None else json.dumps(list(task.endpoints))
+    endpoints = endpoints_json(task.endpoints)
     return (
         task.task_id,
         task.model,

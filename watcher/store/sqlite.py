@@ -34,6 +34,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -67,7 +68,14 @@ from watcher.models import (
     TaskState,
     Transition,
 )
-from watcher.store.base import DurationSample, apply_transition_to, metadata_json, new_task
+from watcher.store.base import (
+    DurationSample,
+    SpecColumns,
+    apply_transition_to,
+    endpoints_json,
+    metadata_json,
+    new_task,
+)
 from watcher.store.migrations import Migration, check_numbering, load_migrations
 from watcher.store.paging import clamp_limit, decode_cursor, encode_cursor
 from watcher.store.sqlite_files import StoreFiles, StoreLock, read_only_message
@@ -79,6 +87,7 @@ from watcher.store.sqlite_rows import (
     EVENT_BY_ID,
     EVENTS_OF_TASK,
     EXTEND_DEADLINES,
+    FIRST_ACTIVE_TASKS,
     INSERT_ATTEMPT,
     INSERT_DELIVERY,
     INSERT_EVENT,
@@ -87,6 +96,7 @@ from watcher.store.sqlite_rows import (
     INSERT_STATE_CHANGE,
     INSERT_TASK,
     MIRROR_FILES_OF_TASK,
+    NEXT_ACTIVE_TASKS,
     PURGE_CHILDREN,
     RECENT_DURATIONS,
     RETRYING_CONDITION,
@@ -97,7 +107,6 @@ from watcher.store.sqlite_rows import (
     SELECT_TASKS,
     SHIFT_DEADLINES,
     SHIFT_NEXT_ATTEMPTS,
-    STREAM_ACTIVE_TASKS,
     STREAM_PENDING_DELIVERIES,
     TASK_BY_ID,
     TRIM_DURATIONS,
@@ -112,6 +121,7 @@ from watcher.store.sqlite_rows import (
     event_from_row,
     event_params,
     hold_params,
+    insert_tasks,
     mirror_file_from_row,
     mirror_file_params,
     mirror_progress_params,
@@ -403,7 +413,7 @@ class SqliteStore:
                 results.append((clone, False))
                 continue
             metadata = metadata_json(spec.metadata)
-            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
+            endpoints = endpoints_json(spec.endpoints)
             rows.append(
                 (spec.task_id, spec.model, endpoints, spec.callback_url, metadata, spec.deadline_s)
             )
@@ -416,57 +426,59 @@ class SqliteStore:
         )
         return results
 
-    def add_tasks_bulk(
-        self, specs: list[TaskSpec], *, source: TaskSource, now: float
-    ) -> list[bool]:
+    def add_tasks_bulk(self, batch: SpecColumns, *, source: TaskSource, now: float) -> list[bool]:
         """`add_tasks` answering only which specs created their task: the same rows and
         conflicts, without reading known tasks back or building a `Task` per row."""
-        if not specs:
+        if not len(batch):
             self._live()
             return []
         return self._write(
-            "add_tasks", lambda conn: self._insert_new_tasks(conn, specs, source, now)
+            "add_tasks", lambda conn: self._insert_new_tasks(conn, batch, source, now)
         )
 
     @staticmethod
     def _insert_new_tasks(
-        conn: sqlite3.Connection, specs: list[TaskSpec], source: TaskSource, now: float
+        conn: sqlite3.Connection, batch: SpecColumns, source: TaskSource, now: float
     ) -> list[bool]:
-        models: dict[str, str] = {}  # task_id -> model, of the known and the just created
-        ids = list(dict.fromkeys(spec.task_id for spec in specs))
-        for i in range(0, len(ids), _BATCH):
-            chunk = ids[i : i + _BATCH]
+        ids, models = batch.task_ids, batch.models
+        known: dict[str, str] = {}  # task_id -> model, of the known and the just created
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), _BATCH):
+            chunk = unique[i : i + _BATCH]
             marks = ", ".join("?" * len(chunk))
             query = f"SELECT task_id, model FROM tasks WHERE task_id IN ({marks})"  # noqa: S608
-            models.update(conn.execute(query, chunk))
+            known.update(conn.execute(query, chunk))
         created: list[bool] = []
-        rows: list[tuple[Any, ...]] = []
-        tail = (source.value, TaskState.PENDING.value, now, now)
-        for spec in specs:
-            model = models.get(spec.task_id)
-            if model is not None:
-                if model != spec.model:
-                    raise TaskConflict(
-                        f"task {spec.task_id} is already registered with model "
-                        f"{model!r}, not {spec.model!r}"
-                    )
-                created.append(False)
-                continue
-            endpoints = None if spec.endpoints is None else json.dumps(list(spec.endpoints))
-            rows.append(
-                (
-                    spec.task_id,
-                    spec.model,
-                    endpoints,
-                    spec.callback_url,
-                    metadata_json(spec.metadata),
-                    spec.deadline_s,
-                    *tail,
+        for task_id, model in zip(ids, models, strict=True):
+            stored = known.get(task_id)
+            if stored is None:
+                known[task_id] = model  # a repeat of the id in this batch finds it known
+                created.append(True)
+            elif stored != model:
+                raise TaskConflict(
+                    f"task {task_id} is already registered with model {stored!r}, not {model!r}"
                 )
-            )
-            models[spec.task_id] = spec.model
-            created.append(True)
-        conn.executemany(INSERT_TASK, rows)
+            else:
+                created.append(False)
+        optional = {
+            "endpoints": batch.endpoints,
+            "callback_url": batch.callback_urls,
+            "deadline_s": batch.deadlines_s,
+        }
+        used = [name for name, values in optional.items() if values.count(None) < len(values)]
+        # The rows straight from the columns: no tuple built per row in Python.
+        rows = zip(
+            ids,
+            models,
+            batch.metadata,
+            *(optional[name] for name in used),
+            repeat(source.value),
+            repeat(TaskState.PENDING.value),
+            repeat(now),
+            repeat(now),
+            strict=False,  # the repeats are endless; the columns are one length
+        )
+        conn.executemany(insert_tasks(used), compress(rows, created))
         return created
 
     def get_task(self, task_id: str) -> Task:
@@ -523,9 +535,23 @@ class SqliteStore:
         return items, encode_cursor(*key_of(items[-1]))
 
     def active_tasks(self) -> Iterator[Task]:
-        """Every PENDING or PROCESSING task, streamed in task_id order in bounded batches."""
+        """Every PENDING task, then every PROCESSING one, each in (registered_at, task_id)
+        order on tasks_by_state, streamed in bounded batches. A task that moves from pending to
+        processing while the stream runs may come twice: the daemon reads it at startup, before
+        anything polls, and `Scheduler.watch` ignores a task it already watches."""
         self._live()
-        return self._stream(STREAM_ACTIVE_TASKS, task_from_row)
+        return self._stream_active()
+
+    def _stream_active(self) -> Iterator[Task]:
+        for state in (TaskState.PENDING.value, TaskState.PROCESSING.value):
+            rows = self._rows(FIRST_ACTIVE_TASKS, (state, _BATCH))
+            while True:
+                for row in rows:
+                    yield task_from_row(row)
+                if len(rows) < _BATCH:
+                    break
+                last = rows[-1]  # SELECT_TASKS: task_id first, registered_at ninth
+                rows = self._rows(NEXT_ACTIVE_TASKS, (state, last[8], last[0], _BATCH))
 
     def _stream(self, sql: str, convert: Callable[[Sequence[Any]], T]) -> Iterator[T]:
         # `sql` has "{op}" before its key parameter and the key is the first column; the

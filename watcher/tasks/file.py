@@ -43,7 +43,6 @@ from watcher.models import TaskSource
 from watcher.service import WatchService
 from watcher.tasks.document import (
     FINGERPRINT_BYTES,
-    FileEntry,
     parse_tasks_file,
     unfinished_line,
 )
@@ -302,7 +301,7 @@ class TasksFileImporter:
                         run.first_message_s = _since(started)
                     if isinstance(message, Entries):
                         begun = time.perf_counter()
-                        await self._register(message.entries, run)
+                        await self._register(message, run)
                         run.register_s += time.perf_counter() - begun
                     elif isinstance(message, Problems):
                         run.report(message.problems)
@@ -345,20 +344,22 @@ class TasksFileImporter:
             problems=run.problems,
         )
 
-    async def _register(self, entries: list[FileEntry], run: _Run) -> None:
-        results = await self._service.register_many(
-            [e.spec for e in entries], source=TaskSource.FILE
-        )
-        conflicts = []
-        for entry, (created, error) in zip(entries, results, strict=True):
-            if error is not None:
-                conflicts.append(ConfigProblem(entry.path, entry.line, error))
-                continue
-            run.imported += entry.fingerprint
-            if created:
-                run.registered += 1
-            else:
-                run.known += 1
+    async def _register(self, entries: Entries, run: _Run) -> None:
+        results = await self._service.register_many(entries.specs, source=TaskSource.FILE)
+        conflicts = [
+            ConfigProblem(entries.paths[i], entries.lines[i], error)
+            for i, (_, error) in enumerate(results)
+            if error is not None
+        ]
+        if not conflicts:
+            run.imported += entries.fingerprints
+        else:
+            for i, (_, error) in enumerate(results):
+                if error is None:
+                    run.imported += entries.fingerprint(i)
+        registered = sum(created for created, _ in results)
+        run.registered += registered
+        run.known += len(results) - registered - len(conflicts)
         run.report(conflicts)
 
 

@@ -15,7 +15,9 @@ each), then the file's bytes, and closes stdin. The child answers with frames (a
 then a `marshal`led tuple: the same interpreter on both sides, and several times faster to
 decode than JSON, which matters on the daemon's loop): entries and problems in file order as it
 reads, then "done"; or only "rejected" when the document does not parse (nothing may be
-imported).
+imported). A batch of entries travels as columns, one list per field, with each metadata as
+the JSON text its validation wrote: the daemon decodes it into lists, not an object per entry,
+and the store keeps that text as it is.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from watcher.errors import ConfigError, ConfigProblem, WatcherError
-from watcher.models import TaskSpec
+from watcher.store.base import SpecColumns, endpoints_json
 from watcher.tasks.document import (
     FINGERPRINT_BYTES,
     FileEntry,
@@ -61,7 +63,36 @@ class ReadRequest:
 
 @dataclass(frozen=True, slots=True)
 class Entries:
-    entries: list[FileEntry]
+    """Valid registrations in file order, as columns: the daemon registers them (and decodes
+    them from a frame) without an object per entry."""
+
+    specs: SpecColumns
+    paths: Sequence[str]  # e.g. "tasks[3]"
+    lines: Sequence[int | None]
+    fingerprints: bytes  # FINGERPRINT_BYTES per entry, in order
+
+    @classmethod
+    def of(cls, entries: Sequence[FileEntry]) -> Entries:
+        tasks = [e.task for e in entries]
+        return cls(
+            specs=SpecColumns(
+                task_ids=[t.task_id for t in tasks],
+                models=[t.model for t in tasks],
+                endpoints=[endpoints_json(t.endpoints) for t in tasks],
+                callback_urls=[t.callback_url for t in tasks],
+                metadata=[t.metadata_json for t in tasks],
+                deadlines_s=[t.deadline_s for t in tasks],
+            ),
+            paths=[e.path for e in entries],
+            lines=[e.line for e in entries],
+            fingerprints=b"".join(e.fingerprint for e in entries),
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def fingerprint(self, i: int) -> bytes:
+        return self.fingerprints[i * FINGERPRINT_BYTES : (i + 1) * FINGERPRINT_BYTES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,17 +161,17 @@ def read_messages(request: ReadRequest) -> Iterator[Message]:
         if isinstance(result, FileEntry):
             entries.append(result)
             if len(entries) >= BATCH:
-                yield Entries(entries)
+                yield Entries.of(entries)
                 entries = []
         elif isinstance(result, Unchanged):
             unchanged += result.fingerprint
         elif isinstance(result, Invalid):
             if entries:  # keep file order, so problems and registrations interleave as listed
-                yield Entries(entries)
+                yield Entries.of(entries)
                 entries = []
             yield Problems(result.problems)
     if entries:
-        yield Entries(entries)
+        yield Entries.of(entries)
     yield Done(entries=count, unchanged=bytes(unchanged))
 
 
@@ -148,7 +179,13 @@ def encode(message: Message) -> bytes:
     """One message as a frame: its length (4 bytes, big-endian), then its body."""
     body: tuple[Any, ...]
     if isinstance(message, Entries):
-        body = ("entries", [_entry_row(e) for e in message.entries])
+        body = (
+            "entries",
+            *(list(column) for column in _columns(message.specs)),
+            list(message.paths),
+            list(message.lines),
+            message.fingerprints,
+        )
     elif isinstance(message, Problems):
         body = ("problems", [(p.path, p.line, p.message) for p in message.problems])
     elif isinstance(message, Rejected):
@@ -167,44 +204,39 @@ def decode(data: bytes) -> Message:
         body = marshal.loads(data)  # noqa: S302
         kind = body[0]
         if kind == "entries":
-            return Entries([_entry(row) for row in body[1]])
+            return _entries(body)
         if kind == "problems":
             return Problems([ConfigProblem(*row) for row in body[1]])
         if kind == "rejected":
             return Rejected([ConfigProblem(*row) for row in body[1]])
         if kind == "done":
             return Done(entries=int(body[1]), unchanged=bytes(body[2]))
-    except (EOFError, TypeError, IndexError, KeyError) as exc:
+    except (EOFError, TypeError, IndexError, KeyError, ValueError) as exc:
         raise ValueError("not a reader message") from exc
     raise ValueError("not a reader message")
 
 
-def _entry_row(entry: FileEntry) -> tuple[Any, ...]:
-    s = entry.spec
+def _columns(specs: SpecColumns) -> tuple[Sequence[Any], ...]:
     return (
-        entry.fingerprint,
-        entry.path,
-        entry.line,
-        s.task_id,
-        s.model,
-        s.endpoints,
-        s.callback_url,
-        s.metadata,
-        s.deadline_s,
+        specs.task_ids,
+        specs.models,
+        specs.endpoints,
+        specs.callback_urls,
+        specs.metadata,
+        specs.deadlines_s,
     )
 
 
-def _entry(row: tuple[Any, ...]) -> FileEntry:
-    fingerprint, path, line, task_id, model, endpoints, callback_url, metadata, deadline_s = row
-    spec = TaskSpec(
-        task_id=task_id,
-        model=model,
-        endpoints=endpoints,
-        callback_url=callback_url,
-        metadata=metadata,
-        deadline_s=deadline_s,
-    )
-    return FileEntry(spec=spec, fingerprint=fingerprint, path=path, line=line)
+def _entries(body: tuple[Any, ...]) -> Entries:
+    _, ids, models, endpoints, callback_urls, metadata, deadlines_s, paths, lines, prints = body
+    columns = (ids, models, endpoints, callback_urls, metadata, deadlines_s, paths, lines)
+    n = len(ids)
+    if any(not isinstance(c, list) or len(c) != n for c in columns) or not (
+        isinstance(prints, bytes) and len(prints) == n * FINGERPRINT_BYTES
+    ):
+        raise ValueError("not a reader message")
+    specs = SpecColumns(ids, models, endpoints, callback_urls, metadata, deadlines_s)
+    return Entries(specs=specs, paths=paths, lines=lines, fingerprints=prints)
 
 
 def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:

@@ -135,8 +135,15 @@ class FakeScheduler:
     def watch(self, task: Task) -> None:
         self.watched.append(task.task_id)
 
-    def watch_many(self, tasks: Sequence[Task]) -> None:
-        self.watched.extend(task.task_id for task in tasks)
+    def watch_new(
+        self,
+        task_ids: Sequence[str],
+        models: Sequence[str],
+        deadlines_s: Sequence[float | None],
+        *,
+        registered_at: float,
+    ) -> None:
+        self.watched.extend(task_ids)
 
     def unwatch(self, task_id: str) -> bool:
         self.unwatched.append(task_id)

@@ -24,6 +24,7 @@ from watcher.models import (
     TaskState,
     Transition,
 )
+from watcher.store.base import SpecColumns
 from watcher.store.postgres import PostgresStore
 from watcher.store.postgres_cluster import InstanceInfo, Listener, Notice
 
@@ -49,7 +50,7 @@ async def trio(postgres_url: str) -> AsyncIterator[list[PostgresStore]]:
 
 async def _register(store: PostgresStore, count: int, prefix: str = "t") -> None:
     specs = [TaskSpec(f"{prefix}{i:04}", "m") for i in range(count)]
-    await store.add_tasks_bulk(specs, source=API, now=T0)
+    await store.add_tasks_bulk(SpecColumns.of(specs), source=API, now=T0)
 
 
 async def _unclaimed(url: str, count: int) -> None:

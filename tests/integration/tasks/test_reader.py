@@ -62,7 +62,7 @@ async def test_known_entries_come_back_as_unchanged() -> None:
     assert isinstance(first, Entries)
     assert isinstance(second, Entries)
     assert isinstance(done, Done)
-    known = first.entries[0].fingerprint + second.entries[0].fingerprint
+    known = first.fingerprint(0) + second.fingerprint(0)
     messages = await collect(ChildProcessReader(), request(MIXED, known=known))
     assert [type(m) for m in messages] == [Problems, Done]
     assert isinstance(messages[-1], Done)
@@ -76,7 +76,7 @@ async def test_big_batches_of_big_entries_pass_the_pipe() -> None:
         f"  - {{task_id: t{i}, model: m, metadata: {{blob: {meta}}}}}\n" for i in range(BATCH + 5)
     )
     messages = await collect(ChildProcessReader(), request("tasks:\n" + entries))
-    assert [len(m.entries) for m in messages if isinstance(m, Entries)] == [BATCH, 5]
+    assert [len(m) for m in messages if isinstance(m, Entries)] == [BATCH, 5]
 
 
 async def test_a_document_that_does_not_parse_is_rejected_whole() -> None:
@@ -106,12 +106,19 @@ async def test_an_alias_bomb_costs_the_child_nothing() -> None:
         ("import sys; sys.stdin.buffer.read(); print('not json')", "garbage"),
         ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "exit status -9"),
         (
-            "import sys, marshal; sys.stdin.buffer.read(); d = marshal.dumps(('entries', []));"
+            "import sys, marshal; sys.stdin.buffer.read();"
+            " d = marshal.dumps(('entries', *([],) * 8, b''));"
             " sys.stdout.buffer.write(len(d).to_bytes(4, 'big') + d)",
             "exit status 0",
         ),
+        (
+            "import sys, marshal; sys.stdin.buffer.read();"
+            " d = marshal.dumps(('entries', ['t'], ['m'], *([],) * 6, b''));"
+            " sys.stdout.buffer.write(len(d).to_bytes(4, 'big') + d)",
+            "garbage",
+        ),
     ],
-    ids=["exits", "garbage", "killed", "no-done"],
+    ids=["exits", "garbage", "killed", "no-done", "ragged-columns"],
 )
 async def test_a_failing_child_is_a_reader_failure(script: str, reason: str) -> None:
     reader = ChildProcessReader([sys.executable, "-c", script])

@@ -13,7 +13,7 @@ import pytest
 from watcher.config.settings import PollingPolicy
 from watcher.models import Task, TaskSource, TaskState
 from watcher.polling.adaptive import AdaptivePlan, plan
-from watcher.polling.decide import Watch, decide, watch_for
+from watcher.polling.decide import Watch, decide, watch_for, watches_for_new
 from watcher.polling.durations import DurationDistribution
 from watcher.upstream.classify import PollOutcome, PollResult
 
@@ -167,3 +167,62 @@ def test_the_first_poll_waits_for_the_plan(adaptive_plan: AdaptivePlan) -> None:
     # no plan: initial_delay as before
     watch = watch_for(make_task(), POLICY, T0, registered_at=T0)
     assert watch.next_poll_at == T0
+
+
+@pytest.mark.parametrize("with_plan", [False, True], ids=["fixed", "adaptive"])
+@pytest.mark.parametrize(
+    ("initial_delay_s", "now"),
+    [(0.0, T0), (5.0, T0), (5.0, T0 + 100.0), (60.0, T0), (0.0, T0 + 4000.0)],
+    ids=["at-once", "delayed", "overdue", "late-delay", "past-deadline"],
+)
+def test_watches_for_new_are_the_watches_watch_for_builds(
+    adaptive_plan: AdaptivePlan, with_plan: bool, initial_delay_s: float, now: float
+) -> None:
+    # The batch path (a tasks file) and the one-task path (the intake) must watch a new task
+    # the same way: every field of the Watch, for each model's policy and each own deadline.
+    policies = {
+        "m": replace(POLICY, initial_delay_s=initial_delay_s),
+        "slow": replace(POLICY, initial_delay_s=initial_delay_s, initial_interval_s=15.0),
+    }
+    plans = {"m": adaptive_plan if with_plan else None, "slow": None}  # "slow": too few samples
+    rows = [("a", "m", None), ("b", "slow", 90.0), ("c", "m", 3.0), ("d", "slow", None)]
+    asked: list[str] = []
+
+    def plan_for(model: str) -> tuple[PollingPolicy, AdaptivePlan | None]:
+        asked.append(model)
+        return policies[model], plans[model]
+
+    batch = list(
+        watches_for_new(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            plan_for,
+            now,
+            registered_at=T0,
+        )
+    )
+
+    singles = [
+        watch_for(
+            Task(
+                task_id,
+                model,
+                None,
+                None,
+                {},
+                deadline_s,
+                TaskSource.FILE,
+                TaskState.PENDING,
+                T0,
+                T0,
+            ),
+            policies[model],
+            now,
+            registered_at=T0,
+            plan=plans[model],
+        )
+        for task_id, model, deadline_s in rows
+    ]
+    assert batch == singles
+    assert asked == ["m", "slow"]  # once per model

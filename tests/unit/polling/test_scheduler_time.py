@@ -249,3 +249,35 @@ async def test_watch_many_watches_each_task_as_watch_does_and_wakes_the_loop(rig
     assert rig.client.times("a") == [0.0]
     await rig.run_for(0.5)
     assert rig.client.times("a") == [0.0, pytest.approx(1.0)]  # its own schedule is unchanged
+
+
+async def test_watch_new_watches_each_task_as_watch_does_and_wakes_the_loop(rig: Rig) -> None:
+    rig.add("a", deadline_s=30.0)
+    await settle()
+    await rig.run_for(0.25)  # the loop now sleeps towards a's next poll, at 1.0
+    # A batch larger than the heap (heapified), with a repeat and a watched task.
+    rig.scheduler.watch_new(
+        ["b", "c", "c", "a", "d"],
+        ["m"] * 5,
+        [30.0, None, None, None, None],
+        registered_at=rig.clock.time(),
+    )
+    await settle()
+    await rig.run_for(0.04, step_s=0.01)  # the budget (100/s) spaces the polls 10 ms apart
+    # Polled at once, not when the loop would have woken for a (1.0).
+    assert {t: at for t, at in rig.client.calls if at > 0} == pytest.approx(
+        {"b": 0.25, "c": 0.26, "d": 0.27}
+    )
+    a, b = rig.scheduler.get("a"), rig.scheduler.get("b")
+    assert a is not None
+    assert b is not None
+    assert b.deadline_at == a.deadline_at + 0.25  # registered 0.25 s later, same own deadline
+    assert (b.interval_s, b.polls, b.state) == (a.interval_s, 1, TaskState.PENDING)
+    # A batch smaller than the heap is pushed entry by entry, and still wakes the loop.
+    await rig.run_for(0.21, step_s=0.01)
+    rig.scheduler.watch_new(["e"], ["m"], [None], registered_at=rig.clock.time())
+    await settle()
+    assert rig.client.times("e") == [pytest.approx(0.5)]
+    assert rig.client.times("a") == [0.0]
+    await rig.run_for(0.5)
+    assert rig.client.times("a") == [0.0, pytest.approx(1.0)]  # its own schedule is unchanged

@@ -39,7 +39,7 @@ from watcher.models import (
     Transition,
 )
 from watcher.store.adapter import AsyncAdapter
-from watcher.store.base import AsyncStore, Store
+from watcher.store.base import AsyncStore, SpecColumns, Store
 from watcher.store.memory import MemoryStore
 from watcher.store.sqlite import SqliteStore
 
@@ -276,7 +276,7 @@ async def test_add_tasks_bulk_answers_which_specs_created_their_task(store: Asyn
         TaskSpec("a", "nano-banana"),
     ]
 
-    created = await store.add_tasks_bulk(specs, source=TaskSource.FILE, now=T0 + 5)
+    created = await store.add_tasks_bulk(SpecColumns.of(specs), source=TaskSource.FILE, now=T0 + 5)
 
     assert created == [True, False, False]
     assert await store.get_task("b") == known  # a known id is left as it is
@@ -288,10 +288,39 @@ async def test_add_tasks_bulk_answers_which_specs_created_their_task(store: Asyn
     )[0]
     assert twin_created
     assert await store.get_task("a") == dataclasses.replace(twin, task_id="a")
-    assert await store.add_tasks_bulk([], source=API, now=T0) == []
+    assert await store.add_tasks_bulk(SpecColumns.of([]), source=API, now=T0) == []
     # Idempotent: the same batch again creates nothing.
-    assert await store.add_tasks_bulk(specs, source=API, now=T0 + 9) == [False, False, False]
+    again = await store.add_tasks_bulk(SpecColumns.of(specs), source=API, now=T0 + 9)
+    assert again == [False, False, False]
     assert (await store.get_task("a")).registered_at == T0 + 5
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [{}, {}],
+        [{"endpoints": ("ops",)}, {}],
+        [{}, {"callback_url": "https://hooks.example.com/a"}],
+        [{"deadline_s": 90.0}, {"deadline_s": 30.0}],
+        [{"endpoints": ("ops", "app"), "deadline_s": 5.0}, {"callback_url": "https://h/x"}],
+    ],
+    ids=["none-set", "endpoints", "callback", "deadlines", "mixed"],
+)
+async def test_add_tasks_bulk_stores_what_add_tasks_stores(
+    store: AsyncStore, batch: list[dict[str, object]]
+) -> None:
+    # A batch leaves out the optional columns none of its specs set: each task must still be
+    # the one add_tasks stores for the same spec.
+    specs = [
+        TaskSpec(f"b{i}", "m", metadata={"i": i, "é": [None]}, **fields)  # type: ignore[arg-type]
+        for i, fields in enumerate(batch)
+    ]
+    assert await store.add_tasks_bulk(SpecColumns.of(specs), source=API, now=T0) == [True] * 2
+    twins = [dataclasses.replace(spec, task_id=f"twin-{spec.task_id}") for spec in specs]
+    await store.add_tasks(twins, source=API, now=T0)
+    for spec in specs:
+        twin = await store.get_task(f"twin-{spec.task_id}")
+        assert await store.get_task(spec.task_id) == dataclasses.replace(twin, task_id=spec.task_id)
 
 
 async def test_add_tasks_bulk_with_a_conflict_writes_nothing(store: AsyncStore) -> None:
@@ -299,13 +328,19 @@ async def test_add_tasks_bulk_with_a_conflict_writes_nothing(store: AsyncStore) 
 
     with pytest.raises(TaskConflict, match="known"):
         await store.add_tasks_bulk(
-            [TaskSpec("new_1", "flux-2"), TaskSpec("known", "sora-2"), TaskSpec("new_2", "flux-2")],
+            SpecColumns.of(
+                [
+                    TaskSpec("new_1", "flux-2"),
+                    TaskSpec("known", "sora-2"),
+                    TaskSpec("new_2", "flux-2"),
+                ]
+            ),
             source=API,
             now=T0,
         )
     with pytest.raises(TaskConflict, match="x"):
         await store.add_tasks_bulk(
-            [TaskSpec("x", "flux-2"), TaskSpec("x", "sora-2")], source=API, now=T0
+            SpecColumns.of([TaskSpec("x", "flux-2"), TaskSpec("x", "sora-2")]), source=API, now=T0
         )
 
     for task_id in ("new_1", "new_2", "x"):
@@ -318,7 +353,8 @@ async def test_add_tasks_bulk_registers_more_than_one_lookup_chunk(store: AsyncS
     ids = [f"t{i:04d}" for i in range(1201)]
     await store.add_tasks([TaskSpec(i, "m") for i in ids[::3]], source=API, now=T0)
 
-    created = await store.add_tasks_bulk([TaskSpec(i, "m") for i in ids], source=API, now=T0)
+    batch = SpecColumns.of([TaskSpec(i, "m") for i in ids])
+    created = await store.add_tasks_bulk(batch, source=API, now=T0)
 
     assert created == [n % 3 != 0 for n in range(len(ids))]
     assert await store.count_tasks() == {TaskState.PENDING: len(ids)}

@@ -525,6 +525,32 @@ def test_active_tasks_streams_a_hundred_thousand_tasks(store: SqliteStore) -> No
     assert "task_099999" not in ids
 
 
+def test_active_tasks_come_once_each_pending_then_processing(store: SqliteStore) -> None:
+    # The stream walks tasks_by_state one state after the other, in (registered_at, task_id)
+    # batches of 500: several batches of each state, many registered at the same instant (the
+    # key's tie-break), and finished ones in between.
+    ids = [f"t{i:04d}" for i in range(1600)]
+    for start in range(0, len(ids), 400):
+        specs = [TaskSpec(task_id, "m") for task_id in ids[start : start + 400]]
+        store.add_tasks(specs, source=API, now=T0 + start // 800)
+    processing = set(ids[1:1100:2])
+    for task_id in sorted(processing):
+        store.apply_transition(
+            Transition(task_id, TaskState.PENDING, TaskState.PROCESSING, T0 + 5, "processing")
+        )
+    finished = set(ids[::97])
+    for task_id in sorted(finished):
+        store.cancel_task(task_id, now=T0 + 6)
+
+    active = [(t.task_id, t.state) for t in store.active_tasks()]
+
+    pending = [i for i in ids if i not in processing and i not in finished]
+    running = [i for i in ids if i in processing and i not in finished]
+    assert active == [(i, TaskState.PENDING) for i in pending] + [
+        (i, TaskState.PROCESSING) for i in running
+    ]
+
+
 def test_durations_survive_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "d.db"
     first = SqliteStore(path)

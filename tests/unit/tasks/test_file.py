@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from structlog.testing import capture_logs
 
 from watcher.clock import SystemClock
@@ -21,9 +24,13 @@ from watcher.models import TaskSource, TaskSpec
 from watcher.service import WatchService
 from watcher.store.adapter import AsyncAdapter
 from watcher.store.memory import MemoryStore
+from watcher.store.sqlite import SqliteStore
 from watcher.tasks.file import TasksFileImporter, settled
 from watcher.tasks.reader import InlineReader, Message, ReaderFailed, ReadRequest, read_messages
+from watcher.tasks.scan import scan_tasks
+from watcher.tasks.spec import parse_task_spec
 
+T0 = 1_700_000_000.0
 CONFIG = """\
 upstream: {api_key: k}
 endpoints:
@@ -220,6 +227,116 @@ async def test_bad_entries_are_logged_with_their_lines(
     invalid = [(e["line"], e["key"]) for e in logs if e["event"] == "tasks_file_entry_invalid"]
     assert invalid == [(3, "tasks[1].model"), (4, "tasks[2]")]
     assert await ids(service) == {"a", "taken"}
+
+
+async def test_a_conflict_skips_only_its_entry_of_the_batch(
+    service: WatchService, tmp_path: Path
+) -> None:
+    # One batch: new, known with the same model, known with another model, new, and the new
+    # one again. The store refuses the batch; each entry is then registered on its own.
+    await service.register(TaskSpec(task_id="same", model="m"), source=TaskSource.API)
+    await service.register(TaskSpec(task_id="taken", model="other"), source=TaskSource.API)
+    path = tmp_path / "tasks.yaml"
+    write(
+        path,
+        "tasks:\n"
+        "  - {task_id: a, model: m}\n"
+        "  - {task_id: same, model: m}\n"
+        "  - {task_id: taken, model: m}\n"
+        "  - {task_id: b, model: m}\n"
+        "  - {task_id: a, model: m}\n",
+    )
+    imp = importer(service, path)
+    with capture_logs() as logs:
+        result = await imp.import_once()
+    assert result is not None
+    assert (result.outcome, result.registered, result.known) == ("imported", 2, 2)
+    invalid = [(e["line"], e["key"]) for e in logs if e["event"] == "tasks_file_entry_invalid"]
+    assert invalid == [(4, "tasks[2]")]
+    assert await ids(service) == {"a", "b", "same", "taken"}
+
+    # The entries imported are skipped from now on; the conflicting one is read again.
+    write(path, path.read_text() + "  - {task_id: c, model: m}\n")
+    with capture_logs() as logs:
+        again = await imp.import_once()
+    assert again is not None
+    assert (again.registered, again.known, again.unchanged) == (1, 0, 4)
+    invalid = [(e["line"], e["key"]) for e in logs if e["event"] == "tasks_file_entry_invalid"]
+    assert invalid == [(4, "tasks[2]")]
+
+
+ENTRIES: list[dict[str, Any]] = [
+    {"task_id": "plain", "model": "m"},
+    {"task_id": "meta", "model": "m", "metadata": {"n": 1, "f": 0.5, "b": True, "z": None}},
+    {"task_id": "deep", "model": "m", "metadata": {"l": [1, [2, {"k": "v"}]], "e": {}}},
+    {"task_id": "text", "model": "m", "metadata": {"é": "日本", "q": 'a"b\\c', "nl": "x\ny"}},
+    {"task_id": "keys", "model": "m", "metadata": {1: "int key", "big": 12345678901234567890}},
+    {
+        "task_id": "all",
+        "model": "m2",
+        "endpoints": ["app", "app"],
+        "callback_url": "https://hooks.example.com/x",
+        "deadline": "90s",
+        "metadata": {"order": 7},
+    },
+]
+# The shape programs write, which the reader takes without composing a node tree (scan.py).
+PLAIN = (
+    "tasks:\n"
+    "  - task_id: plain\n    model: m\n"
+    "  - task_id: meta\n    model: m\n    metadata: {n: 1, f: 0.5, b: true, z: null}\n"
+    "  - task_id: all\n    model: m2\n    endpoints: [app, app]\n"
+    "    callback_url: https://hooks.example.com/x\n    deadline: 90s\n"
+    "    metadata: {order: 7}\n"
+)
+
+
+@pytest.mark.parametrize("shape", ["composed", "plain"])
+async def test_a_file_registers_the_rows_the_intake_registers(tmp_path: Path, shape: str) -> None:
+    # The file hands the store its entries' JSON as the validation wrote it; the intake's path
+    # writes it in the store. The rows must be the same, byte for byte.
+    config = parse_config(
+        CONFIG + "delivery:\n  allowed_callback_hosts: [hooks.example.com]\n"
+        "  callback_secret: whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n",
+        source="c.yaml",
+        base_dir=tmp_path,
+        environ={},
+    )
+    if shape == "plain":
+        text = PLAIN
+        entries = [e for e in ENTRIES if e["task_id"] in ("plain", "meta", "all")]
+        assert scan_tasks(text) is not None
+    else:
+        text = yaml.safe_dump({"tasks": ENTRIES}, allow_unicode=True, sort_keys=False)
+        entries = ENTRIES
+        assert scan_tasks(text) is None
+    path = tmp_path / "tasks.yaml"
+    write(path, text)
+    by_file = SqliteStore(tmp_path / "file.db")
+    by_intake = SqliteStore(tmp_path / "intake.db")
+    try:
+        service = WatchService(store=AsyncAdapter(by_file), config=config, clock=SystemClock())
+        result = await importer(service, path).import_once()
+        assert result is not None
+        assert (result.outcome, result.registered) == ("imported", len(entries))
+        for raw in entries:
+            spec = parse_task_spec(
+                raw, endpoint_names=["app"], allowed_callback_hosts=["hooks.example.com"]
+            )
+            by_intake.add_task(spec, source=TaskSource.FILE, now=T0)
+        assert rows(by_file) == rows(by_intake)
+    finally:
+        by_file.close()
+        by_intake.close()
+
+
+def rows(store: SqliteStore) -> list[tuple[object, ...]]:
+    """Every task row without its registration times."""
+    with sqlite3.connect(store.path) as conn:
+        return conn.execute(
+            "SELECT task_id, model, endpoints, callback_url, metadata, deadline_s, source, state"
+            " FROM tasks ORDER BY task_id"
+        ).fetchall()
 
 
 async def test_the_import_line_counts_bad_entries_not_their_problems(
