@@ -92,6 +92,8 @@ class Polling(Protocol):
 
     def set_share(self, share: float) -> None: ...
 
+    def set_fence(self, at: float) -> None: ...
+
     def poll_soon(self, task_id: str) -> bool: ...
 
     def task_ids(self) -> set[str]: ...
@@ -105,6 +107,8 @@ class Delivering(Protocol):
     def forget(self, delivery_ids: Iterable[str]) -> int: ...
 
     def set_paused(self, paused: bool) -> None: ...
+
+    def set_fence(self, at: float) -> None: ...
 
     def delivery_ids(self) -> set[str]: ...
 
@@ -330,6 +334,10 @@ class ClusterMember:
         self._membership = membership
         self._live = len(membership.live) or 1
         self._trusted_until = plan.trusted_until(sent, self._lease_s)
+        # Checked by the scheduler and the deliverer as each poll or attempt starts: a process
+        # frozen past it starts none when it wakes, before this loop has run to notice.
+        self._scheduler.set_fence(self._trusted_until)
+        self._deliverer.set_fence(self._trusted_until)
         now = self._clock.monotonic()
         if joining and self._live > 1:
             self._settle_until = now + plan.JOIN_SETTLE_S
