@@ -322,14 +322,18 @@ class ClusterMember:
                     log.warning("cluster_lease_lapsed", instance_id=self._info.instance_id)
                 self._reconcile_wanted = False
                 await self._reconcile()
-            self._accept(membership, sent)
+            # Back from a lapsed lease, it is a newcomer again: the others are told (the
+            # heartbeat's notice) and lower their shares; it waits a window before its own.
+            self._accept(membership, sent, settle=membership.lapsed)
             await self._balance(membership)
         except StoreError as exc:
             self._reconcile_wanted = True
             log.warning("cluster_claim_failed", error=exc.message)
             self._next_beat = min(self._next_beat, self._clock.monotonic() + plan.RETRY_S)
 
-    def _accept(self, membership: Membership, sent: float, *, joining: bool = False) -> None:
+    def _accept(
+        self, membership: Membership, sent: float, *, joining: bool = False, settle: bool = False
+    ) -> None:
         before = self._live
         self._membership = membership
         self._live = len(membership.live) or 1
@@ -339,7 +343,7 @@ class ClusterMember:
         self._scheduler.set_fence(self._trusted_until)
         self._deliverer.set_fence(self._trusted_until)
         now = self._clock.monotonic()
-        if joining and self._live > 1:
+        if (joining or settle) and self._live > 1:
             self._settle_until = now + plan.JOIN_SETTLE_S
         self._next_beat = now + plan.heartbeat_interval(self._lease_s)
         wait = plan.takeover_wait(membership.now, membership.next_expiry)

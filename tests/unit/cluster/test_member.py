@@ -429,3 +429,25 @@ async def test_polls_and_attempts_are_fenced_where_the_lease_stops_being_trusted
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
 
+
+async def test_an_instance_back_from_a_lapsed_lease_holds_back_for_a_window() -> None:
+    # Back after its lease ran out (an outage, a freeze), it counts as a newcomer: the others
+    # lower their share when told, so it waits a full 1-second window before taking its own.
+    clock = ManualClock()
+    store = FakeStore([_membership()])
+    member, scheduler, _ = _member(store, clock)
+    await member.join()
+    assert scheduler.shares[-1] == 1.0
+    store.memberships = [_membership(live=("me", "z"), lapsed=True)]
+    runner = asyncio.create_task(member.run())
+    try:
+        await _settle()
+        clock.advance(plan.heartbeat_interval(LEASE))
+        await _settle()
+        assert scheduler.shares[-1] == 0.0
+        clock.advance(plan.JOIN_SETTLE_S)
+        await _settle()
+        assert scheduler.shares[-1] == 0.5
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
