@@ -145,6 +145,20 @@ def stalled_loops(
     ]
 
 
+def changes_needing_restart(old: Config, new: Config) -> list[str]:
+    """The changed settings a reload does not apply (each is logged as needing a restart)."""
+    changed = {
+        "store.path": new.store.path != old.store.path,
+        "store.url": new.store.url != old.store.url,
+        # The cluster member renews its claims with the lease it started with.
+        "store.lease": new.store.lease_s != old.store.lease_s,
+        "intake.listen": new.intake.listen != old.intake.listen,
+        "intake.idle_timeout": new.intake.idle_timeout_s != old.intake.idle_timeout_s,
+        "mirror": new.mirror != old.mirror,
+    }
+    return [key for key, differs in changed.items() if differs]
+
+
 class Daemon:
     """Owns every long-lived part and their lifecycle."""
 
@@ -532,16 +546,8 @@ class Daemon:
         scrubber.set_secrets(config_secrets(new) + config_secrets(old))
         if self._reconfigure_logging and new.logging != old.logging:
             configure_logging(level=new.logging.level, fmt=new.logging.format)
-        if new.store.path != old.store.path:
-            log.warning("config_change_needs_restart", key="store.path")
-        if new.store.url != old.store.url:
-            log.warning("config_change_needs_restart", key="store.url")
-        if new.intake.listen != old.intake.listen:
-            log.warning("config_change_needs_restart", key="intake.listen")
-        if new.intake.idle_timeout_s != old.intake.idle_timeout_s:
-            log.warning("config_change_needs_restart", key="intake.idle_timeout")
-        if new.mirror != old.mirror:
-            log.warning("config_change_needs_restart", key="mirror")
+        for key in changes_needing_restart(old, new):
+            log.warning("config_change_needs_restart", key=key)
         if self.service is not None:
             self.service.set_config(new)
         if self._client is not None:
