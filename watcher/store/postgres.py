@@ -172,8 +172,7 @@ class PostgresStore:
     ) -> PostgresStore:
         """Connect, apply the missing migrations, and open a pool of up to `pool_size`
         connections. `timeout_s` bounds connecting and waiting for a free connection. `gate`
-        runs before every operation and may refuse it by raising (the daemon's instance lock:
-        no operation while the lock is not held)."""
+        runs before every operation and may refuse it by raising."""
         secrets = _Secrets(url)
         await migrate_database(url, timeout_s=timeout_s, migrations=migrations)
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
