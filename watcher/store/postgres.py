@@ -210,13 +210,25 @@ class PostgresStore:
 
     async def _write(self, what: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn` in one transaction; retried when PostgreSQL rolled it back for a deadlock
-        or a serialization failure. Our own errors (TaskConflict, ...) roll back and pass."""
+        or a serialization failure, or when the connection was found broken before the commit
+        (nothing was committed). Our own errors (TaskConflict, ...) roll back and pass."""
         pool = self._live()
         attempt = 1
+        stale_retried = False
         while True:
+            done = False  # `fn` ran: a broken connection now may have lost the COMMIT's answer
             try:
-                async with pool.connection() as conn, conn.transaction():
-                    return await fn(conn)
+                async with pool.connection() as conn:
+                    try:
+                        async with conn.transaction():
+                            result = await fn(conn)
+                            done = True
+                        return result
+                    except psycopg.OperationalError:
+                        if done or stale_retried or not conn.broken:
+                            raise
+                stale_retried = True
+                await self._check_pool(pool)
             except _RETRYABLE as exc:
                 if attempt >= _WRITE_TRIES:
                     raise self._secrets.error(f"store write failed ({what})", exc) from exc
@@ -240,9 +252,17 @@ class PostgresStore:
                         # The pool discards the broken connection when it comes back.
                         if attempt == 2 or not conn.broken:
                             raise
+                await self._check_pool(pool)
             raise AssertionError("unreachable")  # pragma: no cover
         except psycopg.Error as exc:
             raise self._secrets.error("store read failed", exc) from exc
+
+    @staticmethod
+    async def _check_pool(pool: AsyncConnectionPool[Conn]) -> None:
+        """One pooled connection was found broken: the server ended them all, most likely (a
+        restart, a failover). Test the idle ones now and replace the broken ones, so the call
+        is repeated on a healthy connection rather than on the next stale one."""
+        await pool.check()
 
     async def _row(self, query: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self._rows(query, params)
