@@ -37,6 +37,7 @@ from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
 from watcher.api.status import DaemonSnapshot
 from watcher.clock import Clock, SystemClock, Timeline
+from watcher.cluster import plan
 from watcher.cluster.member import ClusterMember, new_instance
 from watcher.config.dburl import url_passwords
 from watcher.config.settings import Config, load_config
@@ -336,7 +337,13 @@ class Daemon:
             # One code path: SQLite's calls run on the event loop as before, awaiting nothing.
             return AsyncAdapter(self._sqlite)
         url = config.store.url.reveal()
-        self._postgres = await PostgresStore.open(url, timeout_s=STORE_TIMEOUT_S)
+        # A transaction left open by this process frozen or cut off in the middle of it ends
+        # a third into the lease: its row locks must not keep its work from the others.
+        self._postgres = await PostgresStore.open(
+            url,
+            timeout_s=STORE_TIMEOUT_S,
+            idle_transaction_timeout_s=config.store.lease_s / plan.HEARTBEATS_PER_LEASE,
+        )
         # Named before anything is read: what this instance resumes is what it holds.
         self._instance = new_instance(__version__, config.intake.listen)
         self._postgres.act_as(self._instance.instance_id)
