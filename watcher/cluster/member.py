@@ -214,7 +214,9 @@ class ClusterMember:
             instance_id=self._info.instance_id,
             live=self._live,
             share=plan.share(self._live),
-            lease_in_doubt=self._in_doubt,
+            # Also while a heartbeat hangs past that moment (cut off from the database, its
+            # statement may wait for TCP to give up): the loop that would notice is inside it.
+            lease_in_doubt=self._in_doubt or self._clock.monotonic() >= self._trusted_until,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -451,3 +451,30 @@ async def test_an_instance_back_from_a_lapsed_lease_holds_back_for_a_window() ->
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_heartbeat_that_hangs_still_shows_the_lease_in_doubt_on_time() -> None:
+    # Cut off from the database, a heartbeat's statement may hang (no answer, no error) for
+    # as long as TCP takes to give up; polls are fenced on time all the same, and /readyz,
+    # /v1/status and the metrics must say why.
+    clock = ManualClock()
+    store = FakeStore([_membership()])
+    member, _, _ = _member(store, clock)
+    await member.join()
+    hung: asyncio.Future[Membership] = asyncio.get_running_loop().create_future()
+
+    async def hang(me: InstanceInfo, lease_s: float, *, first: bool = False) -> Membership:
+        return await hung
+
+    store.heartbeat = hang  # type: ignore[method-assign]
+    runner = asyncio.create_task(member.run())
+    try:
+        clock.advance(plan.heartbeat_interval(LEASE))
+        await _settle()
+        assert not member.stats.lease_in_doubt
+        clock.advance(LEASE * plan.FENCE_FRACTION - plan.heartbeat_interval(LEASE))
+        await _settle()
+        assert member.stats.lease_in_doubt
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
