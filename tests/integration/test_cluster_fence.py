@@ -151,12 +151,18 @@ async def _taken_over(http: aiohttp.ClientSession, base: str) -> None:
 
 
 async def _stop(daemons: dict[str, DaemonProcess]) -> None:
-    for daemon in daemons.values():
-        if daemon.proc is not None and daemon.proc.returncode is None:
-            daemon.signal(signal.SIGCONT)
-            daemon.signal(signal.SIGTERM)
-            assert await daemon.wait_exit() == 0
-        await daemon.close()
+    """Stop every daemon gracefully (and each is closed, killed if need be, whatever happens)."""
+    codes = {}
+    try:
+        for name, daemon in daemons.items():
+            if daemon.proc is not None and daemon.proc.returncode is None:
+                daemon.signal(signal.SIGCONT)
+                daemon.signal(signal.SIGTERM)
+                codes[name] = await daemon.wait_exit()
+    finally:
+        for daemon in daemons.values():
+            await daemon.close()
+    assert all(code == 0 for code in codes.values()), codes
 
 
 async def test_a_frozen_instance_does_not_poll_the_tasks_taken_over_when_it_wakes(
