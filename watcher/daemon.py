@@ -37,6 +37,7 @@ from watcher.api.metrics import Metrics
 from watcher.api.server import IntakeServer
 from watcher.api.status import DaemonSnapshot
 from watcher.clock import Clock, SystemClock, Timeline
+from watcher.cluster import plan
 from watcher.cluster.member import ClusterMember, new_instance
 from watcher.config.dburl import url_passwords
 from watcher.config.settings import Config, load_config
@@ -143,6 +144,20 @@ def stalled_loops(
         for name, last in progress.items()
         if last is not None and now - last > limit_s
     ]
+
+
+def changes_needing_restart(old: Config, new: Config) -> list[str]:
+    """The changed settings a reload does not apply (each is logged as needing a restart)."""
+    changed = {
+        "store.path": new.store.path != old.store.path,
+        "store.url": new.store.url != old.store.url,
+        # The cluster member renews its claims with the lease it started with.
+        "store.lease": new.store.lease_s != old.store.lease_s,
+        "intake.listen": new.intake.listen != old.intake.listen,
+        "intake.idle_timeout": new.intake.idle_timeout_s != old.intake.idle_timeout_s,
+        "mirror": new.mirror != old.mirror,
+    }
+    return [key for key, differs in changed.items() if differs]
 
 
 class Daemon:
@@ -322,7 +337,13 @@ class Daemon:
             # One code path: SQLite's calls run on the event loop as before, awaiting nothing.
             return AsyncAdapter(self._sqlite)
         url = config.store.url.reveal()
-        self._postgres = await PostgresStore.open(url, timeout_s=STORE_TIMEOUT_S)
+        # A transaction left open by this process frozen or cut off in the middle of it ends
+        # a third into the lease: its row locks must not keep its work from the others.
+        self._postgres = await PostgresStore.open(
+            url,
+            timeout_s=STORE_TIMEOUT_S,
+            idle_transaction_timeout_s=config.store.lease_s / plan.HEARTBEATS_PER_LEASE,
+        )
         # Named before anything is read: what this instance resumes is what it holds.
         self._instance = new_instance(__version__, config.intake.listen)
         self._postgres.act_as(self._instance.instance_id)
@@ -532,16 +553,8 @@ class Daemon:
         scrubber.set_secrets(config_secrets(new) + config_secrets(old))
         if self._reconfigure_logging and new.logging != old.logging:
             configure_logging(level=new.logging.level, fmt=new.logging.format)
-        if new.store.path != old.store.path:
-            log.warning("config_change_needs_restart", key="store.path")
-        if new.store.url != old.store.url:
-            log.warning("config_change_needs_restart", key="store.url")
-        if new.intake.listen != old.intake.listen:
-            log.warning("config_change_needs_restart", key="intake.listen")
-        if new.intake.idle_timeout_s != old.intake.idle_timeout_s:
-            log.warning("config_change_needs_restart", key="intake.idle_timeout")
-        if new.mirror != old.mirror:
-            log.warning("config_change_needs_restart", key="mirror")
+        for key in changes_needing_restart(old, new):
+            log.warning("config_change_needs_restart", key=key)
         if self.service is not None:
             self.service.set_config(new)
         if self._client is not None:

@@ -150,7 +150,12 @@ async def test_three_instances_share_the_work_and_survive_a_kill_9(
                     "jitter": 0,
                 },
                 extra={"store": {"url": database, "lease": f"{LEASE_S}s"}},
-                extra_upstream={"max_requests_per_second": BUDGET, "max_concurrency": 48},
+                # store.lease must be at least 3 x upstream.timeout.
+                extra_upstream={
+                    "max_requests_per_second": BUDGET,
+                    "max_concurrency": 48,
+                    "timeout": f"{int(LEASE_S / 3 * 1000)}ms",
+                },
             )
             daemons[name] = DaemonProcess(config)
         try:

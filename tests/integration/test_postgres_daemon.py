@@ -1,7 +1,7 @@
 """The daemon as a subprocess on a real PostgreSQL (one instance): tasks from the intake and
 the tasks file polled against the fake upstream, webhooks verified with `standardwebhooks`,
-`kill -9` and restart losing nothing, a second instance refused, and a database outage waited
-out with the schedule kept in memory."""
+`kill -9` and restart losing nothing, a second instance taking a share, and a database outage
+waited out with the schedule kept in memory."""
 
 from __future__ import annotations
 

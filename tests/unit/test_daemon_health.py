@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from watcher.daemon import stalled_loops
+from watcher.config.settings import Config, parse_config
+from watcher.daemon import changes_needing_restart, stalled_loops
 
 
 @pytest.mark.parametrize(
@@ -29,3 +32,22 @@ def test_stalled_loops(
     expected: list[tuple[str, float]],
 ) -> None:
     assert stalled_loops(progress, now, limit) == expected
+
+
+BASE = "upstream:\n  api_key: k\n  timeout: 2s\nstore:\n  url: postgresql://w@db/w\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "keys"),
+    [
+        ("", []),
+        ("  lease: 45s\n", ["store.lease"]),  # an instance renews with the lease it started with
+        ("  retention: 1d\n", []),  # read at each purge: applied
+        ("intake:\n  listen: 127.0.0.1:9999\n", ["intake.listen"]),
+    ],
+)
+def test_a_reload_says_which_changes_need_a_restart(extra: str, keys: list[str]) -> None:
+    def config(text: str) -> Config:
+        return parse_config(text, source="c.yaml", base_dir=Path("/w"), environ={})
+
+    assert changes_needing_restart(config(BASE), config(BASE + extra)) == keys

@@ -62,7 +62,7 @@ from watcher.errors import (
 from watcher.models import PublicDeliveryStatus, TaskSource, TaskState
 from watcher.service import WatchService
 from watcher.store.postgres_cluster import InstanceRecord
-from watcher.tasks.spec import parse_task_spec
+from watcher.tasks.spec import is_task_id, parse_task_spec
 
 log = structlog.get_logger(__name__)
 
@@ -525,7 +525,9 @@ class IntakeServer:
             raise ApiError(401, "unauthorized", "a valid token query parameter is required")
         body = await self._read_body(request, HINT_MAX_BYTES)
         task_id = _hinted_task_id(body)
-        watched = self._service.hint(task_id)
+        # An id no registration could have names no task, here or on another instance (to
+        # which a hint for a task not watched here goes as a database notice).
+        watched = is_task_id(task_id) and self._service.hint(task_id)
         log.info("hint_received", task_id=task_id, watched=watched)
         return _json({"status": "accepted"})
 

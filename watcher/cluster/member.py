@@ -92,6 +92,8 @@ class Polling(Protocol):
 
     def set_share(self, share: float) -> None: ...
 
+    def set_fence(self, at: float) -> None: ...
+
     def poll_soon(self, task_id: str) -> bool: ...
 
     def task_ids(self) -> set[str]: ...
@@ -105,6 +107,8 @@ class Delivering(Protocol):
     def forget(self, delivery_ids: Iterable[str]) -> int: ...
 
     def set_paused(self, paused: bool) -> None: ...
+
+    def set_fence(self, at: float) -> None: ...
 
     def delivery_ids(self) -> set[str]: ...
 
@@ -210,7 +214,9 @@ class ClusterMember:
             instance_id=self._info.instance_id,
             live=self._live,
             share=plan.share(self._live),
-            lease_in_doubt=self._in_doubt,
+            # Also while a heartbeat hangs past that moment (cut off from the database, its
+            # statement may wait for TCP to give up): the loop that would notice is inside it.
+            lease_in_doubt=self._in_doubt or self._clock.monotonic() >= self._trusted_until,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -318,20 +324,28 @@ class ClusterMember:
                     log.warning("cluster_lease_lapsed", instance_id=self._info.instance_id)
                 self._reconcile_wanted = False
                 await self._reconcile()
-            self._accept(membership, sent)
+            # Back from a lapsed lease, it is a newcomer again: the others are told (the
+            # heartbeat's notice) and lower their shares; it waits a window before its own.
+            self._accept(membership, sent, settle=membership.lapsed)
             await self._balance(membership)
         except StoreError as exc:
             self._reconcile_wanted = True
             log.warning("cluster_claim_failed", error=exc.message)
             self._next_beat = min(self._next_beat, self._clock.monotonic() + plan.RETRY_S)
 
-    def _accept(self, membership: Membership, sent: float, *, joining: bool = False) -> None:
+    def _accept(
+        self, membership: Membership, sent: float, *, joining: bool = False, settle: bool = False
+    ) -> None:
         before = self._live
         self._membership = membership
         self._live = len(membership.live) or 1
         self._trusted_until = plan.trusted_until(sent, self._lease_s)
+        # Checked by the scheduler and the deliverer as each poll or attempt starts: a process
+        # frozen past it starts none when it wakes, before this loop has run to notice.
+        self._scheduler.set_fence(self._trusted_until)
+        self._deliverer.set_fence(self._trusted_until)
         now = self._clock.monotonic()
-        if joining and self._live > 1:
+        if (joining or settle) and self._live > 1:
             self._settle_until = now + plan.JOIN_SETTLE_S
         self._next_beat = now + plan.heartbeat_interval(self._lease_s)
         wait = plan.takeover_wait(membership.now, membership.next_expiry)

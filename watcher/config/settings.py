@@ -67,6 +67,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_RETENTION_S",
     "DEFAULT_RETRY_SCHEDULE_S",
+    "LEASE_PER_UPSTREAM_TIMEOUT",
     "STORE_FILE_NAME",
     "AdaptiveSettings",
     "Config",
@@ -88,6 +89,10 @@ __all__ = [
 ]
 
 STORE_FILE_NAME = "watcher.db"
+# With store.url, store.lease must be at least this many upstream.timeouts: an instance stops
+# polling two thirds into a lease it could not renew (watcher/cluster/plan.py FENCE_FRACTION),
+# and a poll started just before must end within the last third.
+LEASE_PER_UPSTREAM_TIMEOUT = 3
 
 _S = TypeVar("_S", bound=Section)
 
@@ -403,6 +408,7 @@ class _Builder:
             or delivery is None
             or logging is None
             or not mirror_ok
+            or not self._check_lease(store, upstream, root.store or {})
         ):
             return None
         return Config(
@@ -538,6 +544,30 @@ class _Builder:
                 self._problems.add((*path, "max_interval"), message)
             ok = False
         return ok
+
+    def _check_lease(
+        self, store: StoreConfig, upstream: UpstreamConfig, raw_store: Mapping[str, Any]
+    ) -> bool:
+        """Several instances: polls stop two thirds into a lease without renewal, and the rest
+        of it is what a poll in flight has to end before another instance may poll its task.
+        Shown at whichever of the two was set (the lease if both)."""
+        needed = LEASE_PER_UPSTREAM_TIMEOUT * upstream.timeout_s
+        if store.url is None or store.lease_s >= needed:
+            return True
+        if "lease" in raw_store:
+            self._problems.add(
+                ("store", "lease"),
+                f"must be at least 3 x upstream.timeout ({format_duration(needed)}): a poll "
+                "in flight must end before another instance may take its task over",
+            )
+        else:
+            limit = format_duration(store.lease_s / LEASE_PER_UPSTREAM_TIMEOUT)
+            self._problems.add(
+                ("upstream", "timeout"),
+                f"must be at most a third of store.lease ({limit}) with store.url: a poll in "
+                "flight must end before another instance may take its task over",
+            )
+        return False
 
     def _store(self, raw: dict[str, Any]) -> StoreConfig | None:
         model, failed = self._validate(StoreSection, raw, ("store",))

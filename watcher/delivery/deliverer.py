@@ -33,6 +33,7 @@ import asyncio
 import collections
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -169,6 +170,10 @@ class Deliverer:
         # flight has been recorded.
         self._forgotten: set[str] = set()
         self._paused = False  # no new attempt starts (this instance's lease is in doubt)
+        # When this instance stops trusting its lease (monotonic; several instances): no
+        # attempt starts from then on until a renewal moves it, even before the cluster member
+        # has noticed and paused (a process frozen past it wakes with every timer overdue).
+        self._fence_at = math.inf
         self._bodies: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         # Finished attempts waiting for the group commit; each is handled once it is committed.
         self._records: list[_Finished] = []
@@ -242,6 +247,15 @@ class Deliverer:
         """Start no new attempt while paused (attempts in flight finish)."""
         self._paused = paused
         self._wake.set()
+
+    def set_fence(self, at: float) -> None:
+        """Start no attempt at or after `at` (monotonic) until it is moved: the moment this
+        instance stops trusting its lease (watcher/cluster/plan.py)."""
+        self._fence_at = at
+        self._wake.set()
+
+    def _fenced(self) -> bool:
+        return self._paused or self._clock.monotonic() >= self._fence_at
 
     def update_config(self, delivery: DeliveryConfig, endpoints: Sequence[EndpointConfig]) -> None:
         """Use a reloaded config for every attempt from now on."""
@@ -355,7 +369,7 @@ class Deliverer:
                 queue = ready[key] = collections.deque()
             queue.append(delivery_id)
             self._ready_ids.add(delivery_id)
-        if self._paused:
+        if self._fenced():
             return
         limit = max(1, self._config.max_concurrency)
         for key, queue in ready.items():
@@ -369,7 +383,7 @@ class Deliverer:
         """One of `key`'s workers: send its due deliveries one after another while there are
         any (the worker holds one of the endpoint's slots), then end."""
         try:
-            while not self._stopping and not self._paused:
+            while not self._stopping and not self._fenced():
                 if self._busy[key] > max(1, self._config.max_concurrency):
                     return  # lowered by a reload: the surplus workers end one by one
                 queue = self._ready.get(key)

@@ -182,6 +182,11 @@ class Scheduler:
         # This instance's part of the upstream budget when several instances share it
         # (watcher/cluster/): 1.0 alone; 0.0 holds every poll back.
         self._share = 1.0
+        # When this instance stops trusting its lease (monotonic; several instances): no poll
+        # starts from then on until a renewal moves it. The cluster member also holds polls
+        # back (set_share(0)) once it notices, but a process frozen past this moment (SIGSTOP,
+        # a VM pause) wakes with all its timers overdue, and this loop's may fire first.
+        self._fence_at = math.inf
         self._budget = RequestBudget(upstream.max_requests_per_second, clock)
         self._budget_lowered = False
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -360,6 +365,13 @@ class Scheduler:
     def share(self) -> float:
         return self._share
 
+    def set_fence(self, at: float) -> None:
+        """Start no poll at or after `at` (monotonic) until it is moved: the moment this
+        instance stops trusting its lease (watcher/cluster/plan.py). Checked as each poll
+        starts, so a process frozen past it polls nothing when it wakes."""
+        self._fence_at = at
+        self._wakeup.set()
+
     def _share_of_rate(self, rate: float) -> float:
         if rate <= 0 or self._share >= 1.0:
             return rate  # no limit stays no limit
@@ -537,8 +549,8 @@ class Scheduler:
     # -- the loop -------------------------------------------------------------------------------
     async def _step(self, now: float) -> float:
         """Start at most one poll (or time out one task); 0.0 if it did, else how long to wait."""
-        if self._share <= 0:
-            return self._tick_s  # held back: set_share wakes the loop
+        if self._share <= 0 or now >= self._fence_at:
+            return self._tick_s  # held back: set_share or set_fence wakes the loop
         if len(self._in_flight) >= self._concurrency():
             return self._tick_s  # a finishing poll wakes the loop
         if self._paused:

@@ -104,11 +104,12 @@ class _Secrets:
 
     def error(self, what: str, exc: BaseException) -> StoreError:
         """The driver's error as ours; a lost or refused connection (a network or server
-        outage, the pool's wait for a connection timing out) is StoreUnavailable."""
+        outage, the pool's wait for a connection timing out, a transaction the server ended
+        because the process was frozen in the middle of it) is StoreUnavailable."""
         message = f"{what}: {exc}".strip()
         for value in self._values:
             message = message.replace(value, "***")
-        if isinstance(exc, psycopg.OperationalError):
+        if isinstance(exc, (psycopg.OperationalError, errors.IdleInTransactionSessionTimeout)):
             return StoreUnavailable(message)
         return StoreError(message)
 
@@ -169,19 +170,33 @@ class PostgresStore:
         timeout_s: float = 10.0,
         migrations: Sequence[Migration] | None = None,
         gate: Callable[[], None] | None = None,
+        idle_transaction_timeout_s: float | None = None,
     ) -> PostgresStore:
         """Connect, apply the missing migrations, and open a pool of up to `pool_size`
         connections. `timeout_s` bounds connecting and waiting for a free connection. `gate`
-        runs before every operation and may refuse it by raising (the daemon's instance lock:
-        no operation while the lock is not held)."""
+        runs before every operation and may refuse it by raising.
+
+        `idle_transaction_timeout_s`: the server ends a transaction of this store left idle
+        that long (idle_in_transaction_session_timeout). The store never waits on anything
+        else inside a transaction, so only a process frozen (SIGSTOP, a VM pause) or cut off
+        in the middle of one leaves it idle; its row locks would otherwise keep its work from
+        the other instances (claims skip locked rows) for as long as it stays away."""
         secrets = _Secrets(url)
         await migrate_database(url, timeout_s=timeout_s, migrations=migrations)
+        configure = None
+        if idle_transaction_timeout_s is not None:
+            idle_ms = max(1, round(idle_transaction_timeout_s * 1000))
+
+            async def configure(conn: Conn) -> None:
+                await conn.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url,
             min_size=1,
             max_size=max(1, pool_size),
             open=False,
             kwargs={"autocommit": True, "connect_timeout": max(2, round(timeout_s))},
+            configure=configure,
             timeout=timeout_s,
             name="apixo-watcher",
         )
@@ -211,13 +226,25 @@ class PostgresStore:
 
     async def _write(self, what: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn` in one transaction; retried when PostgreSQL rolled it back for a deadlock
-        or a serialization failure. Our own errors (TaskConflict, ...) roll back and pass."""
+        or a serialization failure, or when the connection was found broken before the commit
+        (nothing was committed). Our own errors (TaskConflict, ...) roll back and pass."""
         pool = self._live()
         attempt = 1
+        stale_retried = False
         while True:
+            done = False  # `fn` ran: a broken connection now may have lost the COMMIT's answer
             try:
-                async with pool.connection() as conn, conn.transaction():
-                    return await fn(conn)
+                async with pool.connection() as conn:
+                    try:
+                        async with conn.transaction():
+                            result = await fn(conn)
+                            done = True
+                        return result
+                    except psycopg.OperationalError:
+                        if done or stale_retried or not conn.broken:
+                            raise
+                stale_retried = True
+                await self._check_pool(pool)
             except _RETRYABLE as exc:
                 if attempt >= _WRITE_TRIES:
                     raise self._secrets.error(f"store write failed ({what})", exc) from exc
@@ -241,9 +268,17 @@ class PostgresStore:
                         # The pool discards the broken connection when it comes back.
                         if attempt == 2 or not conn.broken:
                             raise
+                await self._check_pool(pool)
             raise AssertionError("unreachable")  # pragma: no cover
         except psycopg.Error as exc:
             raise self._secrets.error("store read failed", exc) from exc
+
+    @staticmethod
+    async def _check_pool(pool: AsyncConnectionPool[Conn]) -> None:
+        """One pooled connection was found broken: the server ended them all, most likely (a
+        restart, a failover). Test the idle ones now and replace the broken ones, so the call
+        is repeated on a healthy connection rather than on the next stale one."""
+        await pool.check()
 
     async def _row(self, query: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self._rows(query, params)

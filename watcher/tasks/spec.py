@@ -88,6 +88,11 @@ def parse_task_entry(
     return ValidTask(task_id, model, endpoints, callback_url, metadata, metadata_text, deadline_s)
 
 
+def is_task_id(value: str) -> bool:
+    """Whether a registration could have `value` as its task_id."""
+    return len(value) <= MAX_ID_LENGTH and _ID.fullmatch(value) is not None
+
+
 def _identifier(raw: Mapping[Any, Any], key: str, problems: list[FieldProblem]) -> str | None:
     value = raw.get(key)
     if value is None:
@@ -96,7 +101,7 @@ def _identifier(raw: Mapping[Any, Any], key: str, problems: list[FieldProblem]) 
     if not isinstance(value, str):
         problems.append(FieldProblem(key, "must be a string", "invalid_type"))
         return None
-    if len(value) > MAX_ID_LENGTH or not _ID.fullmatch(value):
+    if not is_task_id(value):
         problems.append(
             FieldProblem(
                 key,

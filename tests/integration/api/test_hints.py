@@ -145,3 +145,18 @@ async def test_the_body_decides_not_its_content_type_nor_the_host(tmp_path: Path
         assert answer.status == 200
         form = await h.call("POST", f"{PATH}?token={HINT}", data=b"a=b", headers=headers)
         assert form.status == 400
+
+
+async def test_only_ids_a_task_could_have_are_passed_on_to_other_instances(
+    tmp_path: Path,
+) -> None:
+    # Several instances: a hint for a task not watched here goes to the others as a database
+    # notice. An id no registration could have names no task anywhere: nothing is sent (a
+    # 5,000-character one would not even fit a notice).
+    async with running_intake(tmp_path, hint_token=HINT) as h:
+        forwarded: list[str] = []
+        h.service.forward_hints(forwarded.append)
+        for task_id in ("held-elsewhere", "", "x" * 5000, "has spaces", "-dash-first"):
+            answer = await h.call("POST", f"{PATH}?token={HINT}", json_body=envelope(task_id))
+            assert (answer.status, answer.body) == (200, {"status": "accepted"})
+        assert forwarded == ["held-elsewhere"]

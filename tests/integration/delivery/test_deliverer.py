@@ -887,3 +887,27 @@ async def test_wall_clock_steps_move_no_attempt() -> None:
     )
     assert first.verified
     assert third.verified
+
+
+async def test_no_attempt_starts_past_the_fence_until_a_renewal_moves_it() -> None:
+    # Several instances: a process frozen past the end of its trusted lease must not send a
+    # webhook another instance may hold now, before the cluster member has noticed.
+    clock = ManualClock(start=time.time())
+    store = MemoryStore()
+    async with start_receiver([SECRET]) as receiver:
+        endpoints = [endpoint("app", receiver.url("/hook"))]
+        (delivery,) = submit(store, endpoints, clock)
+        later = store.get_delivery(delivery.delivery_id)
+        later.next_attempt_at = clock.now() + 5
+        store.record_attempt(_attempt(delivery, number=1), later)
+        async with running(store, endpoints, clock=clock) as deliverer:
+            await eventually(lambda: deliverer.stats.pending == 1)
+            deliverer.set_fence(clock.monotonic() + 1.0)
+            clock.advance(60.0)  # one jump: the freeze
+            await eventually(lambda: deliverer.stats.last_progress_at == clock.monotonic())
+            assert deliverer.stats.in_flight == 0
+            assert receiver.received == []
+            deliverer.set_fence(clock.monotonic() + 20.0)  # a heartbeat renewed the lease
+            (request,) = await receiver.wait_for(1)
+            await settled(store, deliverer, delivery)
+    assert request.webhook_id == delivery.webhook_id

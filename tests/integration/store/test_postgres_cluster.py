@@ -9,11 +9,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
+import psycopg
 import pytest
 
 from tests.helpers.postgres import truncate
 from tests.unit.store.test_contract import T0, finish, make_delivery, make_event
-from watcher.errors import TaskNotHeld
+from watcher.errors import StoreUnavailable, TaskNotHeld
 from watcher.models import (
     Attempt,
     AttemptOutcome,
@@ -242,3 +243,43 @@ async def test_a_gone_process_on_the_same_host_is_expired_only_there(
     assert await b.claim_tasks(10) == []
     await b.expire_instances(["a"], "key-a")
     assert len(await b.claim_tasks(10)) == 2
+
+
+async def test_an_open_transaction_of_a_frozen_instance_keeps_no_task_from_the_others(
+    postgres_url: str,
+) -> None:
+    # Frozen (SIGSTOP, a VM pause) or cut off in the middle of a transaction, an instance
+    # leaves it open on the server with its rows locked, and claims skip locked rows: its
+    # tasks would wait for it however long it stays away. The daemon's connections end a
+    # transaction left idle for a third of the lease, so the locks go before the lease does.
+    lease = 1.5
+    a, b = [
+        await PostgresStore.open(postgres_url, pool_size=2, idle_transaction_timeout_s=lease / 3)
+        for _ in range(2)
+    ]
+    truncate(postgres_url)
+    try:
+        for store, name in ((a, "a"), (b, "b")):
+            store.act_as(name)
+            await store.heartbeat(_info(name), lease, first=True)
+        await _register(a, 3)
+        taken: list[str] = []
+
+        async def took_over() -> bool:
+            taken.extend(t.task_id for t in await b.claim_tasks(10))
+            return len(taken) == 3
+
+        async def frozen_flush(conn: psycopg.AsyncConnection[object]) -> None:
+            # a flush of poll counts, say, when the process froze: its rows locked
+            await conn.execute("SELECT 1 FROM tasks FOR UPDATE")
+            await _until(took_over, timeout=lease * 3)
+            await conn.execute("SELECT 1")  # woken: the server ended the transaction
+
+        # For the frozen instance, that is the database going away (it waits for it and
+        # carries on), not a fault of its own that would stop the daemon.
+        with pytest.raises(StoreUnavailable):
+            await a._write("record_polls", frozen_flush)
+        assert sorted(taken) == ["t0000", "t0001", "t0002"]
+    finally:
+        await a.close()
+        await b.close()

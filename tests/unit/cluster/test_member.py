@@ -114,6 +114,7 @@ class FakeScheduler:
     watched: dict[str, Task] = field(default_factory=dict)
     shares: list[float] = field(default_factory=lambda: [1.0])
     hinted: list[str] = field(default_factory=list)
+    fence: float = float("inf")
 
     def watch_many(self, tasks: Sequence[Task]) -> None:
         for task in tasks:
@@ -132,6 +133,9 @@ class FakeScheduler:
         if share != self.shares[-1]:
             self.shares.append(share)
 
+    def set_fence(self, at: float) -> None:
+        self.fence = at
+
     def poll_soon(self, task_id: str) -> bool:
         self.hinted.append(task_id)
         return task_id in self.watched
@@ -144,6 +148,7 @@ class FakeScheduler:
 class FakeDeliverer:
     paused: list[bool] = field(default_factory=lambda: [False])
     forgotten: list[str] = field(default_factory=list)
+    fence: float = float("inf")
 
     def enqueue(self, deliveries: Iterable[Delivery]) -> None:
         list(deliveries)
@@ -156,6 +161,9 @@ class FakeDeliverer:
     def set_paused(self, paused: bool) -> None:
         if paused != self.paused[-1]:
             self.paused.append(paused)
+
+    def set_fence(self, at: float) -> None:
+        self.fence = at
 
     def delivery_ids(self) -> set[str]:
         return set()
@@ -396,6 +404,77 @@ async def test_held_work_that_is_not_watched_is_picked_up_by_the_periodic_check(
             clock.advance(plan.heartbeat_interval(LEASE))
             await _settle()
         assert set(scheduler.watched) == {"lost"}
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_polls_and_attempts_are_fenced_where_the_lease_stops_being_trusted() -> None:
+    # The scheduler and the deliverer check this moment themselves as each poll or attempt
+    # starts: a process frozen past it (SIGSTOP) starts none when it wakes, even if their
+    # overdue timers fire before the member's loop has looked.
+    clock = ManualClock()
+    store = FakeStore([_membership()])
+    member, scheduler, deliverer = _member(store, clock)
+    await member.join()
+    assert scheduler.fence == deliverer.fence == LEASE * plan.FENCE_FRACTION
+    runner = asyncio.create_task(member.run())
+    try:
+        await _settle()
+        clock.advance(plan.heartbeat_interval(LEASE))
+        await _settle()
+        renewed = plan.heartbeat_interval(LEASE) + LEASE * plan.FENCE_FRACTION
+        assert scheduler.fence == deliverer.fence == renewed
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_an_instance_back_from_a_lapsed_lease_holds_back_for_a_window() -> None:
+    # Back after its lease ran out (an outage, a freeze), it counts as a newcomer: the others
+    # lower their share when told, so it waits a full 1-second window before taking its own.
+    clock = ManualClock()
+    store = FakeStore([_membership()])
+    member, scheduler, _ = _member(store, clock)
+    await member.join()
+    assert scheduler.shares[-1] == 1.0
+    store.memberships = [_membership(live=("me", "z"), lapsed=True)]
+    runner = asyncio.create_task(member.run())
+    try:
+        await _settle()
+        clock.advance(plan.heartbeat_interval(LEASE))
+        await _settle()
+        assert scheduler.shares[-1] == 0.0
+        clock.advance(plan.JOIN_SETTLE_S)
+        await _settle()
+        assert scheduler.shares[-1] == 0.5
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_heartbeat_that_hangs_still_shows_the_lease_in_doubt_on_time() -> None:
+    # Cut off from the database, a heartbeat's statement may hang (no answer, no error) for
+    # as long as TCP takes to give up; polls are fenced on time all the same, and /readyz,
+    # /v1/status and the metrics must say why.
+    clock = ManualClock()
+    store = FakeStore([_membership()])
+    member, _, _ = _member(store, clock)
+    await member.join()
+    hung: asyncio.Future[Membership] = asyncio.get_running_loop().create_future()
+
+    async def hang(me: InstanceInfo, lease_s: float, *, first: bool = False) -> Membership:
+        return await hung
+
+    store.heartbeat = hang  # type: ignore[method-assign]
+    runner = asyncio.create_task(member.run())
+    try:
+        clock.advance(plan.heartbeat_interval(LEASE))
+        await _settle()
+        assert not member.stats.lease_in_doubt
+        clock.advance(LEASE * plan.FENCE_FRACTION - plan.heartbeat_interval(LEASE))
+        await _settle()
+        assert member.stats.lease_in_doubt
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from watcher.cluster import plan
+from watcher.config.settings import LEASE_PER_UPSTREAM_TIMEOUT
 
 
 @pytest.mark.parametrize(("lease_s", "interval_s"), [(30.0, 10.0), (3.0, 1.0), (0.09, 0.05)])
@@ -58,3 +59,10 @@ def test_the_takeover_is_looked_at_right_after_another_lease_ends() -> None:
     assert plan.takeover_wait(1000.0, None) is None
     assert plan.takeover_wait(1000.0, 1012.0) == pytest.approx(12.0 + plan.TAKEOVER_MARGIN_S)
     assert plan.takeover_wait(1000.0, 990.0) == pytest.approx(plan.TAKEOVER_MARGIN_S)
+
+
+def test_the_config_asks_for_the_lease_the_fence_needs() -> None:
+    # A poll started just before the fence may run for upstream.timeout: it must end within
+    # the rest of the lease, which store.lease >= LEASE_PER_UPSTREAM_TIMEOUT x timeout ensures.
+    last_third = 1 - plan.FENCE_FRACTION
+    assert last_third * LEASE_PER_UPSTREAM_TIMEOUT == pytest.approx(1.0)

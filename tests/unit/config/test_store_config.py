@@ -129,3 +129,59 @@ def test_redact_url(url: str, shown: str) -> None:
 def test_url_passwords_lists_written_and_decoded_forms() -> None:
     assert url_passwords("postgresql://w:p%40ss@h/db?password=q") == ["p%40ss", "p@ss", "q"]
     assert url_passwords("postgresql://w@h/db") == []
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        # A password pasted as it is: '/' ends the host part early, '@' splits it elsewhere
+        # than libpq does, '?' and '#' start a query or a fragment. Shown, each would put
+        # (part of) the password in check-config's summary and in every log line and error.
+        ("postgresql://watcher:ab/cd9x@db.example.com/watcher", "cd9x"),
+        ("postgresql://watcher:p@ss/w0rdx@db.example.com/watcher", "w0rdx"),
+        ("postgresql://watcher:ab@cd9x@db.example.com/watcher", "cd9x"),
+        ("postgresql://watcher:pa?ss9x@db.example.com/watcher", "ss9x"),
+        ("postgresql://watcher:pa#ss9x@db.example.com/watcher", "ss9x"),
+    ],
+)
+def test_a_password_that_is_not_percent_encoded_is_refused_unseen(url: str, secret: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(f"store:\n  url: '{url}'\n")
+    (problem,) = info.value.problems
+    assert (problem.path, problem.line) == ("store.url", 4)
+    assert "percent-encoded" in problem.message
+    assert secret not in str(info.value)
+    assert secret not in redact_url(url)
+
+
+def test_the_ssl_key_password_is_hidden_too() -> None:
+    url = "postgresql://w@h/db?sslpassword=key-Pass-77&sslmode=require"
+    assert redact_url(url) == "postgresql://w@h/db?sslpassword=***&sslmode=require"
+    assert url_passwords(url) == ["key-Pass-77"]
+
+
+def test_a_lease_shorter_than_three_upstream_timeouts_is_refused_at_the_lease() -> None:
+    # Polls stop two thirds into a lease without renewal; the last third is what a poll in
+    # flight has to end before another instance may poll the same task.
+    (problem,) = problems_of(f"store:\n  url: {URL}\n  lease: 6s\n")  # timeout: 10s default
+    assert problem.path == "store.lease"
+    assert "at least 3 x upstream.timeout (30s)" in problem.message
+
+
+def test_an_upstream_timeout_over_a_third_of_the_default_lease_is_refused_at_the_timeout() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            f"upstream:\n  api_key: k\n  timeout: 15s\nstore:\n  url: {URL}\n",
+            source="c.yaml",
+            base_dir=Path("/etc/w"),
+            environ={},
+        )
+    (problem,) = info.value.problems
+    assert (problem.path, problem.line) == ("upstream.timeout", 3)
+    assert "at most a third of store.lease (10s)" in problem.message
+
+
+def test_lease_and_timeout_that_fit_and_sqlite_whatever_the_lease() -> None:
+    text = f"upstream:\n  api_key: k\n  timeout: 2s\nstore:\n  url: {URL}\n  lease: 6s\n"
+    assert parse_config(text, source="c.yaml", base_dir=Path("/w"), environ={}).store.lease_s == 6
+    assert parse("store:\n  lease: 1s\n").store.url is None  # no instances to fence on SQLite

@@ -281,3 +281,19 @@ async def test_watch_new_watches_each_task_as_watch_does_and_wakes_the_loop(rig:
     assert rig.client.times("a") == [0.0]
     await rig.run_for(0.5)
     assert rig.client.times("a") == [0.0, pytest.approx(1.0)]  # its own schedule is unchanged
+
+
+async def test_no_poll_starts_past_the_fence_until_a_renewal_moves_it(rig: Rig) -> None:
+    # Several instances: the process was frozen (SIGSTOP, a VM pause) past the moment it
+    # stops trusting its lease. It wakes with every timer overdue; the scheduler's may fire
+    # before the cluster member has noticed, and must start no poll all the same.
+    rig.add("a")
+    await settle()
+    assert rig.client.times("a") == [0.0]
+    rig.scheduler.set_fence(0.5)
+    rig.clock.advance(10.0)  # one jump: the freeze
+    await settle()
+    assert rig.client.times("a") == [0.0]
+    rig.scheduler.set_fence(20.0)  # a heartbeat renewed the lease
+    await settle()
+    assert rig.client.times("a") == [0.0, 10.0]
