@@ -307,11 +307,20 @@ class ClusterMember:
     async def _beat(self) -> None:
         sent = self._clock.monotonic()
         try:
-            membership = await self._store.heartbeat(self._info, self._lease_s)
+            # A heartbeat stuck on a dead connection must not keep this loop from the next
+            # one (nor the lease in doubt from being noticed and logged).
+            async with asyncio.timeout(plan.heartbeat_interval(self._lease_s)):
+                membership = await self._store.heartbeat(self._info, self._lease_s)
+        except TimeoutError:
+            membership = None
+            error = "no answer within a heartbeat interval"
         except StoreError as exc:
+            membership = None
+            error = exc.message
+        if membership is None:
             if not self._store_down:
                 self._store_down = True
-                log.error("cluster_heartbeat_failed", error=exc.message)
+                log.error("cluster_heartbeat_failed", error=error)
             self._next_beat = self._clock.monotonic() + plan.RETRY_S
             return
         if self._store_down:

@@ -88,6 +88,16 @@ T = TypeVar("T")
 Conn: TypeAlias = AsyncConnection[Any]
 Row: TypeAlias = Sequence[Any]
 
+# libpq settings that notice a dead peer (a partition, a host gone) within about 30 s instead
+# of TCP's default of many minutes: keepalives on an idle connection, and a limit on data left
+# unacknowledged. They apply to TCP connections only (a unix socket ignores them).
+TCP_LIVENESS: Final[dict[str, int]] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 _BATCH: Final = 500  # rows per query when streaming active tasks / pending deliveries
 _WRITE_TRIES: Final = 3
 _RETRY_WAIT_S: Final = 0.02
@@ -195,7 +205,11 @@ class PostgresStore:
             min_size=1,
             max_size=max(1, pool_size),
             open=False,
-            kwargs={"autocommit": True, "connect_timeout": max(2, round(timeout_s))},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(2, round(timeout_s)),
+                **TCP_LIVENESS,
+            },
             configure=configure,
             timeout=timeout_s,
             name="apixo-watcher",

@@ -271,6 +271,12 @@ class Listener:
                 autocommit=True,
                 connect_timeout=max(2, round(self._timeout_s)),
                 application_name="apixo-watcher listen",
+                # A dead peer is noticed like on the store's connections (postgres.py).
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+                tcp_user_timeout=30_000,
             )
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         except psycopg.Error as exc:

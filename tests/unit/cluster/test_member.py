@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from structlog.testing import capture_logs
+
 from watcher.clock import ManualClock
 from watcher.cluster import plan
 from watcher.cluster.member import ClusterMember
@@ -478,3 +480,44 @@ async def test_a_heartbeat_that_hangs_still_shows_the_lease_in_doubt_on_time() -
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_heartbeat_that_hangs_counts_as_failed_after_an_interval() -> None:
+    clock = ManualClock()
+    lease = 0.3  # a heartbeat interval of 0.1 s, on the event loop's own clock
+
+    class Hanging(FakeStore):
+        async def heartbeat(
+            self, me: InstanceInfo, lease_s: float, *, first: bool = False
+        ) -> Membership:
+            if first:
+                return _membership()
+            self.beats += 1
+            await asyncio.Event().wait()  # a dead TCP connection: no answer, ever
+            raise AssertionError("unreachable")
+
+    store = Hanging([_membership()])
+    scheduler, deliverer = FakeScheduler(), FakeDeliverer()
+    member = ClusterMember(
+        store=store,
+        info=ME,
+        lease_s=lease,
+        scheduler=scheduler,
+        deliverer=deliverer,
+        clock=clock,
+        notices=Notices(),
+    )
+    await member.join()
+    with capture_logs() as logs:
+        runner = asyncio.create_task(member.run())
+        try:
+            await _settle()
+            clock.advance(plan.heartbeat_interval(lease))
+            # The heartbeat's time limit is real time (the event loop's): wait for it.
+            async with asyncio.timeout(5):
+                while not any(e["event"] == "cluster_heartbeat_failed" for e in logs):
+                    await asyncio.sleep(0.01)
+            assert store.beats == 1
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
