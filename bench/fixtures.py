@@ -28,21 +28,16 @@ MODEL = "nano-banana"
 def build_tasks(
     path: Path, count: int, *, prefix: str = "p", registered_at: float, spread_s: float = 0.0
 ) -> None:
-    """A store holding `count` pending tasks `{prefix}-{i}`; with `spread_s`, their registration
-    times are spread evenly over that many seconds (in 100 steps) from `registered_at`, so tasks
-    registered in the future are first polled evenly rather than all at once."""
+    """A store holding `count` pending tasks `{prefix}-{i}`; with `spread_s`, task i is
+    registered at `registered_at + spread_s * i / count`: each at its own instant, so their
+    first polls (one `initial_delay` later) are spread evenly, not in clumps."""
     store = SqliteStore(path)
     try:
         if spread_s > 0:
-            steps = min(100, count)
-            for k in range(steps):
-                lo, hi = count * k // steps, count * (k + 1) // steps
-                specs = [
-                    TaskSpec(task_id=f"{prefix}-{i}", model=MODEL, metadata={"order_id": i})
-                    for i in range(lo, hi)
-                ]
+            for i in range(count):
+                spec = TaskSpec(task_id=f"{prefix}-{i}", model=MODEL, metadata={"order_id": i})
                 store.add_tasks(
-                    specs, source=TaskSource.FILE, now=registered_at + spread_s * k / steps
+                    [spec], source=TaskSource.FILE, now=registered_at + spread_s * i / count
                 )
             return
         for start in range(0, count, 20_000):

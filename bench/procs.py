@@ -135,13 +135,19 @@ class DaemonProcess:
         # For measuring an alternative event loop without making it a dependency:
         # BENCH_DAEMON_PYTHONPATH=DIR puts DIR (e.g. one with uvloop and a sitecustomize.py
         # calling uvloop.install()) on the daemon's path only; the references are unchanged.
+        # It can also hold another version's `watcher` package (A/B runs against a copy of a
+        # commit): `-P` keeps `python -m` from putting the current directory (this checkout,
+        # with its own `watcher`) before it on sys.path.
         extra = os.environ.get("BENCH_DAEMON_PYTHONPATH")
+        flags: list[str] = []
         if extra:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, env.get("PYTHONPATH")]))
+            flags = ["-P"]
         log_file = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
         self.started_at = time.time()
+        argv = ["-m", "watcher", "run", "-c", str(self.config_path), "--grace", "5"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "-c", str(self.config_path), "--grace", "5"],
+            [sys.executable, *flags, *argv],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,

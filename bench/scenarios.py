@@ -161,6 +161,11 @@ async def reference_get(env: Env, count: int = 20_000, concurrency: int = 32) ->
 
 
 # -- paced polling ---------------------------------------------------------------------------
+# The paced tasks' registrations lie this far before their first polls (more than the time
+# from building the store to the daemon loading it).
+PACED_INITIAL_DELAY_S = 30.0
+
+
 async def paced(
     env: Env,
     *,
@@ -170,20 +175,28 @@ async def paced(
     window_s: float = 10.0,
 ) -> dict[str, Any]:
     """`tasks` tasks each polled every 1 s (backoff 1, jitter 0, no binding budget): `tasks`
-    polls/s at a steady pace, not flat out. The tasks are registered `lead_s` in the future,
-    spread over one second, so their first polls (and every later one) are spread evenly once
-    the daemon is up. Daemon CPU over `window_s` after `warmup_s` of polling, divided by the
-    polls the fake upstream counted; the reference asks the same number of ids once a second
-    with the same pacing, CPU per request over the same window length."""
+    polls/s at a steady pace, not flat out. Each task's first poll is due at its own instant,
+    `lead_s` from now and spread evenly over one second, so every later poll is spread evenly
+    too once the daemon is up. (The daemon never takes a registration time from the future, so
+    each task is registered `PACED_INITIAL_DELAY_S` before its first poll, in the past.) Daemon
+    CPU over `window_s` after `warmup_s` of polling, divided by the polls the fake upstream
+    counted; the reference asks the same number of ids once a second with the same pacing, CPU
+    per request over the same window length."""
     db = _fresh_db(env, "paced")
     first_at = time.time() + lead_s
-    build_tasks(db, tasks, prefix="p", registered_at=first_at, spread_s=1.0)
+    build_tasks(db, tasks, prefix="p", registered_at=first_at - PACED_INITIAL_DELAY_S, spread_s=1.0)
     daemon = await _daemon(
         env,
         "paced",
         db,
         upstream={"max_concurrency": 32, "max_requests_per_second": NO_RATE_LIMIT},
-        polling={"initial_interval": "1s", "max_interval": "1s", "backoff": 1.0, "jitter": 0.0},
+        polling={
+            "initial_delay": f"{PACED_INITIAL_DELAY_S:g}s",
+            "initial_interval": "1s",
+            "max_interval": "1s",
+            "backoff": 1.0,
+            "jitter": 0.0,
+        },
     )
     try:
         late = daemon.ready_at is not None and daemon.ready_at > first_at

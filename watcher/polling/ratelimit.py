@@ -129,7 +129,9 @@ class RequestBudget:
 
     def wait_time(self) -> float:
         """Seconds until `try_acquire` can succeed (0.0: now)."""
-        now = self._clock.monotonic()
+        return self._wait_at(self._clock.monotonic())
+
+    def _wait_at(self, now: float) -> float:
         if now < self._paused_until:
             return self._paused_until - now
         if self._rate <= 0:
@@ -147,10 +149,11 @@ class RequestBudget:
 
     def try_acquire(self) -> bool:
         """Start a request now if the budget allows it."""
-        if self.wait_time() > 0:
+        # One clock read for the check and the start it records (called once per poll).
+        now = self._clock.monotonic()
+        if self._wait_at(now) > 0:
             return False
         if self._rate > 0:
-            now = self._clock.monotonic()
             self._starts.append(now)
             interval = self._interval(self.effective_rate(now))
             self._next_due = max(self._next_due, now) + interval

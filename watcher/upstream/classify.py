@@ -102,6 +102,7 @@ def classify(
     *,
     now: float,
     secrets: Sequence[str] = (),
+    duration_s: float = 0.0,
 ) -> PollResult:
     """Classify one HTTP answer of the status endpoint.
 
@@ -114,7 +115,8 @@ def classify(
     (`jsontext.parse`): NaN, Infinity and out-of-range numbers in it become null, and one that
     nests too deeply counts as no JSON at all. `now` (Unix seconds) is only used to turn a
     Retry-After date into seconds. `secrets` (the API key) are replaced wherever the answer
-    echoes them, before anything reads it.
+    echoes them, before anything reads it. `duration_s` (how long the request took) is carried
+    into the result as it is.
     """
     for secret in secrets:
         if secret and secret.encode() in body:
@@ -158,5 +160,5 @@ def classify(
         else:
             data = envelope["data"]
     return PollResult(
-        outcome, http_status, body_code, data, retry_after_s, shorten(detail, secrets)
+        outcome, http_status, body_code, data, retry_after_s, shorten(detail, secrets), duration_s
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 from urllib.parse import quote
 
 import aiohttp
@@ -50,7 +49,7 @@ class UpstreamClient:
         self._owns_session = session is None
         self._retired: list[aiohttp.ClientSession] = []
         self._user_agent = f"apixo-watcher/{__version__}"
-        self._url_prefixes: dict[tuple[str, str], str] = {}
+        self._url_prefixes: dict[tuple[str, str], URL] = {}
         self._headers_for: str | None = None
         self._headers_cache: dict[str, str] = {}
         self._timeout_cache = aiohttp.ClientTimeout(total=config.timeout_s)
@@ -92,10 +91,11 @@ class UpstreamClient:
         if prefix is None:
             if len(self._url_prefixes) >= _CACHE_MAX:
                 self._url_prefixes.clear()
-            prefix = str(status_url(base_url, model, ""))
+            prefix = status_url(base_url, model, "").with_query(None)
             self._url_prefixes[(base_url, model)] = prefix
-        # `status_url` would quote nothing in a plain id, so the prefix plus the id is exact.
-        return URL(prefix + task_id, encoded=True)
+        # `status_url` would quote nothing in a plain id, so this is the same URL; setting the
+        # query of a parsed URL is a fraction of the cost of parsing the whole URL again.
+        return prefix.with_query("taskId=" + task_id)
 
     def _headers(self, key: str) -> dict[str, str]:
         if self._headers_for != key:
@@ -116,6 +116,7 @@ class UpstreamClient:
         """Ask for one task's status. Never raises for network or HTTP problems."""
         config = self._config
         key = config.api_key.reveal()
+        secrets = (key,) if key else ()
         timeout = config.timeout_s
         started = time.monotonic()
         try:
@@ -128,17 +129,23 @@ class UpstreamClient:
                 allow_redirects=False,
             ) as resp:
                 body = await _read_capped(resp, config.max_response_bytes)
+                duration = time.monotonic() - started
                 retry_after = resp.headers.get("Retry-After")
-                secrets = (key,) if key else ()
                 if body is not None:
-                    result = classify(
-                        resp.status, body, retry_after, now=time.time(), secrets=secrets
+                    # classify() scrubs its detail of the key, then cuts it.
+                    return classify(
+                        resp.status,
+                        body,
+                        retry_after,
+                        now=time.time(),
+                        secrets=secrets,
+                        duration_s=duration,
                     )
-                elif 200 <= resp.status < 300:
+                if 200 <= resp.status < 300:
                     # Maybe a success with a huge result: not read, and not a mere transient
                     # problem either (decide() fails the task after a few of these).
                     limit = format_size(config.max_response_bytes)
-                    result = PollResult(
+                    return PollResult(
                         PollOutcome.TOO_LARGE,
                         resp.status,
                         None,
@@ -146,26 +153,36 @@ class UpstreamClient:
                         None,
                         f"HTTP {resp.status}: answer larger than upstream.max_response_bytes "
                         f"({limit})",
+                        duration,
                     )
-                else:
-                    # An error status says what it needs to; its huge body adds nothing.
-                    result = classify(
-                        resp.status, b"", retry_after, now=time.time(), secrets=secrets
-                    )
+                # An error status says what it needs to; its huge body adds nothing.
+                return classify(
+                    resp.status,
+                    b"",
+                    retry_after,
+                    now=time.time(),
+                    secrets=secrets,
+                    duration_s=duration,
+                )
         except TimeoutError:
-            result = _failure(f"timeout after {timeout:g}s")
+            detail = f"timeout after {timeout:g}s"
         except aiohttp.ClientConnectorError as exc:
-            result = _failure(_connect_detail(exc))
+            detail = _connect_detail(exc)
         except aiohttp.ServerDisconnectedError:
-            result = _failure("server disconnected")
+            detail = "server disconnected"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             # ValueError: a base URL yarl cannot use; reported per poll rather than crashing.
-            result = _failure(f"request failed: {type(exc).__name__}: {exc}")
-        duration = time.monotonic() - started
-        # classify() has scrubbed its details before cutting them; the failures above are
-        # scrubbed (then cut) here, e.g. an exception message that quotes the key.
-        detail = shorten(result.detail, (key,) if key else ())
-        return replace(result, detail=detail, duration_s=duration)
+            detail = f"request failed: {type(exc).__name__}: {exc}"
+        # Scrubbed, then cut: e.g. an exception message that quotes the key.
+        return PollResult(
+            PollOutcome.TRANSIENT,
+            None,
+            None,
+            None,
+            None,
+            shorten(detail, secrets),
+            time.monotonic() - started,
+        )
 
     async def close(self) -> None:
         """Close the session(s) this client created; idempotent."""
@@ -195,10 +212,6 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _failure(detail: str) -> PollResult:
-    return PollResult(PollOutcome.TRANSIENT, None, None, None, None, detail)
 
 
 def _connect_detail(exc: aiohttp.ClientConnectorError) -> str:

@@ -176,6 +176,19 @@ async def test_model_and_task_id_are_quoted(client: UpstreamClient, sandbox: San
     assert request.task_id == "task_1&taskId=other#x"
 
 
+async def test_plain_task_ids_reach_the_upstream_verbatim_on_a_quoted_model(
+    client: UpstreamClient, sandbox: SandboxState
+) -> None:
+    # Plain ids take the cached URL of their model and set only the query; any other id is
+    # quoted in full. Each asks for exactly the task it names.
+    ids = ["task_1", "a.B_~-9", "task_1", "x y", "task_2"]
+    for task_id in ids:
+        await client.fetch_status("nano banana/v2", task_id)
+    assert [(r.model, r.task_id) for r in sandbox.requests] == [
+        ("nano banana/v2", task_id) for task_id in ids
+    ]
+
+
 async def test_reload_takes_effect_on_the_next_request(
     client: UpstreamClient, server: TestServer, sandbox: SandboxState
 ) -> None:
