@@ -166,8 +166,18 @@ class DaemonProcess:
                 data = await asyncio.wait_for(loop.sock_recv(sock, 4096), min(remaining, 0.5))
                 if b"READY=1" in data:
                     self.ready_at = time.time()
+                    # Keep reading what the daemon sends (a STATUS= every 5 s): a datagram
+                    # socket nobody reads fills up (10 messages by default), and the daemon's
+                    # next notification would then block its event loop.
+                    loop.add_reader(sock.fileno(), self._drain, sock)
                     self._maybe_profile()
                     return
+
+    @staticmethod
+    def _drain(sock: socket.socket) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while sock.recv(4096):
+                pass
 
     def _maybe_profile(self) -> None:
         # For profiling sessions only: BENCH_PYSPY=SECONDS samples the daemon with py-spy
@@ -253,6 +263,7 @@ class DaemonProcess:
                 proc.kill()
                 proc.wait()
         if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
         with contextlib.suppress(OSError):

@@ -219,8 +219,12 @@ def mirror_section(
     rss_growth_mb: float,
     lags_on_s: Sequence[float],
     lags_off_s: Sequence[float],
+    cpu_s_per_gib: Mapping[str, float] | None = None,
+    round_ratios: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
-    """Mirror throughput against a bare download loop, RSS growth, added webhook latency."""
+    """Mirror throughput against a bare download loop, RSS growth, added webhook latency;
+    `cpu_s_per_gib` (the CPU seconds per GiB of each side) and `round_ratios` (each round's
+    ratio, when the cases were repeated) are reported as they are, rounded."""
     big_ratio = ratio(big_mib_s, ref_big_mib_s)
     small_ratio = ratio(small_mib_s, ref_small_mib_s)
     p99_on = percentile([x * 1000 for x in lags_on_s], 99)
@@ -239,6 +243,8 @@ def mirror_section(
         "small_files_mib_per_s": _r(small_mib_s, 1),
         "small_files_reference_mib_per_s": _r(ref_small_mib_s, 1),
         "small_files_ratio": _r(small_ratio),
+        "cpu_s_per_gib": {k: _r(v, 2) for k, v in (cpu_s_per_gib or {}).items()},
+        "round_ratios": {k: [_r(x) for x in v] for k, v in (round_ratios or {}).items()},
         "rss_growth_mb": _r(rss_growth_mb, 1),
         "webhook_p99_ms_mirrored": _r(p99_on, 1),
         "webhook_p99_ms_not_mirrored": _r(p99_off, 1),

@@ -236,16 +236,18 @@ def build_sample_store(path: Path, *, prefix: str = "t") -> SqliteStore:
             mirror=MirrorHold(event(held, EventType.SUCCEEDED, T0 + 35, 1), files),
         )
     )
-    store.update_mirror_file(
-        dataclasses.replace(
-            files[0],
-            status=MirrorStatus.DONE,
-            updated_at=T0 + 36.5,
-            sha256="ab" * 32,
-            bytes=1234,
-            content_type="video/mp4",
-            attempts=1,
-        )
+    store.update_mirror_files(
+        [
+            dataclasses.replace(
+                files[0],
+                status=MirrorStatus.DONE,
+                updated_at=T0 + 36.5,
+                sha256="ab" * 32,
+                bytes=1234,
+                content_type="video/mp4",
+                attempts=1,
+            )
+        ]
     )
 
     # Learned durations: two models, one sample recorded twice (equal values are two samples).

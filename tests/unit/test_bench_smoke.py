@@ -99,7 +99,9 @@ def test_mirror_section_compares_with_the_bare_loop_and_reports_added_latency() 
         rss_growth_mb=5.0,
         lags_on_s=[0.2] * 100,
         lags_off_s=[0.1] * 100,
+        cpu_s_per_gib={"big_file": 1.2345, "big_file_reference": 0.5},
     )
+    assert section["cpu_s_per_gib"] == {"big_file": 1.23, "big_file_reference": 0.5}
     assert section["big_file_ratio"] == pytest.approx(0.889, abs=1e-3)
     assert section["small_files_ratio"] == 0.75
     assert section["webhook_p99_added_ms"] == pytest.approx(100.0)

@@ -25,14 +25,7 @@ async def copy_file(
     """
     upload = target.upload(key)
     try:
-        fetched = await fetch(
-            session,
-            url,
-            upload.write,
-            max_bytes=max_bytes,
-            timeout_s=timeout_s,
-            start=upload.start,
-        )
+        fetched = await fetch(session, url, upload, max_bytes=max_bytes, timeout_s=timeout_s)
         await upload.commit(fetched)
     except BaseException:
         await upload.abort()

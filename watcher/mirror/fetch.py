@@ -9,19 +9,18 @@ may be a credential.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from watcher.config.sizes import format_size
 from watcher.errors import MirrorError
+from watcher.mirror.handoff import Sink, open_lane
 
-CHUNK_BYTES: Final = 1024 * 1024  # read at most this much at a time: memory stays flat
+BATCH_BYTES: Final = 1024 * 1024  # handed on at a time (memory: a few batches per file)
 MAX_REDIRECTS: Final = 10
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 # 4xx answers that say "later" rather than "never".
@@ -52,36 +51,28 @@ def check_url(url: str, *, redirect: bool = False) -> None:
 async def fetch(
     session: aiohttp.ClientSession,
     url: str,
-    write: Callable[[bytes], Awaitable[None]],
+    sink: Sink,
     *,
     max_bytes: int,
     timeout_s: float,
-    start: Callable[[str | None], None] | None = None,
 ) -> Fetched:
-    """Download `url`, handing each chunk to `write`; the whole within `timeout_s`. `start`
-    is told the content type once the answer is known good, before the first chunk.
+    """Download `url` into `sink`; the whole within `timeout_s`.
 
     Raises MirrorError: permanent for a URL or redirect that is not http(s), too many
     redirects, a 4xx answer (but 408/425/429) and a file over `max_bytes`; otherwise (a 5xx,
-    a network error, a timeout, a body cut short, an error of `write`) worth another try.
+    a network error, a timeout, a body cut short, an error of the sink) worth another try.
     """
     check_url(url)
     try:
         async with asyncio.timeout(timeout_s):
-            return await _follow(session, url, write, max_bytes, start)
+            return await _follow(session, url, sink, max_bytes)
     except TimeoutError:
         raise MirrorError("the download timed out") from None
     except aiohttp.ClientError as exc:
         raise MirrorError(f"the download failed: {_describe(exc)}") from None
 
 
-async def _follow(
-    session: aiohttp.ClientSession,
-    url: str,
-    write: Callable[[bytes], Awaitable[None]],
-    max_bytes: int,
-    start: Callable[[str | None], None] | None,
-) -> Fetched:
+async def _follow(session: aiohttp.ClientSession, url: str, sink: Sink, max_bytes: int) -> Fetched:
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         # identity: the file is copied as it is, and Content-Length is its length.
@@ -97,64 +88,46 @@ async def _follow(
             if not 200 <= resp.status < 300:
                 permanent = 400 <= resp.status < 500 and resp.status not in _TRANSIENT_4XX
                 raise MirrorError(f"HTTP {resp.status}", permanent=permanent)
-            return await _copy(resp, write, max_bytes, start)
+            return await _copy(resp, sink, max_bytes)
     raise MirrorError(f"more than {MAX_REDIRECTS} redirects", permanent=True)
 
 
-async def _copy(
-    resp: aiohttp.ClientResponse,
-    write: Callable[[bytes], Awaitable[None]],
-    max_bytes: int,
-    start: Callable[[str | None], None] | None,
-) -> Fetched:
+async def _copy(resp: aiohttp.ClientResponse, sink: Sink, max_bytes: int) -> Fetched:
     too_large = f"the file is larger than mirror.max_file_bytes ({format_size(max_bytes)})"
     length = resp.content_length
     if length is not None and length > max_bytes:
         raise MirrorError(too_large, permanent=True)
     header = resp.headers.get("Content-Type")
     content_type = header.strip() if header else None
-    if start is not None:
-        start(content_type)
+    sink.start(content_type)
     digest = hashlib.sha256()
     size = 0
     batch: list[bytes] = []
     batched = 0
-    # One batch is hashed (in a thread: hashlib lets go of the GIL) and written while the next
-    # is read, so hashing costs little time on a machine with a spare core; at most two
-    # batches are held, so memory stays flat.
-    in_flight: asyncio.Future[Any] | None = None
+    # The pieces are taken as aiohttp received them (`iter_chunks`: no copy to join them) and
+    # handed on in batches, hashed and stored while the event loop reads on (see `handoff`).
+    lane = open_lane(digest, sink)
     try:
-        async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
-            size += len(chunk)
+        async for piece, _ in resp.content.iter_chunks():
+            if not piece:  # the end of an HTTP chunk
+                continue
+            size += len(piece)
             if size > max_bytes:
                 raise MirrorError(too_large, permanent=True)
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= CHUNK_BYTES:
-                if in_flight is not None:
-                    await in_flight
-                in_flight = _hash_and_write(digest, b"".join(batch), write)
+            batch.append(piece)
+            batched += len(piece)
+            if batched >= BATCH_BYTES:
+                await lane.put(batch)
                 batch, batched = [], 0
-        if in_flight is not None:
-            await in_flight
-            in_flight = None
         if batch:
-            await _hash_and_write(digest, b"".join(batch), write)
+            await lane.put(batch)
+        await lane.finish()
     finally:
-        if in_flight is not None:  # an error while the last batch was on its way
-            in_flight.cancel()
-            with contextlib.suppress(BaseException):
-                await in_flight
+        await lane.close()  # after an error: nothing more is written
     encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
     if length is not None and size != length and not encoded:
         raise MirrorError(f"the download ended after {size} of {length} bytes")
     return Fetched(digest.hexdigest(), size, content_type)
-
-
-def _hash_and_write(
-    digest: Any, data: bytes, write: Callable[[bytes], Awaitable[None]]
-) -> asyncio.Future[Any]:
-    return asyncio.gather(asyncio.to_thread(digest.update, data), write(data))
 
 
 def _describe(exc: aiohttp.ClientError) -> str:

@@ -14,6 +14,7 @@ answer in full.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
@@ -43,6 +44,8 @@ def _error(what: str, exc: Exception) -> MirrorError:
 
 class S3Target:
     """Objects under `prefix/` in `bucket`, one per key."""
+
+    needs_sync = False  # an object exists, whole, once its PUT or upload is complete
 
     def __init__(self, config: MirrorConfig, *, part_bytes: int = PART_BYTES) -> None:
         assert config.bucket is not None
@@ -113,6 +116,9 @@ class S3Target:
     def upload(self, key: str) -> S3Upload:
         return S3Upload(self, self.object_key(key))
 
+    async def sync(self, keys: Sequence[str]) -> None:
+        return None
+
     async def stat(self, key: str) -> Fetched | None:
         client = await self.client()
         try:
@@ -180,8 +186,13 @@ class S3Upload:
         # S3 needs one; a file whose server named none is stored as bytes.
         return self._content_type or "application/octet-stream"
 
-    async def write(self, chunk: bytes) -> None:
-        self._buffer += chunk
+    @property
+    def write_blocking(self) -> Callable[[bytes], None] | None:
+        return None  # parts are sent from the event loop
+
+    async def write(self, pieces: Sequence[bytes]) -> None:
+        for piece in pieces:
+            self._buffer += piece
         if len(self._buffer) >= self._target.part_bytes:
             await self._send_part()
 

@@ -2,12 +2,13 @@
 back (`MirrorSink.mirror_finished`) so that its webhook goes out.
 
 Each held task is one asyncio task; its files are copied concurrently, all tasks together
-bounded by `mirror.max_concurrency`. Progress is durable, file by file: each try's outcome is
-recorded when it ends (done, with sha256, size and type; failed, with the message; or the error
-of a try to be repeated), with the count of tries. After a crash, `start` resumes every held
-success: each unfinished file is first looked up in the target (a copy committed just before
-the crash counts as done, without fetching it again), then fetched afresh; temporaries the
-crash left are removed by the target's `prepare`.
+bounded by `mirror.max_concurrency`. Progress is durable, file by file: a failed try is
+recorded when it ends (failed, with the message, or the error of a try to be repeated), a
+copy once the target has made it durable (done, with sha256, size and type; with the task's
+other copies finished meanwhile, see `TaskCommits`), with the count of tries. After a crash,
+`start` resumes every held success: each file not recorded as done is first looked up in the
+target (a copy committed before the crash counts as done, without fetching it again), then
+fetched afresh; temporaries the crash left are removed by the target's `prepare`.
 
 A file's own failures (the source, the network, the target) are contained to that file: retried
 within its `timeout`, then recorded as failed and reported in `mirror_error`. A failure of the
@@ -17,6 +18,7 @@ store is the daemon's own and ends `run`, which takes the daemon down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Protocol
@@ -27,7 +29,9 @@ import structlog
 from watcher.clock import Clock, Timeline
 from watcher.config.settings import MirrorConfig
 from watcher.errors import MirrorError
+from watcher.mirror.commits import TaskCommits
 from watcher.mirror.copy import copy_file
+from watcher.mirror.fetch import Fetched
 from watcher.mirror.plan import finished, mirror_error, mirrored, public_url, retry_delay
 from watcher.mirror.targets import Target
 from watcher.models import MirrorFile, MirrorHold, MirrorStatus
@@ -174,7 +178,8 @@ class MirrorWorker:
 
     # -- one held success ---------------------------------------------------------------------
     async def _mirror(self, hold: MirrorHold, resumed: bool) -> None:
-        files = await asyncio.gather(*(self._file(f, resumed) for f in hold.files))
+        commits = TaskCommits(self._target, self._store)
+        files = await asyncio.gather(*(self._file(f, resumed, commits) for f in hold.files))
         assert finished(files)
         urls = [
             public_url(
@@ -190,7 +195,7 @@ class MirrorWorker:
             extra["mirror_error"] = error
         await self._sink.mirror_finished(hold, extra)
 
-    async def _file(self, file: MirrorFile, resumed: bool) -> MirrorFile:
+    async def _file(self, file: MirrorFile, resumed: bool, commits: TaskCommits) -> MirrorFile:
         if file.status is not MirrorStatus.PENDING:
             return file
         if resumed:
@@ -202,7 +207,7 @@ class MirrorWorker:
                 stored = None
             if stored is not None:
                 log.info("mirror_file_found", task_id=file.task_id, key=file.key)
-                return await self._record(
+                found = self._changed(
                     file,
                     status=MirrorStatus.DONE,
                     sha256=stored.sha256,
@@ -210,16 +215,22 @@ class MirrorWorker:
                     content_type=stored.content_type,
                     error=None,
                 )
+                with contextlib.suppress(MirrorError):  # not made durable: fetched again
+                    await commits.done(found)
+                    return found
         started = self._clock.monotonic()
         tries = 0
         while True:
+            fetched: Fetched | None = None
             async with self._slots:
                 tries += 1
-                # Recorded with the try's outcome (one write per try): a try a crash cuts
-                # short is not counted, and the look-up above covers its copy.
+                # Recorded with the try's outcome (one write per try, or per task for the
+                # copies made together): a try a crash cuts short is not counted, and the
+                # look-up above covers its copy.
                 attempts = file.attempts + 1
                 began = self._clock.monotonic()
                 remaining = self._config.timeout_s - (began - started)
+                commits.copying += 1
                 try:
                     assert self._session is not None
                     fetched = await copy_file(
@@ -232,8 +243,25 @@ class MirrorWorker:
                     )
                 except MirrorError as exc:
                     failure = exc
+                finally:
+                    commits.copying -= 1
+                took_s = self._clock.monotonic() - began
+            if fetched is not None:
+                done = self._changed(
+                    file,
+                    attempts=attempts,
+                    status=MirrorStatus.DONE,
+                    sha256=fetched.sha256,
+                    bytes=fetched.bytes,
+                    content_type=fetched.content_type,
+                    error=None,
+                )
+                try:
+                    await commits.done(done)
+                except MirrorError as exc:
+                    failure = exc
                 else:
-                    self._observe("done", fetched.bytes, began)
+                    self._observe("done", fetched.bytes, took_s)
                     log.info(
                         "mirror_file_done",
                         task_id=file.task_id,
@@ -241,15 +269,9 @@ class MirrorWorker:
                         bytes=fetched.bytes,
                         attempt=attempts,
                     )
-                    return await self._record(
-                        file,
-                        attempts=attempts,
-                        status=MirrorStatus.DONE,
-                        sha256=fetched.sha256,
-                        bytes=fetched.bytes,
-                        content_type=fetched.content_type,
-                        error=None,
-                    )
+                    return done
+            else:
+                await commits.flush_if_idle()  # the task's copies that waited for this one
             delay = retry_delay(
                 tries,
                 elapsed_s=self._clock.monotonic() - started,
@@ -257,7 +279,7 @@ class MirrorWorker:
                 permanent=failure.permanent,
             )
             if delay is None:
-                self._observe("failed", 0, began)
+                self._observe("failed", 0, took_s)
                 log.warning(
                     "mirror_file_failed",
                     task_id=file.task_id,
@@ -279,11 +301,14 @@ class MirrorWorker:
             file = await self._record(file, attempts=attempts, error=failure.message)
             await self._clock.sleep(delay)
 
+    def _changed(self, file: MirrorFile, **changes: Any) -> MirrorFile:
+        return dataclasses.replace(file, updated_at=self._timeline.wall(), **changes)
+
     async def _record(self, file: MirrorFile, **changes: Any) -> MirrorFile:
-        updated = dataclasses.replace(file, updated_at=self._timeline.wall(), **changes)
-        await self._store.update_mirror_file(updated)
+        updated = self._changed(file, **changes)
+        await self._store.update_mirror_files([updated])
         return updated
 
-    def _observe(self, outcome: str, size: int, began: float) -> None:
+    def _observe(self, outcome: str, size: int, duration_s: float) -> None:
         if self._observer is not None:
-            self._observer.mirror_file(outcome, size, self._clock.monotonic() - began)
+            self._observer.mirror_file(outcome, size, duration_s)

@@ -137,8 +137,8 @@ class AsyncAdapter:
     async def mirror_files(self, task_id: str) -> list[MirrorFile]:
         return self.store.mirror_files(task_id)
 
-    async def update_mirror_file(self, file: MirrorFile) -> None:
-        self.store.update_mirror_file(file)
+    async def update_mirror_files(self, files: Sequence[MirrorFile]) -> None:
+        self.store.update_mirror_files(files)
 
     async def held_mirrors(self) -> list[MirrorHold]:
         return self.store.held_mirrors()

@@ -242,9 +242,10 @@ class Store(Protocol):
         when it has none."""
         ...
 
-    def update_mirror_file(self, file: MirrorFile) -> None:
-        """Record one file's progress (status, sha256, bytes, content_type, error, attempts,
-        updated_at), committed on return. StoreError if the file is unknown."""
+    def update_mirror_files(self, files: Sequence[MirrorFile]) -> None:
+        """Record the progress of `files` (status, sha256, bytes, content_type, error,
+        attempts, updated_at) in one transaction, committed on return. StoreError if one of
+        them is unknown (then none is recorded)."""
         ...
 
     def held_mirrors(self) -> list[MirrorHold]:
@@ -373,7 +374,7 @@ class AsyncStore(Protocol):
     # -- result mirroring ----------------------------------------------------------------------
     async def mirror_files(self, task_id: str) -> list[MirrorFile]: ...
 
-    async def update_mirror_file(self, file: MirrorFile) -> None: ...
+    async def update_mirror_files(self, files: Sequence[MirrorFile]) -> None: ...
 
     async def held_mirrors(self) -> list[MirrorHold]: ...
 

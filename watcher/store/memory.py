@@ -367,16 +367,19 @@ class MemoryStore:
         files = [f for (t, _), f in self._mirror_files.items() if t == task_id]
         return [dataclasses.replace(f) for f in sorted(files, key=lambda f: f.position)]
 
-    def update_mirror_file(self, file: MirrorFile) -> None:
-        """See SqliteStore.update_mirror_file."""
+    def update_mirror_files(self, files: Sequence[MirrorFile]) -> None:
+        """See SqliteStore.update_mirror_files."""
         self._live()
-        stored = self._mirror_files.get((file.task_id, file.position))
-        if stored is None:
-            raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
-        # The source, key and creation time are fixed when the file is recorded.
-        self._mirror_files[(file.task_id, file.position)] = dataclasses.replace(
-            file, source_url=stored.source_url, key=stored.key, created_at=stored.created_at
-        )
+        updated = {}
+        for file in files:
+            stored = self._mirror_files.get((file.task_id, file.position))
+            if stored is None:
+                raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
+            # The source, key and creation time are fixed when the file is recorded.
+            updated[(file.task_id, file.position)] = dataclasses.replace(
+                file, source_url=stored.source_url, key=stored.key, created_at=stored.created_at
+            )
+        self._mirror_files.update(updated)
 
     def held_mirrors(self) -> list[MirrorHold]:
         """See SqliteStore.held_mirrors."""

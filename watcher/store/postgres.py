@@ -886,16 +886,17 @@ class PostgresStore:
         rows = await self._rows(sql.MIRROR_FILES_OF_TASK, (task_id,))
         return [mirror_file_from_row(row) for row in rows]
 
-    async def update_mirror_file(self, file: MirrorFile) -> None:
-        """Record one file's progress; StoreError if it is unknown."""
+    async def update_mirror_files(self, files: Sequence[MirrorFile]) -> None:
+        """Record the files' progress in one transaction; StoreError if one is unknown."""
 
         async def update(conn: Conn) -> None:
-            params = _nul_free(mirror_progress_params(file))
-            cur = await conn.execute(sql.UPDATE_MIRROR_FILE, params)
-            if not cur.rowcount:
-                raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
+            for file in files:
+                params = _nul_free(mirror_progress_params(file))
+                cur = await conn.execute(sql.UPDATE_MIRROR_FILE, params)
+                if not cur.rowcount:
+                    raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
 
-        await self._write("update_mirror_file", update)
+        await self._write("update_mirror_files", update)
 
     async def held_mirrors(self) -> list[MirrorHold]:
         """Every held success with its files, oldest first."""

@@ -822,14 +822,15 @@ class SqliteStore:
         """The task's result files to mirror, in result_urls order."""
         return [mirror_file_from_row(r) for r in self._rows(MIRROR_FILES_OF_TASK, (task_id,))]
 
-    def update_mirror_file(self, file: MirrorFile) -> None:
-        """Record one file's progress; StoreError if it is unknown."""
+    def update_mirror_files(self, files: Sequence[MirrorFile]) -> None:
+        """Record the files' progress in one transaction; StoreError if one is unknown."""
 
         def update(conn: sqlite3.Connection) -> None:
-            if not conn.execute(UPDATE_MIRROR_FILE, mirror_progress_params(file)).rowcount:
-                raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
+            for file in files:
+                if not conn.execute(UPDATE_MIRROR_FILE, mirror_progress_params(file)).rowcount:
+                    raise StoreError(f"mirror file {file.task_id}#{file.position} not found")
 
-        self._write("update_mirror_file", update)
+        self._write("update_mirror_files", update)
 
     def held_mirrors(self) -> list[MirrorHold]:
         """Every held success with its files, oldest first."""

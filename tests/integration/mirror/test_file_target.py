@@ -19,8 +19,8 @@ from watcher.clock import ManualClock
 from watcher.config.settings import MirrorConfig
 from watcher.errors import MirrorError
 from watcher.mirror.copy import copy_file
-from watcher.mirror.fetch import Fetched
-from watcher.mirror.targets import TEMP_PREFIX, FileTarget
+from watcher.mirror.fetch import BATCH_BYTES, Fetched
+from watcher.mirror.targets import TEMP_PREFIX, WRITEBACK_BYTES, FileTarget
 from watcher.mirror.worker import MirrorWorker
 from watcher.store.adapter import AsyncAdapter
 from watcher.store.memory import MemoryStore
@@ -98,6 +98,48 @@ async def test_a_file_of_hundreds_of_mib_without_content_length(
     assert fetched.bytes == size
     assert sha256_file(target.directory / "t" / "0-big.mp4") == sha256_of(size, "big.mp4")
     assert on_disk(target) == ["t", "t/0-big.mp4"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize(
+    "size",
+    [
+        BATCH_BYTES - 1,
+        BATCH_BYTES,
+        BATCH_BYTES + 1,
+        3 * BATCH_BYTES + 12345,
+        2 * WRITEBACK_BYTES + 1,  # the kernel is asked to write back as the file grows
+    ],
+)
+async def test_every_byte_is_hashed_and_written_once_whatever_the_batch_boundaries(
+    files: FileServer, session: aiohttp.ClientSession, target: FileTarget, size: int, chunked: bool
+) -> None:
+    query = {"chunked": 1} if chunked else {}
+    fetched = await copy(session, target, files.file(size, "b.bin", **query), "t/0-b.bin")
+    assert fetched == Fetched(sha256_of(size, "b.bin"), size, "application/octet-stream")
+    assert sha256_file(target.directory / "t" / "0-b.bin") == fetched.sha256
+
+
+async def test_a_slow_server_trickling_small_pieces_is_copied_whole(
+    files: FileServer, session: aiohttp.ClientSession, target: FileTarget
+) -> None:
+    size = 300_000  # sent in pieces of 10 KB over half a second
+    fetched = await copy(session, target, files.file(size, "s.bin", rate=600_000), "t/0-s.bin")
+    assert fetched.sha256 == sha256_of(size, "s.bin")
+    assert sha256_file(target.directory / "t" / "0-s.bin") == fetched.sha256
+
+
+async def test_an_upload_written_from_the_event_loop_is_stored_whole(target: FileTarget) -> None:
+    # The path a target without a blocking writer takes (S3); the directory target has both.
+    upload = target.upload("t/0-x.bin")
+    upload.start("application/octet-stream")
+    await upload.write([b"ab", b"", b"cd"])
+    await upload.write([b"e" * BATCH_BYTES])
+    fetched = Fetched("unused", 4 + BATCH_BYTES, None)
+    await upload.commit(fetched)
+    await target.sync(["t/0-x.bin"])
+    assert (target.directory / "t" / "0-x.bin").read_bytes() == b"abcd" + b"e" * BATCH_BYTES
+    assert on_disk(target) == ["t", "t/0-x.bin"]
 
 
 @pytest.mark.parametrize("chunked", [False, True])

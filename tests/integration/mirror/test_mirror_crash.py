@@ -4,10 +4,9 @@ completed file never fetched twice, and the webhook sent once with every file.""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from tests.helpers.daemon import API_KEY, DaemonProcess, write_config
 from tests.helpers.files import sha256_of, start_file_server
 from tests.helpers.receiver import start_receiver
+from tests.helpers.wait import until
 from watcher.mirror.targets import TEMP_PREFIX
 from watcher.upstream.sandbox import SANDBOX, SandboxState, make_sandbox_app, success
 from watcher.webhook_secret import generate_secret
@@ -34,13 +34,6 @@ async def upstream() -> AsyncIterator[tuple[str, SandboxState]]:
         yield str(server.make_url("/api/v1")), app[SANDBOX]
     finally:
         await server.close()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
 
 
 async def test_kill_9_mid_download_resumes_and_sends_once(
@@ -103,6 +96,9 @@ async def test_kill_9_mid_download_resumes_and_sends_once(
             assert not [p for p in results.iterdir() if p.name.startswith(TEMP_PREFIX)]
             events = [e.get("event") for e in second.log_events()]
             assert "mirror_leftovers_removed" in events
+            # The small copy was committed but not yet recorded (it waits for its task's
+            # other copy): it is found in the directory, hashed there, not fetched again.
+            assert "mirror_file_found" in events
             ready = [e for e in second.log_events() if e.get("event") == "daemon_ready"]
             assert ready[0]["resumed_mirrors"] == 1
         finally:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers.files import FileServer, sha256_of, start_file_server
 from tests.helpers.receiver import Receiver
+from tests.helpers.wait import until
 from tests.integration.conftest import Upstream
 from watcher.cli.render import outcome_lines
 from watcher.upstream.sandbox import success
@@ -167,7 +168,11 @@ async def test_a_restart_resumes_the_copies_and_sends_once(
     config = {"endpoints": [endpoint(receiver, secret)], "extra": mirror_config(tmp_path / "r")}
     running = await start_daemon(**config)
     await running.add("t4")
-    await running.wait_task("t4", lambda t: t["mirror"][0]["status"] == "done")
+    # The first copy is committed (renamed into place only when whole); it is recorded as
+    # done together with the task's other copy, so the restart finds it in the directory.
+    first_copy = tmp_path / "r" / "t4" / "0-first.png"
+    await until(first_copy.exists, timeout=5)
+    assert (await running.get("/v1/tasks/t4"))["mirror"][0]["status"] == "pending"
     assert await running.stop() == 0  # mid-copy of the slow one
     assert receiver.received == []
 

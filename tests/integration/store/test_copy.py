@@ -270,8 +270,8 @@ async def test_records_further_along_in_sqlite_are_updated(source: Path, target:
     store.record_polls({"t-busy": 11}, errors={})
     # t-held's second file was copied and its webhook released; one more duration learned.
     (_, second) = store.mirror_files("t-held")
-    store.update_mirror_file(
-        dataclasses.replace(second, status=MirrorStatus.DONE, updated_at=T0 + 51, attempts=1)
+    store.update_mirror_files(
+        [dataclasses.replace(second, status=MirrorStatus.DONE, updated_at=T0 + 51, attempts=1)]
     )
     released = event("t-held", EventType.SUCCEEDED, T0 + 52, 1)  # the held one's id
     assert store.release_mirror("t-held", released, [delivery(released, "app")])

@@ -1160,7 +1160,7 @@ async def test_a_held_success_commits_the_state_and_the_files_but_no_event(
     assert await store.mirror_files("unknown") == []
 
 
-async def test_update_mirror_file_records_progress(store: AsyncStore) -> None:
+async def test_update_mirror_files_records_progress(store: AsyncStore) -> None:
     await add(store, "t1")
     hold = await succeed_held(store, "t1", T0)
     done = dataclasses.replace(
@@ -1172,17 +1172,32 @@ async def test_update_mirror_file_records_progress(store: AsyncStore) -> None:
         content_type="image/png",
         attempts=2,
     )
-    await store.update_mirror_file(done)
+    await store.update_mirror_files([done])
     failed = dataclasses.replace(
         hold.files[0], status=MirrorStatus.FAILED, error="HTTP 404", attempts=1, updated_at=T0 + 6
     )
-    await store.update_mirror_file(failed)
+    await store.update_mirror_files([failed])
 
     assert await store.mirror_files("t1") == [failed, done]
     [held] = await store.held_mirrors()
     assert held.files == (failed, done)
     with pytest.raises(StoreError):
-        await store.update_mirror_file(mirror_file("t1", 7))
+        await store.update_mirror_files([mirror_file("t1", 7)])
+
+
+async def test_update_mirror_files_records_a_batch_whole_or_not_at_all(store: AsyncStore) -> None:
+    await add(store, "t1")
+    hold = await succeed_held(store, "t1", T0)
+    first, second = (
+        dataclasses.replace(f, status=MirrorStatus.DONE, updated_at=T0 + 5, sha256=c * 64, bytes=9)
+        for f, c in zip(hold.files, "ab", strict=True)
+    )
+    with pytest.raises(StoreError):
+        await store.update_mirror_files([first, mirror_file("t1", 7)])
+    assert await store.mirror_files("t1") == list(hold.files)  # nothing of the batch
+
+    await store.update_mirror_files([first, second])
+    assert await store.mirror_files("t1") == [first, second]
 
 
 async def test_release_mirror_commits_the_event_and_deliveries_once(store: AsyncStore) -> None:
