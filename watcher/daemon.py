@@ -60,7 +60,7 @@ from watcher.service import WatchService
 from watcher.store.adapter import AsyncAdapter
 from watcher.store.base import AsyncStore
 from watcher.store.postgres import PostgresStore
-from watcher.store.postgres_cluster import InstanceRecord, Listener
+from watcher.store.postgres_cluster import InstanceRecord, Listener, session_tag
 from watcher.store.sqlite import SqliteStore
 from watcher.tasks.file import SETTLE_S, TasksFileImporter
 from watcher.upstream.client import UpstreamClient
@@ -339,13 +339,15 @@ class Daemon:
         url = config.store.url.reveal()
         # A transaction left open by this process frozen or cut off in the middle of it ends
         # a third into the lease: its row locks must not keep its work from the others.
+        # Named before anything is read: what this instance resumes is what it holds; its
+        # sessions carry its tag, so the others can end them once its lease has run out.
+        self._instance = new_instance(__version__, config.intake.listen)
         self._postgres = await PostgresStore.open(
             url,
             timeout_s=STORE_TIMEOUT_S,
             idle_transaction_timeout_s=config.store.lease_s / plan.HEARTBEATS_PER_LEASE,
+            application_name=session_tag(self._instance.instance_id),
         )
-        # Named before anything is read: what this instance resumes is what it holds.
-        self._instance = new_instance(__version__, config.intake.listen)
         self._postgres.act_as(self._instance.instance_id)
         return self._postgres
 

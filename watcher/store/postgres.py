@@ -181,6 +181,7 @@ class PostgresStore:
         migrations: Sequence[Migration] | None = None,
         gate: Callable[[], None] | None = None,
         idle_transaction_timeout_s: float | None = None,
+        application_name: str = "apixo-watcher",
     ) -> PostgresStore:
         """Connect, apply the missing migrations, and open a pool of up to `pool_size`
         connections. `timeout_s` bounds connecting and waiting for a free connection. `gate`
@@ -208,6 +209,7 @@ class PostgresStore:
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(2, round(timeout_s)),
+                "application_name": application_name,
                 **TCP_LIVENESS,
             },
             configure=configure,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -72,6 +73,17 @@ DEAD_HOLDING: Final = (
     f"OR EXISTS (SELECT 1 FROM tasks WHERE claimed_by IS NULL AND {ACTIVE}) "
     "OR EXISTS (SELECT 1 FROM deliveries WHERE claimed_by IS NULL AND status = 'pending') "
     "OR EXISTS (SELECT 1 FROM mirror_holds WHERE claimed_by IS NULL)"
+)
+# The sessions of instances whose lease ran out are ended: a process frozen (SIGSTOP, a VM
+# pause) or cut off in the middle of a statement holds its row locks (which claims skip) for as
+# long as it stays away, and must write nothing more when it comes back. Sessions are known by
+# the tag each instance gives its connections (session_tag). Allowed for sessions of the same
+# database user, which instances share.
+END_DEAD_SESSIONS: Final = (
+    "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a "
+    "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+    "AND a.application_name IN (SELECT 'apixo-watcher:' || left(md5(instance_id), 16) "
+    f"FROM instances WHERE lease_until < {NOW})"
 )
 # Rows of instances that are gone and hold nothing any more.
 FORGET_DEAD: Final = (
@@ -196,6 +208,14 @@ class Notice:
 RECONNECTED: Final = Notice("reconnected")  # the listener lost notices while it was away
 
 
+def session_tag(instance_id: str) -> str:
+    """The application_name of an instance's connections (END_DEAD_SESSIONS computes the same
+    in SQL): short enough for PostgreSQL's 63 characters, whatever the hostname."""
+    return (
+        "apixo-watcher:" + hashlib.md5(instance_id.encode(), usedforsecurity=False).hexdigest()[:16]
+    )
+
+
 def channel_name(schema: str) -> str:
     return f"{CHANNEL_PREFIX}{schema}"[:63]  # PostgreSQL truncates identifiers there
 
@@ -221,6 +241,7 @@ async def heartbeat(
     assert row is not None
     now, lease_until, previous = float(row[0]), float(row[1]), row[2]
     lapsed = not first and (previous is None or float(previous) < now)
+    await conn.execute(END_DEAD_SESSIONS)
     await conn.execute(FORGET_DEAD)
     live_rows = await (await conn.execute(LIVE)).fetchall()
     active_row = await (await conn.execute(COUNT_ACTIVE)).fetchone()

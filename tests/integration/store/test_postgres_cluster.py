@@ -27,7 +27,7 @@ from watcher.models import (
 )
 from watcher.store.base import SpecColumns
 from watcher.store.postgres import PostgresStore
-from watcher.store.postgres_cluster import InstanceInfo, Listener, Notice
+from watcher.store.postgres_cluster import InstanceInfo, Listener, Notice, session_tag
 
 API = TaskSource.API
 LEASE = 30.0
@@ -283,3 +283,26 @@ async def test_an_open_transaction_of_a_frozen_instance_keeps_no_task_from_the_o
     finally:
         await a.close()
         await b.close()
+
+
+async def test_the_sessions_of_an_instance_whose_lease_ran_out_are_ended(
+    trio: list[PostgresStore], postgres_url: str
+) -> None:
+    # a froze in the middle of a transaction: its row lock would hide the task from claims
+    # (SKIP LOCKED) for as long as it stays away; a heartbeat of b ends a's sessions.
+    a, b, _ = trio
+    await a.heartbeat(_info("a"), 0.3)
+    await _register(a, 1)
+    frozen = await psycopg.AsyncConnection.connect(postgres_url, application_name=session_tag("a"))
+    try:
+        await frozen.execute("SELECT 1 FROM tasks WHERE task_id = 't0000' FOR UPDATE")
+
+        async def lapsed() -> bool:
+            return "a" not in (await b.heartbeat(_info("b"), LEASE)).live
+
+        await _until(lapsed)
+        assert len(await b.claim_tasks(10)) == 1  # the lock went with a's session
+        with pytest.raises(psycopg.OperationalError):
+            await frozen.execute("SELECT 1")  # and a writes nothing more on it
+    finally:
+        await frozen.close()
