@@ -3,7 +3,8 @@
 Progress goes to stderr; raw data to bench/out/; the plots to docs/performance.png and
 docs/polling.png. `python -m bench --only cpu,latency` runs a subset (for profiling sessions;
 `paced`, the steady-pace CPU row, takes ~30 s); `polling` (the polling simulation) and
-`budget` need no network and take ~15 s.
+`budget` need no network and take ~15 s; `cluster` (several instances on PostgreSQL, see
+bench/cluster.py) needs a PostgreSQL server (`BENCH_POSTGRES_URL`) and takes ~3 minutes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from bench import budget_sim, console, polling_sim, report, scenarios
+from bench import budget_sim, cluster, console, polling_sim, report, scenarios
 from bench.fixtures import build_tasks
 from bench.mirror import mirror
 from bench.plot import plot_polling, plot_scaling
@@ -36,7 +37,7 @@ PLOT = ROOT / "docs" / "performance.png"
 POLLING_PLOT = ROOT / "docs" / "polling.png"
 ALL = (
     *("rss", "cpu", "paced", "latency", "delivery", "docs", "console", "tasks", "mirror"),
-    *("polling", "budget"),
+    *("polling", "budget", "cluster"),
 )
 
 
@@ -140,6 +141,10 @@ async def run(only: set[str]) -> dict[str, Any]:
             simulated = await _guard("budget_sim", _budget_sim)
             live = await _guard("budget_live", lambda: scenarios.budget_live(env))
             sections["budget"] = report.budget_section(simulated, live)
+        if "cluster" in only:
+            sections["cluster"] = await _guard(
+                "cluster", lambda: cluster.cluster(OUT, upstream, receiver)
+            )
     finally:
         upstream.close()
         receiver.close()

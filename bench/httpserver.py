@@ -42,16 +42,18 @@ class _Protocol(asyncio.Protocol):
                 transport.close()
                 return
             length = 0
+            closing = False
             for line in lines[1:]:
                 name, _, value = line.partition(b":")
                 lname = name.strip().lower()
                 if lname == b"content-length":
                     length = int(value)
                 elif lname == b"connection" and value.strip().lower() == b"close":
-                    close = True
+                    closing = True
             total = end + 4 + length
             if len(buf) < total:
-                break
+                break  # the rest of the body comes in a later read (then the answer, the close)
+            close = closing
             body = bytes(buf[end + 4 : total])
             del buf[:total]
             status, payload = self._handler(method, target, body)

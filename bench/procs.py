@@ -70,8 +70,11 @@ def write_config(
     polling: dict[str, Any] | None = None,
     delivery: dict[str, Any] | None = None,
     tasks_file: Path | None = None,
+    store: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> Path:
-    """A daemon config for one scenario."""
+    """A daemon config for one scenario: a SQLite store at `db`, or `store` (e.g. a PostgreSQL
+    `url` and `lease`); the file is named after `name` (default: the store file's)."""
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     config = {
         "upstream": {
@@ -92,7 +95,7 @@ def write_config(
             "not_found_grace": "2m",
             **(polling or {}),
         },
-        "store": {"path": str(db.resolve())},
+        "store": store if store is not None else {"path": str(db.resolve())},
         "intake": {"listen": "127.0.0.1:0"},
         "endpoints": [
             {"name": "bench", "url": f"{receiver_url}/hooks", "secret": secret, "timeout": "10s"}
@@ -106,7 +109,7 @@ def write_config(
     }
     if tasks_file is not None:
         config["tasks_file"] = str(tasks_file.resolve())
-    path = directory / f"config-{db.stem}.yaml"
+    path = directory / f"config-{name or db.stem}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

@@ -298,6 +298,47 @@ def budget_section(simulated: Any, live: Any) -> dict[str, Any]:
     }
 
 
+CLUSTER_SCALE_TARGET = 2.5  # polls/s of three instances over one's, on one PostgreSQL
+CLUSTER_STORE_RATIO_TARGET = 1.3  # daemon CPU per poll, PostgreSQL over SQLite, one instance
+
+
+def cluster_section(
+    *,
+    sqlite: Mapping[str, Any],
+    single: Mapping[str, Any],
+    three: Mapping[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Several instances on PostgreSQL (flat out): three against one in polls per second, and
+    one on PostgreSQL against one on SQLite in daemon CPU per poll. CPU per poll of one and of
+    three instances says whether the work scales when there are cores for it: with three
+    instances each given the CPU the single one had, the ratio would be 3 x (one's CPU per
+    poll / three's), reported as `projected_ratio_with_cores`."""
+    scale = ratio(three.get("polls_per_s"), single.get("polls_per_s"))
+    store = ratio(single.get("daemon_cpu_us_per_poll"), sqlite.get("daemon_cpu_us_per_poll"))
+    efficiency = ratio(single.get("daemon_cpu_us_per_poll"), three.get("daemon_cpu_us_per_poll"))
+    ok = (
+        scale is not None
+        and store is not None
+        and scale >= CLUSTER_SCALE_TARGET
+        and store <= CLUSTER_STORE_RATIO_TARGET
+    )
+    return {
+        "scale_ratio": _r(scale),
+        "projected_ratio_with_cores": _r(None if efficiency is None else 3 * efficiency, 2),
+        "postgres_vs_sqlite_cpu_ratio": _r(store),
+        "target": (
+            f"three instances >= {CLUSTER_SCALE_TARGET:g}x one in polls/s; PostgreSQL <= "
+            f"{CLUSTER_STORE_RATIO_TARGET:g}x SQLite in daemon CPU per poll"
+        ),
+        "met": _met(scale if store is not None else None, ok),
+        "sqlite": dict(sqlite),
+        "single": dict(single),
+        "three": dict(three),
+        **extra,
+    }
+
+
 def assemble(sections: Mapping[str, Any], *, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The one JSON object the bench prints: metadata, every section, and a summary of which
     targets were met (None: not measured, e.g. the scenario failed)."""

@@ -7,9 +7,15 @@
   `c<unix_ms>-k<created_ms>-...` also says when the task was created (`createTime`);
 - any other id: `pending` forever.
 
-Control: `GET /_bench/stats` -> `{"polls", "polls_by_model", "first_poll_at", "last_poll_at",
-"worst_1s_window"}` (Unix seconds; the most polls received in any closed 1-second window),
-`POST /_bench/reset` zeroes them. Answers are built from byte templates: the fake must cost far
+Several daemons share it by each having its own `base_url` `.../i<n>` (the cluster row): the
+first path segment names the instance.
+
+Control: `GET /_bench/stats` -> `{"polls", "polls_by_model", "polls_by_instance",
+"first_poll_at", "last_poll_at", "worst_1s_window"}` (Unix seconds; the most polls received in
+any closed 1-second window), `POST /_bench/reset` zeroes them. `POST /_bench/mark?exclude=i<n>`
+with task ids in the body (one a line) starts recording the first poll of each of them from
+then on, not counting that instance's; `GET /_bench/marked` -> `{"count", "first_at", "last_at"}`,
+`?full=1` -> `{task_id: at}`. Answers are built from byte templates: the fake must cost far
 less per request than the client it serves.
 """
 
@@ -46,6 +52,10 @@ class Upstream:
         self.first_poll_at: float | None = None
         self.last_poll_at: float | None = None
         self.times: list[float] = []  # monotonic, for the worst 1-second window
+        self.polls_by_instance: dict[str, int] = {}
+        self.watched: frozenset[bytes] = frozenset()
+        self.marked: dict[bytes, float] = {}
+        self.mark_excludes = ""
 
     def worst_window(self) -> int:
         times = self.times
@@ -60,6 +70,8 @@ class Upstream:
             self.polls += 1
             model = path.rsplit(b"/", 1)[-1].decode("ascii", "replace")
             self.polls_by_model[model] = self.polls_by_model.get(model, 0) + 1
+            instance = instance_of(path)
+            self.polls_by_instance[instance] = self.polls_by_instance.get(instance, 0) + 1
             if self.first_poll_at is None:
                 self.first_poll_at = now
             self.last_poll_at = now
@@ -69,11 +81,14 @@ class Upstream:
             for part in query.split(b"&"):
                 if part.startswith(b"taskId="):
                     task_id = part[7:]
+            if task_id in self.watched and instance != self.mark_excludes:
+                self.marked.setdefault(task_id, now)
             return 200, status_body(task_id, now)
         if path == b"/_bench/stats":
             stats = {
                 "polls": self.polls,
                 "polls_by_model": self.polls_by_model,
+                "polls_by_instance": self.polls_by_instance,
                 "first_poll_at": self.first_poll_at,
                 "last_poll_at": self.last_poll_at,
                 "worst_1s_window": self.worst_window(),
@@ -82,7 +97,31 @@ class Upstream:
         if path == b"/_bench/reset" and method == b"POST":
             self.reset()
             return 200, b"{}"
+        if path == b"/_bench/mark" and method == b"POST":
+            self.watched = frozenset(body.split())
+            self.marked = {}
+            self.mark_excludes = query.partition(b"exclude=")[2].decode()
+            return 200, b"{}"
+        if path == b"/_bench/marked":
+            if b"full=1" in query:
+                return 200, json.dumps({k.decode(): v for k, v in self.marked.items()}).encode()
+            times = self.marked.values()
+            summary = {
+                "count": len(self.marked),
+                "first_at": min(times, default=None),
+                "last_at": max(times, default=None),
+            }
+            return 200, json.dumps(summary).encode()
         return 404, b'{"code":404,"message":"not found","data":null}'
+
+
+def instance_of(path: bytes) -> str:
+    """`i<n>` for a request under `/i<n>/...` (a daemon of the cluster row), else `""`."""
+    if path.startswith(b"/i"):
+        head = path[1:].split(b"/", 1)[0]
+        if head[1:].isdigit():
+            return head.decode()
+    return ""
 
 
 def completion_ms(task_id: bytes) -> int | None:

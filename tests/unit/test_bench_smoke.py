@@ -162,3 +162,36 @@ def test_the_paced_row_compares_cpu_per_request_with_the_paced_bare_loop() -> No
     assert report.paced_section(240.0, 200.0)["met"] is False
     assert report.paced_section(None, 200.0)["met"] is None
     assert report.assemble({"paced": section}, meta={})["targets_met"] == {"paced": True}
+
+
+def test_the_cluster_row_needs_three_instances_to_scale_and_postgres_to_cost_little() -> None:
+    sqlite = {"daemon_cpu_us_per_poll": 100.0, "polls_per_s": 5000.0}
+    single = {"daemon_cpu_us_per_poll": 120.0, "polls_per_s": 4000.0}
+    three = {"daemon_cpu_us_per_poll": 125.0, "polls_per_s": 10_400.0}
+    section = report.cluster_section(sqlite=sqlite, single=single, three=three, tasks=100_000)
+    assert section["scale_ratio"] == 2.6
+    assert section["postgres_vs_sqlite_cpu_ratio"] == 1.2
+    assert section["projected_ratio_with_cores"] == 2.88  # 3 x 120 / 125
+    assert section["met"] is True
+    assert section["tasks"] == 100_000
+    two_cores = {**three, "polls_per_s": 6000.0}  # 1.5x: three instances on two cores
+    assert report.cluster_section(sqlite=sqlite, single=single, three=two_cores)["met"] is False
+    costly = {**single, "daemon_cpu_us_per_poll": 140.0}  # 1.4x SQLite's
+    assert report.cluster_section(sqlite=sqlite, single=costly, three=three)["met"] is False
+    assert report.cluster_section(sqlite={}, single=single, three=three)["met"] is None
+
+
+def test_fake_upstream_counts_each_instance_and_the_first_polls_after_a_mark() -> None:
+    from bench.upstream import Upstream
+
+    upstream = Upstream()
+    assert upstream.handle(b"POST", b"/_bench/mark?exclude=i3", b"a\nb")[0] == 200
+    for path in (b"/i3/api/v1/statusTask/m?taskId=a", b"/i1/api/v1/statusTask/m?taskId=c"):
+        upstream.handle(b"GET", path, b"")
+    assert json.loads(upstream.handle(b"GET", b"/_bench/marked", b"")[1])["count"] == 0
+    upstream.handle(b"GET", b"/i2/api/v1/statusTask/m?taskId=a", b"")
+    upstream.handle(b"GET", b"/i1/api/v1/statusTask/m?taskId=a", b"")
+    marked = json.loads(upstream.handle(b"GET", b"/_bench/marked?full=1", b"")[1])
+    assert list(marked) == ["a"]  # the first poll of a watched task by another instance
+    stats = json.loads(upstream.handle(b"GET", b"/_bench/stats", b"")[1])
+    assert stats["polls_by_instance"] == {"i3": 1, "i1": 2, "i2": 1}

@@ -3,7 +3,8 @@
 `ClusterMember` owns the instance's side of watcher/store/postgres_cluster.py:
 - join: a row in `instances`; processes of this host that are gone (their pid no longer runs)
   lose their lease at once, so a restart after `kill -9` takes its own work back without
-  waiting for the lease; then a first round of claims.
+  waiting for the lease; then a first round of claims. A round of claims ends when the next
+  heartbeat is due, which claims on: the lease is renewed however long claiming takes.
 - heartbeats every third of `store.lease`, each reading the live instances, how many tasks are
   active and whether any work is unowned; the budget share (`set_share`) follows the number of
   live instances, and the held tasks follow `ceil(active / live)`: claimed when short, let go
@@ -384,7 +385,11 @@ class ClusterMember:
     # -- claims ---------------------------------------------------------------------------------
     async def _balance(self, membership: Membership) -> int:
         """Claim or let go of tasks towards this instance's target; claim unowned deliveries
-        and held mirrors. How many tasks were claimed."""
+        and held mirrors. How many tasks were claimed.
+
+        Claiming stops when the next heartbeat is due (after one batch at least), and that
+        heartbeat claims on: 100,000 tasks take longer to claim than a short lease lasts, and
+        a lease left to run out while claiming hands the work to the others meanwhile."""
         held = len(self._scheduler.task_ids())
         target = plan.task_target(membership.active_tasks, len(membership.live))
         to_claim, to_release = plan.rebalance(held, target)
@@ -403,7 +408,7 @@ class ClusterMember:
                 self._scheduler.watch_many(tasks)
                 claimed += len(tasks)
                 to_claim -= len(tasks)
-                if len(tasks) < plan.CLAIM_BATCH:
+                if len(tasks) < plan.CLAIM_BATCH or self._beat_due():
                     break
             if claimed:
                 log.info("cluster_tasks_claimed", tasks=claimed, held=held + claimed, target=target)
@@ -411,13 +416,16 @@ class ClusterMember:
             await self._claim_deliveries_and_holds()
         return claimed
 
+    def _beat_due(self) -> bool:
+        return self._clock.monotonic() >= self._next_beat
+
     async def _claim_deliveries_and_holds(self) -> None:
         deliveries = 0
         while True:
             batch = await self._store.claim_deliveries(plan.CLAIM_BATCH)
             self._deliverer.enqueue(batch)
             deliveries += len(batch)
-            if len(batch) < plan.CLAIM_BATCH:
+            if len(batch) < plan.CLAIM_BATCH or self._beat_due():
                 break
         holds: list[MirrorHold] = []
         if self._mirror is not None:

@@ -597,23 +597,25 @@ class PostgresStore:
         self, polls: Mapping[str, int], *, errors: Mapping[str, str | None]
     ) -> None:
         """Persist live poll counts (any task) and last errors (active tasks only) in one
-        transaction: one UPDATE per task, in task_id order (a fixed lock order)."""
+        statement, the tasks in task_id order."""
         self._live()
         if not polls and not errors:
             return
-        rows: list[tuple[Any, ...]] = [
-            (polls.get(task_id), task_id in errors, errors.get(task_id), task_id)
-            for task_id in sorted(polls.keys() | errors.keys())
-        ]
-
+        ids = sorted(polls.keys() | errors.keys())
+        params: tuple[Any, ...] = (
+            ids,
+            [polls.get(task_id) for task_id in ids],
+            [task_id in errors for task_id in ids],
+            list(_nul_free([errors.get(task_id) for task_id in ids])),
+        )
         # Several instances: counts of a task this instance no longer holds are stale.
         statement = sql.UPDATE_POLL_COUNTS
         if self._me is not None:
             statement = sql.UPDATE_HELD_POLL_COUNTS
-            rows = [(*row, self._me) for row in rows]
+            params = (*params, self._me)
 
         async def record(conn: Conn) -> None:
-            await conn.cursor().executemany(statement, [_nul_free(row) for row in rows])
+            await conn.execute(statement, params)
 
         await self._write("record_polls", record)
 

@@ -25,12 +25,18 @@ TASK_AND_CLAIM_FOR_UPDATE: Final = (
     SELECT_TASKS.replace(" FROM tasks", ", claimed_by FROM tasks")
     + " WHERE task_id = %s FOR UPDATE"
 )
+# One statement for a whole flush (arrays of task id, count or NULL, whether to set the error,
+# the error): an UPDATE per task cost the daemon ~10 us of CPU per task, one per poll at
+# full speed, against ~1.5 us this way.
 UPDATE_POLL_COUNTS: Final = (
-    "UPDATE tasks SET polls = coalesce(%s, polls), last_error = CASE WHEN %s "
-    "AND state IN ('pending', 'processing') THEN %s ELSE last_error END WHERE task_id = %s"
+    "UPDATE tasks SET polls = coalesce(u.polls, tasks.polls), last_error = CASE WHEN "
+    "u.set_error AND tasks.state IN ('pending', 'processing') THEN u.error "
+    "ELSE tasks.last_error END "
+    "FROM unnest(%s::text[], %s::int[], %s::bool[], %s::text[]) "
+    "AS u (task_id, polls, set_error, error) WHERE tasks.task_id = u.task_id"
 )
 # Several instances: only for the tasks this instance holds.
-UPDATE_HELD_POLL_COUNTS: Final = UPDATE_POLL_COUNTS + " AND claimed_by = %s"
+UPDATE_HELD_POLL_COUNTS: Final = UPDATE_POLL_COUNTS + " AND tasks.claimed_by = %s"
 RELEASE_TASK_CLAIM: Final = "UPDATE tasks SET claimed_by = NULL WHERE task_id = %s"
 TASKS_BY_IDS: Final = SELECT_TASKS + " WHERE task_id = ANY(%s)"
 TASK_MODELS_BY_IDS: Final = "SELECT task_id, model FROM tasks WHERE task_id = ANY(%s)"

@@ -216,6 +216,42 @@ async def test_joining_alone_takes_every_task_and_the_whole_budget() -> None:
     assert scheduler.shares[-1] == 1.0
 
 
+@dataclass
+class SlowClaims(FakeStore):
+    """Each batch of claims takes `batch_s` of the clock (100,000 tasks on a busy database)."""
+
+    clock: ManualClock = field(default_factory=ManualClock)
+    batch_s: float = 0.0
+
+    async def claim_tasks(self, limit: int) -> list[Task]:
+        self.clock.advance(self.batch_s)
+        return await super().claim_tasks(limit)
+
+
+async def test_claiming_more_than_a_lease_allows_renews_the_lease_in_between() -> None:
+    clock = ManualClock()
+    count = 5 * plan.CLAIM_BATCH
+    store = SlowClaims(
+        [_membership(active=count, unowned=True)],
+        free=[_task(f"t{i:05}") for i in range(count)],
+        clock=clock,
+        batch_s=plan.heartbeat_interval(LEASE) * 0.4,  # all five: longer than the fence
+    )
+    member, scheduler, _ = _member(store, clock)
+    first_round = await member.join()
+    assert first_round == 3 * plan.CLAIM_BATCH  # stopped when the next heartbeat was due
+    runner = asyncio.create_task(member.run())
+    try:
+        await _settle()
+        assert len(scheduler.watched) == count  # the next heartbeat claimed the rest
+        assert store.beats == 2
+        assert 0.0 not in scheduler.shares  # never in doubt: no poll was held back
+        assert not member.stats.lease_in_doubt
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 async def test_a_gone_process_on_this_host_loses_its_lease_at_once() -> None:
     store = FakeStore([_membership()], others_on_host=[("old", 666), ("alive", 42)])
     member, _, _ = _member(store, ManualClock())
