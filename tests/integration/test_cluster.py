@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from psycopg import sql
 
 from tests.helpers.daemon import DaemonProcess, write_config
 from tests.helpers.postgres import PostgresServer
@@ -100,13 +98,7 @@ def database(postgres_server: PostgresServer) -> Iterator[str]:
     try:
         yield url
     finally:
-        with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
-            name = url.rsplit("/", 1)[1].split("?")[0]
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        postgres_server.drop_database(url)  # WITH (FORCE): ends what a killed daemon left
 
 
 def _worst_window(starts: list[float], width: float = 1.0) -> int:

@@ -21,11 +21,9 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
-import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from psycopg import sql
 
 from tests.helpers.daemon import DaemonProcess, write_config
 from tests.helpers.netcut import netcut
@@ -78,13 +76,7 @@ def database(postgres_server: PostgresServer) -> Iterator[str]:
     try:
         yield url
     finally:
-        with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
-            name = url.rsplit("/", 1)[1].split("?")[0]
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        postgres_server.drop_database(url)  # WITH (FORCE): ends what a killed daemon left
 
 
 def _at(event: dict[str, object]) -> float:
