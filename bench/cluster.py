@@ -11,10 +11,13 @@ so every start exercises the claims. In order:
    second, CPU per poll of the daemons, the fake upstream and the database's backends, and the
    database's transactions and row reads and writes per poll (`pg_stat_database` deltas over
    the same window; PostgreSQL publishes a backend's counters about once a second);
-2. restarts of one instance with the 100,000 tasks and the default budget (20 polls/s, as the
+2. the same one and three instances, each capped at a fraction of a core (bench/cpucap.py):
+   "equal hosts", so that three against one measures the store's scaling and not how many
+   cores this machine has;
+3. restarts of one instance with the 100,000 tasks and the default budget (20 polls/s, as the
    SQLite restart row): SIGTERM then start, `kill -9` then start: READY=1, the first poll, every
    task claimed;
-3. takeover: three instances polling the 100,000 tasks every 60 s (a pace they keep up with),
+4. takeover: three instances polling the 100,000 tasks every 60 s (a pace they keep up with),
    lease 3 s; once every task was polled, one is killed with `kill -9`: from the kill to the
    first poll of one of its tasks by another instance, and until all of them were polled again;
    then it is started again: until it holds its third.
@@ -43,6 +46,7 @@ import psycopg
 from psycopg import sql
 
 from bench import report
+from bench.cpucap import CpuCap, default_cores
 from bench.fixtures import MODEL, build_tasks
 from bench.procs import DaemonProcess, Server, log, write_config
 from watcher.models import TaskSource, TaskSpec
@@ -303,12 +307,13 @@ class Cluster:
         instance: int = 1,
         lease_s: float = DEFAULT_LEASE_S,
         flat: bool = True,
+        cpu_cap: CpuCap | None = None,
     ) -> DaemonProcess:
         path = self.config(
             name, polling=polling or {}, instance=instance, lease_s=lease_s, flat=flat
         )
         daemon = DaemonProcess(path, self.out / f"daemon-{name}.log")
-        await daemon.start(timeout=180)
+        await daemon.start(timeout=180, cpu_cap=cpu_cap)
         return daemon
 
     async def balanced(self, n: int, timeout: float = 120.0) -> float:
@@ -447,6 +452,54 @@ async def three_flat(c: Cluster) -> dict[str, Any]:
         await _stop_all(daemons)
 
 
+async def equal_hosts(c: Cluster, cores: float) -> dict[str, Any]:
+    """One instance, then three, flat out, each capped at `cores` of CPU (bench/cpucap.py):
+    instances as equal hosts, so that three against one measures the shared store's scaling
+    and not how many cores this machine has. `machine_busy_cores` in each window says whether
+    the machine kept up (the fake upstream and PostgreSQL are not capped)."""
+    caps: list[CpuCap] = []
+    for _ in range(3):
+        cap = CpuCap.create(cores)
+        if isinstance(cap, str):
+            for made in caps:
+                made.remove()
+            return {"skipped": cap}
+        caps.append(cap)
+    daemons: list[DaemonProcess] = []
+    try:
+        _post(f"{c.upstream.url}/_bench/reset")
+        one = await c.start("pg-capped-single", polling=FLAT, cpu_cap=caps[0])
+        daemons.append(one)
+        claimed_s = await c.holds(one, TASKS, timeout=300) - one.started_at
+        single = await _measure(c.upstream, [one], c.db)
+        single["claimed_all_s"] = _r(claimed_s)
+        await _stop_all(daemons)
+        daemons.clear()
+        _post(f"{c.upstream.url}/_bench/reset")
+        daemons.extend(
+            await asyncio.gather(
+                *(
+                    c.start(f"pg-capped-three-{k}", polling=FLAT, instance=k, cpu_cap=caps[k - 1])
+                    for k in (1, 2, 3)
+                )
+            )
+        )
+        balanced_s = await c.balanced(3, timeout=300)
+        three = await _measure(c.upstream, daemons, c.db)
+        three["balanced_after_ready_s"] = round(balanced_s, 2)
+        return {
+            "cores_per_instance": round(cores, 3),
+            "machine_cores": os.cpu_count(),
+            "scale_ratio": _r(report.ratio(three["polls_per_s"], single["polls_per_s"])),
+            "single": single,
+            "three": three,
+        }
+    finally:
+        await _stop_all(daemons)
+        for cap in caps:
+            cap.remove()
+
+
 async def takeover(c: Cluster, *, lead_s: float = 10.0) -> dict[str, Any]:
     """Three instances polling every task every PACED_INTERVAL_S; after every task was polled
     once, one is killed with `kill -9`; then it is started again.
@@ -554,6 +607,9 @@ async def cluster(out: Path, upstream: Server, receiver: Server) -> dict[str, An
         single = await single_flat(c)
         log("cluster: three instances, flat out")
         three = await three_flat(c)
+        cores = float(os.environ.get("BENCH_CLUSTER_CAP_CORES") or default_cores(3))
+        log(f"cluster: one and three instances as equal hosts ({cores:g} core each), flat out")
+        hosts = await equal_hosts(c, cores)
         log("cluster: restarts of one instance")
         restarted = await restarts(c)
         log("cluster: takeover after kill -9")
@@ -562,6 +618,7 @@ async def cluster(out: Path, upstream: Server, receiver: Server) -> dict[str, An
         sqlite=sqlite,
         single=single,
         three=three,
+        equal_hosts=hosts,
         restarts=restarted,
         takeover=taken,
         loadavg_at_start=[round(x, 2) for x in load],

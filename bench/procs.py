@@ -19,10 +19,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import yaml
+
+if TYPE_CHECKING:
+    from bench.cpucap import CpuCap
 
 
 def log(message: str) -> None:
@@ -128,7 +131,8 @@ class DaemonProcess:
         self.ps: psutil.Process | None = None
         self._sock: socket.socket | None = None
 
-    async def start(self, *, timeout: float = 60.0) -> None:
+    async def start(self, *, timeout: float = 60.0, cpu_cap: CpuCap | None = None) -> None:
+        """Start the daemon and wait for READY=1; `cpu_cap`: run it in that capped cgroup."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(self._notify_path))
         sock.setblocking(False)
@@ -156,6 +160,8 @@ class DaemonProcess:
             env=env,
         )
         log_file.close()
+        if cpu_cap is not None:
+            cpu_cap.add(self.proc.pid)  # its threads, now and later, are in the group too
         self.ps = psutil.Process(self.proc.pid)
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout

@@ -45,8 +45,10 @@ class Notifier:
         message = "\n".join(fields).encode("utf-8", "replace")
         try:
             if self._socket is None:
+                # Non-blocking: a receiver that stopped reading (its queue full) must cost us
+                # a dropped message, never a blocked event loop.
                 self._socket = socket.socket(
-                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
                 )
             self._socket.sendto(message, self._address)
         except (OSError, ValueError) as exc:

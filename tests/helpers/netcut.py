@@ -1,6 +1,8 @@
 """A TCP proxy in front of PostgreSQL that a test can cut, as a network partition would: one
 daemon loses its database while the others keep theirs.
 
+`refuse()` is a server going away (a restart, a failover): every connection is closed and new
+ones are closed as soon as they arrive, so clients fail fast instead of timing out.
 `cut()` stops forwarding in both directions without closing anything (no RST, no FIN: what a
 partition looks like from both ends), and new connections are accepted but go nowhere; so
 statements in flight hang and new connections time out. `mend()` lets everything through again.
@@ -25,6 +27,8 @@ class NetCut:
         self._url = url
         self._open = asyncio.Event()
         self._open.set()
+        self._refusing = False
+        self.accepted = 0  # connections the proxy was asked for, refused ones included
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -47,7 +51,13 @@ class NetCut:
     def cut(self) -> None:
         self._open.clear()
 
+    def refuse(self) -> None:
+        self._refusing = True
+        for pipe in self._pipes:
+            pipe.cancel()
+
     def mend(self) -> None:
+        self._refusing = False
         self._open.set()
 
     async def close(self) -> None:
@@ -67,7 +77,10 @@ class NetCut:
         task = asyncio.current_task()
         assert task is not None
         self._pipes.add(task)
+        self.accepted += 1
         try:
+            if self._refusing:
+                return
             await self._open.wait()
             up_reader, up_writer = await self._connect()
             try:

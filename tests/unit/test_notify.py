@@ -6,10 +6,12 @@ is exactly what arrives here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +122,35 @@ def test_sending_works_again_once_the_socket_is_back(sock_dir: Path) -> None:
     finally:
         sock.close()
         notifier.close()
+
+
+def test_a_receiver_that_stopped_reading_costs_messages_not_a_blocked_sender(
+    path_socket: tuple[str, socket.socket],
+) -> None:
+    # A full datagram queue would block a blocking sendto, and with it the event loop (the
+    # watchdog ping included). The sender must drop the message and go on instead.
+    address, sock = path_socket
+    notifier = Notifier({"NOTIFY_SOCKET": address})
+    results: list[bool] = []
+    sender = threading.Thread(
+        target=lambda: results.extend(notifier.status(f"n{i}") for i in range(500)), daemon=True
+    )
+    with capture_logs() as logs:
+        sender.start()
+        sender.join(timeout=10)
+    assert not sender.is_alive(), "sending to a receiver that does not read blocked"
+    assert results[0] is True
+    assert False in results  # the queue filled up: those were dropped
+    assert [e["event"] for e in logs].count("sd_notify_failed") == 1
+    # Once the receiver reads again, messages arrive again.
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while sock.recv(4096):
+            pass
+    sock.settimeout(2.0)
+    assert notifier.status("after")
+    assert _recv(sock) == "STATUS=after"
+    notifier.close()
 
 
 def test_the_process_environment_is_the_default(

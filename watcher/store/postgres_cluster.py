@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -313,16 +314,37 @@ class Listener:
             raise StoreUnavailable(message) from exc
         self._conn = conn
 
-    async def notices(self, *, retry_s: float = 1.0) -> AsyncIterator[Notice]:
-        """Every notice, forever (until `close`); reconnects on its own."""
+    async def notices(
+        self, *, retry_s: float = 1.0, log_every_s: float = 60.0
+    ) -> AsyncIterator[Notice]:
+        """Every notice, forever (until `close`); reconnects on its own, every `retry_s`.
+
+        An outage is logged when it starts, then once every `log_every_s` while it lasts
+        (with the attempts so far) and once when it ends: a database down for an hour is a
+        few lines, not one a second."""
+        failures = 0
+        failing_since = last_logged = 0.0
         while not self._closed:
             if self._conn is None:
                 try:
                     await self.connect()
                 except StoreUnavailable as exc:
-                    log.warning("store_listen_failed", error=exc.message)
+                    now = time.monotonic()
+                    failures += 1
+                    if failures == 1:
+                        failing_since = now
+                    if failures == 1 or now - last_logged >= log_every_s:
+                        log.warning("store_listen_failed", error=exc.message, attempts=failures)
+                        last_logged = now
                     await asyncio.sleep(retry_s)
                     continue
+                if failures:
+                    log.info(
+                        "store_listen_restored",
+                        attempts=failures,
+                        after_s=round(time.monotonic() - failing_since, 1),
+                    )
+                    failures = 0
                 yield RECONNECTED
             conn = self._conn
             assert conn is not None

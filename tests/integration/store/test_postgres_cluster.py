@@ -11,8 +11,11 @@ from dataclasses import replace
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
+from tests.helpers.netcut import netcut
 from tests.helpers.postgres import truncate
+from tests.helpers.wait import until
 from tests.unit.store.test_contract import T0, finish, make_delivery, make_event
 from watcher.errors import StoreUnavailable, TaskNotHeld
 from watcher.models import (
@@ -144,6 +147,27 @@ async def test_released_tasks_are_announced_and_claimed_by_another(
         assert sorted((t.task_id, t.polls) for t in claimed) == [("t0000", 5), ("t0001", 2)]
     finally:
         await listener.close()
+
+
+async def test_a_listener_reconnects_after_an_outage_and_logs_it_once(postgres_url: str) -> None:
+    async with netcut(postgres_url) as proxy:
+        listener = Listener(proxy.url, "apixo_watcher_outage_test")
+        await listener.connect()
+        notices = listener.notices(retry_s=0.01)
+        with capture_logs() as logs:
+            waiting = asyncio.ensure_future(anext(notices))
+            proxy.refuse()  # the server went away: the connection drops, reconnects fail
+            before = proxy.accepted
+            await until(lambda: proxy.accepted >= before + 20, timeout=10)
+            assert not waiting.done()
+            proxy.mend()
+            assert await asyncio.wait_for(waiting, 10) is cluster.RECONNECTED
+        await listener.close()
+    events = [e["event"] for e in logs]
+    assert events.count("store_listen_lost") == 1
+    assert events.count("store_listen_failed") == 1  # not one per attempt
+    (restored,) = [e for e in logs if e["event"] == "store_listen_restored"]
+    assert restored["attempts"] >= 20
 
 
 async def test_a_terminal_outcome_frees_the_claim_and_its_deliveries_belong_to_the_finisher(
