@@ -161,3 +161,18 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh database for this test alone, for daemons as subprocesses: dropped WITH (FORCE)
+    after it (ending what a killed daemon left), open to connections again first (an outage
+    test closes it)."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
+            name = sql.Identifier(urlsplit(url).path.lstrip("/"))
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+        postgres_server.drop_database(url)

@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.helpers.status_server import serve_status
 
 
 def task_id(name: str, created_s: float, duration_s: float) -> str:
@@ -95,12 +96,6 @@ class TimedUpstream:
 @asynccontextmanager
 async def timed_upstream() -> AsyncIterator[TimedUpstream]:
     upstream = TimedUpstream()
-    app = web.Application()
-    app.router.add_get("/api/v1/statusTask/{model}", upstream._status)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    upstream.url = str(server.make_url("/api/v1"))
-    try:
+    async with serve_status(upstream._status) as url:
+        upstream.url = url
         yield upstream
-    finally:
-        await server.close()

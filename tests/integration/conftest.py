@@ -14,7 +14,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.helpers.daemon import API_KEY, write_config
-from tests.helpers.postgres import postgres_server, postgres_url  # noqa: F401 - fixtures
+from tests.helpers.postgres import (  # noqa: F401 - fixtures
+    database,
+    postgres_server,
+    postgres_url,
+)
 from tests.helpers.receiver import Receiver, start_receiver
 from watcher.clock import Clock
 from watcher.config.settings import load_config

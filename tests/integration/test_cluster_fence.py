@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,11 +23,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from tests.helpers.daemon import DaemonProcess, write_config
 from tests.helpers.netcut import netcut
-from tests.helpers.postgres import PostgresServer
+from tests.helpers.status_server import serve_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -60,23 +59,8 @@ class Recorder:
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[str, Recorder]]:
     recorder = Recorder()
-    app = web.Application()
-    app.router.add_get("/api/v1/statusTask/{model}", recorder.status)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("/api/v1")), recorder
-    finally:
-        await server.close()
-
-
-@pytest.fixture
-def database(postgres_server: PostgresServer) -> Iterator[str]:
-    url = postgres_server.create_database()
-    try:
-        yield url
-    finally:
-        postgres_server.drop_database(url)  # WITH (FORCE): ends what a killed daemon left
+    async with serve_status(recorder.status) as url:
+        yield url, recorder
 
 
 def _at(event: dict[str, object]) -> float:

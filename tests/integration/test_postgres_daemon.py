@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +42,6 @@ async def upstream() -> AsyncIterator[tuple[str, SandboxState]]:
         yield str(server.make_url("/api/v1")), app[SANDBOX]
     finally:
         await server.close()
-
-
-@pytest.fixture
-def database(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh database of its own (an outage test closes it to connections)."""
-    url = postgres_server.create_database()
-    try:
-        yield url
-    finally:
-        with psycopg.connect(postgres_server.admin_url, autocommit=True) as conn:
-            name = sql.Identifier(url.rsplit("/", 1)[1].split("?")[0])
-            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
-        postgres_server.drop_database(url)
 
 
 def _pg_config(tmp_path: Path, url: str, upstream_url: str, **kwargs: Any) -> Path:
