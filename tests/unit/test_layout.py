@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "watcher"
 LAYERS: list[set[str]] = [
     {
         "errors",
+        "allocator",
         "models",
         "clock",
         "ids",

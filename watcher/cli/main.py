@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import faulthandler
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -235,6 +236,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from watcher.allocator import keep_freed_memory
     from watcher.config.settings import load_config
     from watcher.daemon import Daemon
     from watcher.logs import configure_logging
@@ -245,6 +247,9 @@ def _run(args: argparse.Namespace) -> int:
     # A fatal signal (SIGBUS from a mapped file that shrank mid-call, SIGSEGV) kills the
     # process outside any Python code: say so, with the Python stack, on stderr (the journal).
     faulthandler.enable()
+    if config.mirror is not None:
+        # Freed download buffers kept at hand rather than faulted in again (see allocator).
+        keep_freed_memory(os.environ)
     daemon = Daemon(config, config_path=path, grace_s=args.grace)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(daemon.run())

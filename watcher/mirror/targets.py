@@ -5,7 +5,7 @@ whole (`commit`), so a crash never leaves a partial file under a final name. The
 target writes `DIR/.tmp-*` files (the same filesystem, so the rename is atomic), fsyncs the
 file and renames it; `sync` then fsyncs the directories of a task's files once for them all,
 which makes the renames durable; `prepare` removes temporaries a crash left behind. It writes
-in the worker thread that hashed the bytes (`write_blocking`), and asks the kernel to start
+in a worker thread once the bytes are hashed (`write_blocking`), and asks the kernel to start
 writing a large file to disk as it grows, so the fsync at the end has little left to do.
 """
 

@@ -71,8 +71,8 @@ async def test_every_batch_is_hashed_and_written_once_in_order(blocking: bool) -
     expected = b"".join(b"".join(batch) for batch in sent)
     assert bytes(sink.written) == expected
     assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
-    if blocking:  # one worker thread for the whole file, never the event loop's
-        assert len(sink.threads) == 1
+    if blocking:  # in worker threads, never the event loop's
+        assert sink.threads
         assert threading.current_thread().name not in sink.threads
 
 
@@ -107,3 +107,70 @@ async def test_a_lane_closed_without_finishing_drops_what_is_queued() -> None:
     assert bytes(sink.written) == b"".join(sent[0])  # the batch being written, no other
     await lane.close()
     assert bytes(sink.written) == b"".join(sent[0])
+
+
+class GatedDigest:
+    """A sha256 that records how many bytes it was given; the first update waits for `gate`."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.inner = hashlib.sha256()
+        self.hashed = 0
+        self.changed = threading.Condition()
+
+    def update(self, piece: bytes) -> None:
+        if self.hashed == 0:
+            assert self.gate.wait(10)
+        self.inner.update(piece)
+        with self.changed:
+            self.hashed += len(piece)
+            self.changed.notify_all()
+
+    def wait_for(self, count: int) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.hashed >= count, timeout=10)
+
+    def hexdigest(self) -> str:
+        return self.inner.hexdigest()
+
+
+async def test_the_next_batch_is_hashed_while_one_is_written() -> None:
+    # A large file: its worker thread hashes a batch while another thread writes the one
+    # before it, so the two take two cores rather than one after the other on one.
+    hash_gate, write_gate = threading.Event(), threading.Event()
+    digest = GatedDigest(hash_gate)
+    sink = FakeSink(blocking=True, gate=write_gate)
+    lane = open_lane(digest, sink)
+    sent = batches(DEPTH)
+    for batch in sent:  # both queued before the first is hashed
+        await lane.put(batch)
+    hash_gate.set()
+    assert await asyncio.to_thread(sink.entered.wait, 10)  # the first batch is being written
+    first, both = (len(b"".join(sent[0])), sum(len(b"".join(b)) for b in sent))
+    # ... and held there, while the second is hashed.
+    assert await asyncio.to_thread(digest.wait_for, both)
+    assert len(sink.written) == 0
+    write_gate.set()
+    await lane.finish()
+    expected = b"".join(b"".join(batch) for batch in sent)
+    assert bytes(sink.written) == expected
+    assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert first < both
+    assert "mirror-writer" in {name.split("_")[0] for name in sink.threads}
+
+
+async def test_a_failed_write_in_the_writing_thread_stops_the_file() -> None:
+    hash_gate = threading.Event()
+    sent = batches(DEPTH + 2)
+    one_batch = len(b"".join(sent[0]))
+    sink = FakeSink(blocking=True, fail_after=one_batch // 2)  # its second piece fails
+    lane = open_lane(GatedDigest(hash_gate), sink)
+    for batch in sent[:DEPTH]:  # queued together: the first is written by the other thread
+        await lane.put(batch)
+    hash_gate.set()
+    with pytest.raises(MirrorError, match="No space left on device"):
+        await send(lane, sent[DEPTH:])
+    await lane.close()
+    # The first piece, then the failing write, in the writing thread; then nothing.
+    assert bytes(sink.written) == sent[0][0]
+    assert {name.split("_")[0] for name in sink.threads} == {"mirror-writer"}
