@@ -2,7 +2,8 @@
 
 Progress goes to stderr; raw data to bench/out/; the plots to docs/performance.png and
 docs/polling.png. `python -m bench --only cpu,latency` runs a subset (for profiling sessions;
-`paced`, the steady-pace CPU row, takes ~30 s); `polling` (the polling simulation) and
+`paced`, the steady-pace CPU row, takes ~2.5 min: five interleaved rounds of ~30 s,
+`BENCH_PACED_ROUNDS=N` for another number); `polling` (the polling simulation) and
 `budget` need no network and take ~15 s; `cluster` (several instances on PostgreSQL, see
 bench/cluster.py) needs a PostgreSQL server (`BENCH_POSTGRES_URL`) and takes ~5 minutes.
 """

@@ -81,6 +81,39 @@ def paced_section(
     }
 
 
+def paced_rounds_section(rounds: Sequence[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
+    """`paced_section` over several interleaved rounds (daemon, reference, daemon, ...), each
+    a mapping with `daemon_cpu_us_per_poll` and `reference_cpu_us_per_get` (None when that
+    side failed). The headline is the ratio of the medians: a machine whose load changes
+    between rounds moves both sides' medians alike, where a single pair's ratio takes the
+    whole change. Each round's own ratio is reported too, with their minimum and maximum."""
+    daemon = [r["daemon_cpu_us_per_poll"] for r in rounds if r["daemon_cpu_us_per_poll"]]
+    reference = [r["reference_cpu_us_per_get"] for r in rounds if r["reference_cpu_us_per_get"]]
+    round_ratios = [
+        ratio(r["daemon_cpu_us_per_poll"], r["reference_cpu_us_per_get"]) for r in rounds
+    ]
+    known = [r for r in round_ratios if r is not None]
+    return paced_section(
+        percentile(daemon, 50),
+        percentile(reference, 50),
+        rounds=len(rounds),
+        round_ratios=[_r(r) for r in round_ratios],
+        ratio_min=_r(min(known, default=None)),
+        ratio_max=_r(max(known, default=None)),
+        rounds_met=sum(1 for r in known if r <= PACED_RATIO_TARGET),
+        daemon_cpu_us_per_poll_range=[
+            _r(min(daemon, default=None), 1),
+            _r(max(daemon, default=None), 1),
+        ],
+        reference_cpu_us_per_get_range=[
+            _r(min(reference, default=None), 1),
+            _r(max(reference, default=None), 1),
+        ],
+        **extra,
+        round_figures=list(rounds),
+    )
+
+
 def rss_section(idle_mb: float | None, loaded_mb: float | None, tasks: int) -> dict[str, Any]:
     """RSS with `tasks` watched tasks against the idle daemon's."""
     per_task = None

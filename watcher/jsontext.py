@@ -48,7 +48,8 @@ def parse(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         value = _DECODER.decode(text)
     except RecursionError:
         raise JsonRefused(f"nested more than {max_depth} levels deep") from None
-    fix_text = _SURROGATE_ESCAPE.search(raw) is not None
+    # (A plain substring test first: the usual answer has no \\u escape at all.)
+    fix_text = b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None
     if fix_text and isinstance(value, str):
         return _valid_text(value)
     # Fewer brackets than levels allowed cannot nest too deeply: the usual answer skips the walk.

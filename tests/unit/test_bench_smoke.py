@@ -165,6 +165,28 @@ def test_the_paced_row_compares_cpu_per_request_with_the_paced_bare_loop() -> No
     assert report.assemble({"paced": section}, meta={})["targets_met"] == {"paced": True}
 
 
+def test_the_paced_row_over_rounds_is_the_ratio_of_the_medians() -> None:
+    rounds = [
+        {"daemon_cpu_us_per_poll": d, "reference_cpu_us_per_get": r}
+        for d, r in ((150.0, 100.0), (160.0, 150.0), (170.0, 160.0), (None, 150.0))
+    ]
+    section = report.paced_rounds_section(rounds, tasks=2000)
+    assert section["daemon_cpu_us_per_poll"] == 160.0  # the median of the three measured
+    assert section["reference_cpu_us_per_get"] == 150.0  # of the four
+    assert section["ratio"] == round(160 / 150, 3)
+    assert section["met"] is True
+    assert section["round_ratios"] == [1.5, round(160 / 150, 3), round(170 / 160, 3), None]
+    assert (section["ratio_min"], section["ratio_max"]) == (round(170 / 160, 3), 1.5)
+    assert section["rounds"] == 4
+    assert section["rounds_met"] == 2
+    assert section["round_figures"] == rounds
+    assert section["tasks"] == 2000
+    slow = [{"daemon_cpu_us_per_poll": 120.0, "reference_cpu_us_per_get": 100.0}]
+    assert report.paced_rounds_section(slow)["met"] is False
+    failed = [{"daemon_cpu_us_per_poll": None, "reference_cpu_us_per_get": 100.0}]
+    assert report.paced_rounds_section(failed)["met"] is None
+
+
 def test_the_cluster_row_needs_three_instances_to_scale_and_postgres_to_cost_little() -> None:
     sqlite = {"daemon_cpu_us_per_poll": 100.0, "polls_per_s": 5000.0}
     single = {"daemon_cpu_us_per_poll": 120.0, "polls_per_s": 4000.0}

@@ -85,9 +85,13 @@ class Watch:
         return self.created_at if self.created_at is not None else self.registered_at
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes one once built: a frozen dataclass's __init__ sets each
+# of these 13 fields through object.__setattr__ (~3 us against ~0.6 us), and one is built per
+# poll.
+@dataclass(slots=True)
 class Decision:
-    """What one answer (or the deadline) means for a task, and for the upstream as a whole."""
+    """What one answer (or the deadline) means for a task, and for the upstream as a whole.
+    Treated as immutable."""
 
     next_poll_at: float | None  # None: the task is finished
     interval_s: float
@@ -405,6 +409,9 @@ def _after(now: float, result: PollResult) -> float | None:
     return None if result.retry_after_s is None else now + result.retry_after_s
 
 
+_STATE_REASONS = {state: f"upstream state {state}" for state in ("pending", "processing")}
+
+
 def _decide_ok(
     watch: Watch,
     data: Mapping[str, Any],
@@ -471,7 +478,7 @@ def _decide_ok(
                 new_state=TaskState.PROCESSING,
                 outcome=EventOutcome(type=EventType.PROCESSING, upstream=data),
             )
-        return Decision(at, interval, f"upstream state {state}", upstream)
+        return Decision(at, interval, _STATE_REASONS[state], upstream)
     shown = repr(raw_state) if raw_state is not None else "missing"
     return Decision(at, interval, f"unknown upstream state {shown}", upstream, unknown_state=True)
 

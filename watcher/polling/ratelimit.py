@@ -82,8 +82,8 @@ class RequestBudget:
 
     def effective_rate(self, now: float | None = None) -> float:
         """The rate allowed now: the budget, or less while recovering from a 429."""
-        if self._rate <= 0:
-            return self._rate
+        if self._rate <= 0 or self._reduced_at == -math.inf:
+            return self._rate  # no limit, or never lowered (what the formula gives then)
         if now is None:
             now = self._clock.monotonic()
         recovered = self._reduced_to + self._rate * (now - self._reduced_at) / self._recovery_s
@@ -136,7 +136,10 @@ class RequestBudget:
             return self._paused_until - now
         if self._rate <= 0:
             return 0.0
-        rate = self.effective_rate(now)
+        return self._limit_wait(now, self.effective_rate(now))
+
+    def _limit_wait(self, now: float, rate: float) -> float:
+        """The wait the window and the spacing impose at the effective `rate` (> 0)."""
         cap = self._cap(rate)
         starts = self._starts
         while starts and starts[0] + WINDOW_S + GUARD_S <= now:
@@ -149,14 +152,18 @@ class RequestBudget:
 
     def try_acquire(self) -> bool:
         """Start a request now if the budget allows it."""
-        # One clock read for the check and the start it records (called once per poll).
+        # One clock read and one effective rate for the check and the start it records
+        # (called once per poll): `_wait_at`, unrolled.
         now = self._clock.monotonic()
-        if self._wait_at(now) > 0:
+        if now < self._paused_until:
             return False
-        if self._rate > 0:
-            self._starts.append(now)
-            interval = self._interval(self.effective_rate(now))
-            self._next_due = max(self._next_due, now) + interval
+        if self._rate <= 0:
+            return True
+        rate = self.effective_rate(now)
+        if self._limit_wait(now, rate) > 0:
+            return False
+        self._starts.append(now)
+        self._next_due = max(self._next_due, now) + self._interval(rate)
         return True
 
     async def acquire(self) -> None:

@@ -762,6 +762,7 @@ class Scheduler:
             self._observer.upstream_request(watch.model, _metric_outcome(result), result.duration_s)
         if self._watches.get(watch.task_id) is not watch:
             return  # cancelled while the request was in flight
+        error = watch.last_error
         watch.polls += 1
         watch.last_polled_at = now
         watch.hinted = False
@@ -773,9 +774,17 @@ class Scheduler:
         decision = decide(watch, result, policy, now, self._rand(), plan)
         if enabled_for(logging.DEBUG):  # one line per poll: not even built unless wanted
             self._log_poll(watch, result, decision, now)
-        self._upstream_effects(
-            watch, result, decision, probe=probe, seq=seq, started=started, now=now
-        )
+        # (The conditions under which `_upstream_effects` does anything: most answers have
+        # none, and the call was a measurable part of a poll.)
+        if (
+            decision.credentials_bad
+            or self._paused
+            or decision.rate_limited_until is not None
+            or result.outcome is PollOutcome.TRANSIENT
+        ):
+            self._upstream_effects(
+                watch, result, decision, probe=probe, seq=seq, started=started, now=now
+            )
         if decision.unknown_state and not watch.unknown_state_logged:
             watch.unknown_state_logged = True
             log.warning(
@@ -784,11 +793,17 @@ class Scheduler:
                 model=watch.model,
                 upstream_state=decision.upstream_state,
             )
-        await self._settle(watch, decision, now)
+        if decision.outcome is None and decision.new_state is None:
+            self._reschedule(watch, decision)  # what `_settle` does with nothing to persist
+        else:
+            await self._settle(watch, decision, now)
         if decision.terminal and data and self._watches.get(watch.task_id) is not watch:
             self._learn(watch, decision, data, now)
         self._dirty_polls[watch.task_id] = watch.polls
-        self._dirty_errors[watch.task_id] = watch.last_error
+        # The stored error is the watch's as of its last change (loaded with it, or written
+        # by an earlier flush): an unchanged one is not written again.
+        if watch.last_error != error:
+            self._dirty_errors[watch.task_id] = watch.last_error
 
     def _note_created(self, watch: Watch, data: Mapping[str, Any]) -> None:
         """The upstream's createTime (Unix ms) on the monotonic clock: ages count from it. Not
@@ -855,6 +870,10 @@ class Scheduler:
             if not kept:
                 self._forget(watch)
                 return
+        self._reschedule(watch, decision)
+
+    def _reschedule(self, watch: Watch, decision: Decision) -> None:
+        """Apply a (persisted) decision to the watch: poll it again, or forget it."""
         if self._watches.get(watch.task_id) is not watch:
             return
         apply(watch, decision)
@@ -879,6 +898,8 @@ class Scheduler:
         started: float,
         now: float,
     ) -> None:
+        """What an answer means for every task. Only a credential error or a 429, an answer
+        while paused, or a transient problem has any: `_poll_once` calls this only then."""
         if decision.credentials_bad:
             self._credentials_rejected(watch, result, decision, probe=probe, seq=seq, now=now)
         elif self._paused and seq > self._paused_at_seq:

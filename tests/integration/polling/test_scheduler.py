@@ -278,6 +278,28 @@ async def test_poll_counts_are_handed_out_once(make_harness: Any) -> None:
     assert h.scheduler.poll_counts() == ({}, {})
 
 
+async def test_last_errors_are_handed_out_when_they_change(make_harness: Any) -> None:
+    """Every poll's count is handed out to be stored, a task's last error only when a poll
+    changed it (an unchanged one is in the store already)."""
+    h: Harness = await make_harness()
+    h.sandbox.script("quiet", pending(), pending(), pending(), success())
+    h.sandbox.script_default(error(503, "model temporarily unavailable"))
+    h.add("quiet")
+    h.add("failing")
+    h.start()
+    await wait_until(lambda: h.scheduler.get("quiet") is None)
+    await wait_until(lambda: (w := h.scheduler.get("failing")) is not None and w.polls >= 2)
+    polls, errors = h.scheduler.poll_counts()
+    assert polls["quiet"] == 4
+    assert polls["failing"] >= 2
+    assert errors == {"failing": "HTTP 503: model temporarily unavailable"}
+    seen = polls["failing"]  # more polls, with the same error
+    await wait_until(lambda: (w := h.scheduler.get("failing")) is not None and w.polls >= seen + 2)
+    polls, errors = h.scheduler.poll_counts()
+    assert set(polls) == {"failing"}
+    assert errors == {}
+
+
 async def test_live_watch_shows_polls_and_last_error(make_harness: Any) -> None:
     h: Harness = await make_harness()
     h.sandbox.script("a", error(503, "model temporarily unavailable"))

@@ -190,3 +190,58 @@ def test_mirror_metrics() -> None:
     assert value(samples, "mirror_duration_seconds_count", outcome="done") == 2
     assert value(samples, "mirror_deleted_files_total") == 3
     assert value(samples, "mirror_held_tasks") == 2
+
+
+def test_upstream_series_read_as_per_request_inc_and_observe_would_give() -> None:
+    """The upstream request series are counted in plain Python and written into Prometheus
+    when read: the samples are those of a Counter and a Histogram fed each request, whenever
+    the registry is read (here between requests too), every bucket edge included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from watcher.api import metrics as metrics_module
+
+    plain = CollectorRegistry()
+    counter = Counter("apixo_watcher_upstream_requests", "x", ["model", "outcome"], registry=plain)
+    histogram = Histogram(
+        "apixo_watcher_upstream_request_duration_seconds",
+        "x",
+        ["model"],
+        buckets=metrics_module._REQUEST_BUCKETS,
+        registry=plain,
+    )
+    m = Metrics()
+    bounds = metrics_module._REQUEST_BUCKETS
+    durations = [0.0, -1.0, 0.1 + 0.2, 1e-9, 45.0, *bounds, *(b * 1.0000001 for b in bounds)]
+    for i, duration in enumerate(durations):
+        model = ("nano-banana", "sora-2")[i % 2]
+        outcome = ("ok", "http_503", "timeout")[i % 3]
+        m.upstream_request(model, outcome, duration)
+        counter.labels(model, outcome).inc()
+        histogram.labels(model).observe(max(0.0, duration))
+        if i % 7 == 0:
+            m.registry.get_sample_value("apixo_watcher_build_info", {"version": "x"})
+
+    def upstream_samples(registry: CollectorRegistry) -> list[tuple[str, str, float]]:
+        return sorted(
+            (s.name, repr(sorted(s.labels.items())), s.value)
+            for family in registry.collect()
+            if family.name
+            in (
+                "apixo_watcher_upstream_requests",
+                "apixo_watcher_upstream_request_duration_seconds",
+            )
+            for s in family.samples
+            if not s.name.endswith("_created")
+        )
+
+    assert upstream_samples(m.registry) == upstream_samples(plain)
+    assert len(upstream_samples(plain)) > 2 * len(bounds)
+    # And a scrape after more requests shows them (the totals are set, not added twice).
+    m.upstream_request("nano-banana", "ok", 0.2)
+    counter.labels("nano-banana", "ok").inc()
+    histogram.labels("nano-banana").observe(0.2)
+    assert upstream_samples(m.registry) == upstream_samples(plain)
+    _, samples = scrape(m)
+    assert value(samples, "upstream_requests_total", model="nano-banana", outcome="ok") == (
+        counter.labels("nano-banana", "ok")._value.get()
+    )

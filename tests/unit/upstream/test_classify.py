@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from watcher.upstream.classify import PollOutcome, classify, parse_retry_after
+from watcher.upstream import classify as classify_module
+from watcher.upstream.classify import REDACTED, PollOutcome, classify, parse_retry_after, shorten
 from watcher.upstream.client import status_url
 
 NOW = 1_700_000_000.0
@@ -208,3 +209,56 @@ def test_a_key_echoed_anywhere_in_an_answer_is_replaced_before_it_is_read() -> N
     assert result.data is not None
     assert result.data["failMsg"] == "key ********** lacks a scope"
     assert KEY not in result.detail
+
+
+# -- the cache of details ----------------------------------------------------------------------
+def _uncached_detail(status: int, body: bytes, secrets: tuple[str, ...]) -> str:
+    """The detail as classify built it before details were cached (for answers that are not
+    malformed): the same formula, scrubbed and cut by `shorten`."""
+    envelope = json.loads(body) if body else None
+    code = envelope.get("code") if isinstance(envelope, dict) else None
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    message = envelope.get("message") if isinstance(envelope, dict) else None
+    head = f"HTTP {status}"
+    if code is not None and code != status:
+        head += f", code {code}"
+    text = f"{head}: {message}" if isinstance(message, str) and message.strip() else head
+    return shorten(text, secrets)
+
+
+DETAIL_CASES = [
+    (200, env(200, PENDING)),
+    (200, env(200, PENDING, "all  good\n  here")),
+    (200, env(401, None, "bad key sk-live-123")),
+    (401, env(401, None, "key sk-live-123 rejected")),
+    (503, env(503, None, "x" * 500)),  # too long to be kept, cut to 200 characters
+    (500, env(500, None, "  ")),
+    (429, b""),
+    (404, env(404, None, "not found")),
+]
+
+
+@pytest.mark.parametrize("secrets", [(), ("sk-live-123",)])
+def test_cached_details_are_the_details_built_afresh(secrets: tuple[str, ...]) -> None:
+    for _ in range(3):  # the first round fills the cache, the next ones read it
+        for status, body in DETAIL_CASES:
+            detail = classify(status, body, None, now=NOW, secrets=secrets).detail
+            assert detail == _uncached_detail(status, body, secrets)
+
+
+def test_a_detail_cached_without_the_key_is_not_given_for_a_poll_with_it() -> None:
+    body = env(401, None, "key sk-live-456 rejected")
+    assert "sk-live-456" in classify(401, body, None, now=NOW).detail
+    scrubbed = classify(401, body, None, now=NOW, secrets=("sk-live-456",)).detail
+    assert "sk-live-456" not in scrubbed
+    assert scrubbed == f"HTTP 401: key {REDACTED} rejected"
+
+
+def test_the_cache_of_details_is_bounded() -> None:
+    for i in range(classify_module._DETAILS_MAX * 3):
+        detail = classify(500, env(500, None, f"failure {i}"), None, now=NOW).detail
+        assert detail == f"HTTP 500: failure {i}"
+        assert len(classify_module._DETAILS) <= classify_module._DETAILS_MAX
+    long = "y" * (classify_module._CACHED_MESSAGE_MAX + 1)
+    classify(500, env(500, None, long), None, now=NOW)
+    assert all(key[2] != long for key in classify_module._DETAILS)
