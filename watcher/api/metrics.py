@@ -16,6 +16,10 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from watcher import __version__
 from watcher.models import PublicDeliveryStatus, TaskState
@@ -59,78 +63,70 @@ class _Children:
         return child
 
 
-class _Registry(CollectorRegistry):
-    """A registry that brings the batched series up to date before anything reads it (the
-    exposition, `get_sample_value`: both go through `collect`)."""
+class _UpstreamRequests(Collector):
+    """The upstream request series (`upstream_requests_total` by model and outcome,
+    `upstream_request_duration_seconds` by model), counted in plain Python per poll and read
+    out as metric families when the registry is collected. A Counter's `inc` and a
+    Histogram's `observe` take a lock each (the histogram's buckets one more), which at
+    thousands of polls a second was ~2 % of the CPU of a poll. The samples are exactly those
+    per-request `inc`/`observe` calls would give (tests/unit/api/test_metrics.py compares)."""
 
-    def __init__(self, before_collect: Callable[[], None]) -> None:
-        super().__init__(auto_describe=True)
-        self._before_collect = before_collect
+    __slots__ = ("_by_model", "_counts", "_created")
 
-    def collect(self) -> Iterable[Metric]:
-        self._before_collect()
-        return super().collect()
-
-
-class _RequestTally:
-    """The upstream request series, counted in plain Python per poll and written into their
-    Prometheus children when the registry is read: `inc` and `observe` take a lock each (a
-    histogram's bucket one more), which at thousands of polls a second was ~2 % of the CPU
-    of a poll. The totals are kept here and set, not added, at each read, so the children
-    hold exactly what per-request `inc`/`observe` calls would have given them (the same
-    sums, added in the same order)."""
-
-    __slots__ = ("_by_model", "_counted", "_counts", "_dirty", "_durations", "_requests")
-
-    def __init__(self, requests: _Children, durations: _Children) -> None:
-        self._requests = requests
-        self._durations = durations
+    def __init__(self) -> None:
         self._counts: dict[tuple[str, str], int] = {}  # (model, outcome) -> requests
-        self._counted: dict[tuple[str, str], int] = {}  # what the counters hold already
         # model -> [sum of durations, then a count per bucket, the last one +Inf's]
         self._by_model: dict[str, list[float]] = {}
-        self._dirty = False
+        self._created: dict[object, float] = {}  # series key -> when it first counted
 
     def add(self, model: str, outcome: str, duration_s: float) -> None:
         key = (model, outcome)
         counts = self._counts
         count = counts.get(key)
         if count is None:
-            self._requests.get(model, outcome)  # the series starts now (its _created)
+            self._created[key] = time.time()
             count = 0
         counts[key] = count + 1
         tally = self._by_model.get(model)
         if tally is None:
-            self._durations.get(model)
+            self._created[model] = time.time()
             tally = self._by_model[model] = [0.0] * (len(_REQUEST_BUCKETS) + 2)
         amount = max(0.0, duration_s)
         tally[0] += amount
         # The first bucket whose bound is >= amount, as Histogram.observe finds it.
         tally[1 + bisect.bisect_left(_REQUEST_BUCKETS, amount)] += 1
-        self._dirty = True
 
-    def flush(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
-        counted = self._counted
-        for key, count in list(self._counts.items()):
-            done = counted.get(key, 0)
-            if count > done:
-                self._requests.get(*key).inc(count - done)
-                counted[key] = count
-        for model, tally in list(self._by_model.items()):
-            child = self._durations.get(model)
-            child._sum.set(tally[0])
-            for bucket, observed in zip(child._buckets, tally[1:], strict=True):
-                bucket.set(observed)
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            PREFIX + "upstream_requests",
+            "Upstream status requests by model and outcome.",
+            labels=["model", "outcome"],
+        )
+        for key, count in self._counts.items():
+            requests.add_metric(list(key), count, created=self._created[key])
+        durations = HistogramMetricFamily(
+            PREFIX + "upstream_request_duration_seconds",
+            "Duration of upstream status requests.",
+            labels=["model"],
+        )
+        bounds = [*map(floatToGoString, _REQUEST_BUCKETS), "+Inf"]
+        for model, tally in self._by_model.items():
+            buckets, total = [], 0.0
+            for bound, observed in zip(bounds, tally[1:], strict=True):
+                total += observed
+                buckets.append((bound, total))
+            durations.add_metric([model], buckets, tally[0])
+            durations.samples.append(
+                Sample(durations.name + "_created", {"model": model}, self._created[model])
+            )
+        return [requests, durations]
 
 
 class Metrics:
     """The daemon's metrics; the scheduler, deliverer, daemon and intake call its methods."""
 
     def __init__(self, *, version: str = __version__) -> None:
-        self.registry = _Registry(self._before_collect)
+        self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self._collect_hook: Callable[[], object] | None = None
 
@@ -139,19 +135,8 @@ class Metrics:
         )
         self._build_info.labels(version=version).set(1)
 
-        self._upstream_requests = Counter(
-            PREFIX + "upstream_requests",
-            "Upstream status requests by model and outcome.",
-            ["model", "outcome"],
-            registry=reg,
-        )
-        self._upstream_duration = Histogram(
-            PREFIX + "upstream_request_duration_seconds",
-            "Duration of upstream status requests.",
-            ["model"],
-            buckets=_REQUEST_BUCKETS,
-            registry=reg,
-        )
+        self._upstream_requests = _UpstreamRequests()
+        reg.register(self._upstream_requests)
         self._rate_limited = Counter(
             PREFIX + "upstream_rate_limited",
             "Upstream answers of 429 (rate limit exceeded).",
@@ -272,9 +257,6 @@ class Metrics:
             registry=reg,
         )
         self._cluster_instances.set(1)
-        self._upstream_requests_by = _Children(self._upstream_requests)
-        self._upstream_duration_by = _Children(self._upstream_duration)
-        self._upstream_tally = _RequestTally(self._upstream_requests_by, self._upstream_duration_by)
         self._webhook_attempts_by = _Children(self._webhook_attempts)
         self._webhook_duration_by = _Children(self._webhook_duration)
         self._delivery_latency_by = _Children(self._delivery_latency)
@@ -291,7 +273,7 @@ class Metrics:
     # -- upstream -------------------------------------------------------------------------------
     def upstream_request(self, model: str, outcome: str, duration_s: float) -> None:
         """One status request finished; `outcome` is a short word ("ok", "http_429", "timeout")."""
-        self._upstream_tally.add(model, outcome, duration_s)
+        self._upstream_requests.add(model, outcome, duration_s)
 
     def rate_limited(self) -> None:
         """The upstream answered 429."""
@@ -370,9 +352,6 @@ class Metrics:
         self._intake_requests.labels(route=route, method=method, status=str(status)).inc()
 
     # -- exposition -----------------------------------------------------------------------------
-    def _before_collect(self) -> None:
-        self._upstream_tally.flush()
-
     def set_collect_hook(self, hook: Callable[[], object] | None) -> None:
         """Run `hook` before each render, e.g. to refresh the gauges from the store; `scrape`
         also awaits what it returns (a coroutine reading an async store)."""

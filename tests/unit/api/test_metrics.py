@@ -193,9 +193,10 @@ def test_mirror_metrics() -> None:
 
 
 def test_upstream_series_read_as_per_request_inc_and_observe_would_give() -> None:
-    """The upstream request series are counted in plain Python and written into Prometheus
-    when read: the samples are those of a Counter and a Histogram fed each request, whenever
-    the registry is read (here between requests too), every bucket edge included."""
+    """The upstream request series are counted in plain Python and read out as metric
+    families when the registry is collected: the samples are those of a Counter and a
+    Histogram fed each request, whenever the registry is read (here between requests too),
+    every bucket edge included, `_created` series too."""
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
     from watcher.api import metrics as metrics_module
@@ -243,5 +244,19 @@ def test_upstream_series_read_as_per_request_inc_and_observe_would_give() -> Non
     assert upstream_samples(m.registry) == upstream_samples(plain)
     _, samples = scrape(m)
     assert value(samples, "upstream_requests_total", model="nano-banana", outcome="ok") == (
-        counter.labels("nano-banana", "ok")._value.get()
+        plain.get_sample_value(
+            "apixo_watcher_upstream_requests_total", {"model": "nano-banana", "outcome": "ok"}
+        )
     )
+
+    def created(registry: CollectorRegistry) -> set[tuple[str, str]]:
+        return {
+            (s.name, repr(sorted(s.labels.items())))
+            for family in registry.collect()
+            if family.name.startswith("apixo_watcher_upstream_request")
+            for s in family.samples
+            if s.name.endswith("_created")
+        }
+
+    assert created(m.registry) == created(plain)
+    assert len(created(plain)) == 6 + 2  # (model, outcome) pairs, models
