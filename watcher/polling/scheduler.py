@@ -381,7 +381,8 @@ class Scheduler:
     def set_fence(self, at: float) -> None:
         """Start no poll at or after `at` (monotonic) until it is moved: the moment this
         instance stops trusting its lease (watcher/cluster/plan.py). Checked as each poll
-        starts, so a process frozen past it polls nothing when it wakes."""
+        starts and again as it first runs, just before its request, so a process frozen past
+        it polls nothing when it wakes."""
         self._fence_at = at
         self._wakeup.set()
 
@@ -746,6 +747,16 @@ class Scheduler:
         self._dirty_errors[watch.task_id] = watch.last_error
 
     async def _poll_once(self, watch: Watch, *, probe: bool, seq: int, started: float) -> None:
+        fence = self._fence_at
+        if fence != math.inf and fence <= self._clock.monotonic():
+            # Started, then the process froze past the fence (SIGSTOP, a VM pause) before this
+            # poll first ran: the task may be another instance's by now. Due again, unpolled.
+            if probe:
+                self._probe_in_flight = False
+            if self._watches.get(watch.task_id) is watch and watch.next_poll_at is None:
+                watch.next_poll_at = self._clock.monotonic()
+                self._push(watch)
+            return
         try:
             result = await self._client.fetch_status(watch.model, watch.task_id)
         except asyncio.CancelledError:

@@ -297,3 +297,55 @@ async def test_no_poll_starts_past_the_fence_until_a_renewal_moves_it(rig: Rig) 
     rig.scheduler.set_fence(20.0)  # a heartbeat renewed the lease
     await settle()
     assert rig.client.times("a") == [0.0, 10.0]
+
+
+async def test_a_poll_started_just_before_a_freeze_past_the_fence_is_not_sent() -> None:
+    # The freeze can also land between a poll's start and its request: the scheduler took
+    # the task and created the poll, and the process stopped before the poll first ran.
+    class FreezesAfterAStart(Scheduler):
+        freeze_s = 0.0
+
+        def _take(self, watch: Watch, *, ready: bool = False) -> None:
+            super()._take(watch, ready=ready)
+            if self.freeze_s:
+                clock.advance(self.freeze_s)  # frozen right after starting this poll
+                self.freeze_s = 0.0
+
+    clock = ManualClock(start=WALL0)
+    client = FakeClient(clock)
+    upstream = UpstreamConfig(
+        base_url="http://127.0.0.1:9",
+        api_key=Secret("sk-test"),
+        max_concurrency=4,
+        max_requests_per_second=100.0,
+    )
+    scheduler = FreezesAfterAStart(
+        client=client,
+        polling=PollingConfig(default=POLICY),
+        upstream=upstream,
+        sink=Sink(),
+        clock=clock,
+    )
+    run = asyncio.create_task(scheduler.run())
+    try:
+        now = clock.time()
+        scheduler.watch(
+            Task("a", "m", None, None, {}, None, TaskSource.API, TaskState.PENDING, now, now)
+        )
+        await settle()
+        assert client.times("a") == [0.0]
+        scheduler.set_fence(1.5)
+        scheduler.freeze_s = 10.0
+        clock.advance(1.0)  # "a" is due: it is started, and the freeze comes
+        await settle()
+        assert client.times("a") == [0.0]  # no request after waking past the fence
+        watch = scheduler.get("a")
+        assert watch is not None
+        assert watch.next_poll_at is not None  # due again, not lost
+        scheduler.set_fence(30.0)  # a heartbeat renewed the lease
+        await settle()
+        assert client.times("a") == [0.0, 11.0]
+    finally:
+        scheduler.stop()
+        await scheduler.drain(1.0)
+        await asyncio.wait_for(run, 5)
