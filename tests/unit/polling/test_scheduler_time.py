@@ -7,6 +7,7 @@ schedule is checked exactly, on the monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -95,8 +96,9 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def running(scheduler_class: type[Scheduler] = Scheduler) -> AsyncIterator[Rig]:
+    """A scheduler of `scheduler_class` on a ManualClock, running until the block ends."""
     clock = ManualClock(start=WALL0)
     client = FakeClient(clock)
     sink = Sink()
@@ -106,7 +108,7 @@ async def rig() -> AsyncIterator[Rig]:
         max_concurrency=4,
         max_requests_per_second=100.0,
     )
-    scheduler = Scheduler(
+    scheduler = scheduler_class(
         client=client,
         polling=PollingConfig(default=POLICY),
         upstream=upstream,
@@ -114,10 +116,18 @@ async def rig() -> AsyncIterator[Rig]:
         clock=clock,
     )
     run = asyncio.create_task(scheduler.run())
-    yield Rig(clock, client, sink, scheduler)
-    scheduler.stop()
-    await scheduler.drain(1.0)
-    await asyncio.wait_for(run, 5)
+    try:
+        yield Rig(clock, client, sink, scheduler)
+    finally:
+        scheduler.stop()
+        await scheduler.drain(1.0)
+        await asyncio.wait_for(run, 5)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    async with running() as rig:
+        yield rig
 
 
 @pytest.mark.parametrize(
@@ -308,44 +318,24 @@ async def test_a_poll_started_just_before_a_freeze_past_the_fence_is_not_sent() 
         def _take(self, watch: Watch, *, ready: bool = False) -> None:
             super()._take(watch, ready=ready)
             if self.freeze_s:
-                clock.advance(self.freeze_s)  # frozen right after starting this poll
+                assert isinstance(self._clock, ManualClock)
+                self._clock.advance(self.freeze_s)  # frozen right after starting this poll
                 self.freeze_s = 0.0
 
-    clock = ManualClock(start=WALL0)
-    client = FakeClient(clock)
-    upstream = UpstreamConfig(
-        base_url="http://127.0.0.1:9",
-        api_key=Secret("sk-test"),
-        max_concurrency=4,
-        max_requests_per_second=100.0,
-    )
-    scheduler = FreezesAfterAStart(
-        client=client,
-        polling=PollingConfig(default=POLICY),
-        upstream=upstream,
-        sink=Sink(),
-        clock=clock,
-    )
-    run = asyncio.create_task(scheduler.run())
-    try:
-        now = clock.time()
-        scheduler.watch(
-            Task("a", "m", None, None, {}, None, TaskSource.API, TaskState.PENDING, now, now)
-        )
+    async with running(FreezesAfterAStart) as rig:
+        scheduler = rig.scheduler
+        assert isinstance(scheduler, FreezesAfterAStart)
+        rig.add("a")
         await settle()
-        assert client.times("a") == [0.0]
+        assert rig.client.times("a") == [0.0]
         scheduler.set_fence(1.5)
         scheduler.freeze_s = 10.0
-        clock.advance(1.0)  # "a" is due: it is started, and the freeze comes
+        rig.clock.advance(1.0)  # "a" is due: it is started, and the freeze comes
         await settle()
-        assert client.times("a") == [0.0]  # no request after waking past the fence
+        assert rig.client.times("a") == [0.0]  # no request after waking past the fence
         watch = scheduler.get("a")
         assert watch is not None
         assert watch.next_poll_at is not None  # due again, not lost
         scheduler.set_fence(30.0)  # a heartbeat renewed the lease
         await settle()
-        assert client.times("a") == [0.0, 11.0]
-    finally:
-        scheduler.stop()
-        await scheduler.drain(1.0)
-        await asyncio.wait_for(run, 5)
+        assert rig.client.times("a") == [0.0, 11.0]
