@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import time
@@ -48,7 +47,7 @@ from psycopg import sql
 from bench import report
 from bench.cpucap import CpuCap, default_cores
 from bench.fixtures import MODEL, build_tasks
-from bench.procs import DaemonProcess, Server, log, write_config
+from bench.procs import DaemonProcess, Server, get_json, log, post_empty, write_config
 from watcher.models import TaskSource, TaskSpec
 from watcher.store.base import SpecColumns
 from watcher.store.postgres import PostgresStore
@@ -65,17 +64,6 @@ PACED_INTERVAL_S = 60.0  # takeover: 100,000 tasks every 60 s, ~1,700 polls/s ov
 WARMUP_S = 3.0
 WINDOW_S = 15.0
 ACTIVE = "state IN ('pending', 'processing')"
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=60) as resp:
-        return json.loads(resp.read())
-
-
-def _post(url: str) -> None:
-    request = urllib.request.Request(url, data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=30):
-        pass
 
 
 class Database:
@@ -204,7 +192,7 @@ class Sample:
 
 
 def _sample(upstream: Server, daemons: Sequence[DaemonProcess], db: Database | None) -> Sample:
-    stats = _get(f"{upstream.url}/_bench/stats")
+    stats = get_json(f"{upstream.url}/_bench/stats")
     backends: dict[int, float] = {}
     if db is not None:
         for pid in db.backend_pids():
@@ -348,7 +336,7 @@ async def _first_poll(upstream: Server, since: float, timeout: float = 60.0) -> 
     """Seconds from `since` (Unix) to the first poll the fake upstream saw after its reset."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        first = _get(f"{upstream.url}/_bench/stats")["first_poll_at"]
+        first = get_json(f"{upstream.url}/_bench/stats")["first_poll_at"]
         if first is not None:
             return round(float(first) - since, 3)
         await asyncio.sleep(0.02)
@@ -385,7 +373,7 @@ async def sqlite_flat(out: Path, upstream: Server, receiver: Server) -> dict[str
 async def _start_one(c: Cluster, name: str, *, flat: bool) -> tuple[DaemonProcess, dict[str, Any]]:
     """Start one instance on the (otherwise empty) cluster: READY=1, the first poll and when
     it held every task, in seconds from its start."""
-    _post(f"{c.upstream.url}/_bench/reset")
+    post_empty(f"{c.upstream.url}/_bench/reset")
     daemon = await c.start(name, polling=FLAT if flat else None, flat=flat)
     joined = daemon.log_events("cluster_joined")
     timing = {
@@ -437,7 +425,7 @@ async def restarts(c: Cluster) -> dict[str, Any]:
 
 async def three_flat(c: Cluster) -> dict[str, Any]:
     """Three instances started together on the 100,000 unclaimed tasks, flat out."""
-    _post(f"{c.upstream.url}/_bench/reset")
+    post_empty(f"{c.upstream.url}/_bench/reset")
     daemons = list(
         await asyncio.gather(
             *(c.start(f"pg-three-{k}", polling=FLAT, instance=k) for k in (1, 2, 3))
@@ -467,7 +455,7 @@ async def equal_hosts(c: Cluster, cores: float) -> dict[str, Any]:
         caps.append(cap)
     daemons: list[DaemonProcess] = []
     try:
-        _post(f"{c.upstream.url}/_bench/reset")
+        post_empty(f"{c.upstream.url}/_bench/reset")
         one = await c.start("pg-capped-single", polling=FLAT, cpu_cap=caps[0])
         daemons.append(one)
         claimed_s = await c.holds(one, TASKS, timeout=300) - one.started_at
@@ -475,7 +463,7 @@ async def equal_hosts(c: Cluster, cores: float) -> dict[str, Any]:
         single["claimed_all_s"] = _r(claimed_s)
         await _stop_all(daemons)
         daemons.clear()
-        _post(f"{c.upstream.url}/_bench/reset")
+        post_empty(f"{c.upstream.url}/_bench/reset")
         daemons.extend(
             await asyncio.gather(
                 *(
@@ -514,7 +502,7 @@ async def takeover(c: Cluster, *, lead_s: float = 10.0) -> dict[str, Any]:
         "max_interval": f"{PACED_INTERVAL_S:g}s",
     }
     spread_end = time.time() + lead_s + PACED_INTERVAL_S
-    _post(f"{c.upstream.url}/_bench/reset")
+    post_empty(f"{c.upstream.url}/_bench/reset")
     daemons = list(
         await asyncio.gather(
             *(
@@ -550,10 +538,10 @@ async def takeover(c: Cluster, *, lead_s: float = 10.0) -> dict[str, Any]:
         marked: dict[str, Any] = {}
         while time.monotonic() < end:
             await asyncio.sleep(0.25)
-            marked = _get(f"{c.upstream.url}/_bench/marked")
+            marked = get_json(f"{c.upstream.url}/_bench/marked")
             if marked["count"] >= len(orphans):
                 break
-        times = sorted(_get(f"{c.upstream.url}/_bench/marked?full=1").values())
+        times = sorted(get_json(f"{c.upstream.url}/_bench/marked?full=1").values())
         result: dict[str, Any] = {
             "tasks": TASKS,
             "interval_s": PACED_INTERVAL_S,

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def get_json(url: str, *, timeout: float = 60.0) -> Any:
+    """GET `url` (a fake server's `/_bench/...` route, a daemon's API) and decode its JSON."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def post_empty(url: str) -> None:
+    """POST an empty body to `url` (a fake server's reset or mark route)."""
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=30):
+        pass
 
 
 def write_config(

@@ -11,7 +11,6 @@ import shutil
 import signal
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,15 @@ import psutil
 
 from bench import report
 from bench.fixtures import build_backlog, build_tasks, settle, write_tasks_file
-from bench.procs import DaemonProcess, Server, log, run_json, write_config
+from bench.procs import (
+    DaemonProcess,
+    Server,
+    get_json,
+    log,
+    post_empty,
+    run_json,
+    write_config,
+)
 
 __all__ = ["Env", "Server"]
 
@@ -37,17 +44,6 @@ class Env:
     upstream: Server
     receiver: Server
     base_100k: Path  # a store with 100k pending tasks, copied per use
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())
-
-
-def _post(url: str) -> None:
-    request = urllib.request.Request(url, data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=30):
-        pass
 
 
 def _fresh_db(env: Env, name: str, source: Path | None = None) -> Path:
@@ -91,13 +87,13 @@ async def restart_100k(env: Env) -> tuple[dict[str, Any], float]:
     """Start on a store of 100k pending (overdue) tasks with long intervals: time to the first
     poll the upstream sees, then the settled RSS. Default budget: 20 requests/s."""
     db = _fresh_db(env, "restart", env.base_100k)
-    _post(f"{env.upstream.url}/_bench/reset")
+    post_empty(f"{env.upstream.url}/_bench/reset")
     daemon = await _daemon(env, "restart", db)
     try:
         first = None
         end = time.monotonic() + 30
         while time.monotonic() < end:
-            first = _get(f"{env.upstream.url}/_bench/stats")["first_poll_at"]
+            first = get_json(f"{env.upstream.url}/_bench/stats")["first_poll_at"]
             if first is not None:
                 break
             await asyncio.sleep(0.02)
@@ -129,10 +125,10 @@ async def cpu_per_poll(env: Env, tasks: int, *, window_s: float = 6.0) -> dict[s
     )
     try:
         await asyncio.sleep(2.0)  # warm-up: imports done, connections open
-        polls0 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        polls0 = get_json(f"{env.upstream.url}/_bench/stats")["polls"]
         cpu0, up0, t0 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
         rss = await _settled_rss(daemon, window_s)
-        polls1 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        polls1 = get_json(f"{env.upstream.url}/_bench/stats")["polls"]
         cpu1, up1, t1 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
         polls = polls1 - polls0
         alive = daemon.alive()
@@ -220,7 +216,7 @@ async def _paced_daemon(
     env: Env, tasks: int, lead_s: float, warmup_s: float, window_s: float
 ) -> dict[str, Any]:
     """One round of the daemon: a fresh store and daemon, measured, stopped."""
-    _post(f"{env.upstream.url}/_bench/reset")  # keeps the fake's own bookkeeping small
+    post_empty(f"{env.upstream.url}/_bench/reset")  # keeps the fake's own bookkeeping small
     db = _fresh_db(env, "paced")
     first_at = time.time() + lead_s
     build_tasks(db, tasks, prefix="p", registered_at=first_at - PACED_INITIAL_DELAY_S, spread_s=1.0)
@@ -242,10 +238,10 @@ async def _paced_daemon(
         if late:
             log("paced: the daemon was ready after the first tasks were due (bunched start)")
         await asyncio.sleep(max(0.0, first_at + warmup_s - time.time()))
-        polls0 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        polls0 = get_json(f"{env.upstream.url}/_bench/stats")["polls"]
         cpu0, up0, t0 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
         await asyncio.sleep(window_s)
-        polls1 = _get(f"{env.upstream.url}/_bench/stats")["polls"]
+        polls1 = get_json(f"{env.upstream.url}/_bench/stats")["polls"]
         cpu1, up1, t1 = daemon.cpu_s(), env.upstream.cpu_s(), time.monotonic()
         polls = polls1 - polls0
         rss = daemon.rss_mb()
@@ -295,7 +291,7 @@ async def latency(
     registered (the instant is in its id, so the fake upstream and we agree on it). Polled every
     200 ms; lag = receiver arrival - completion."""
     interval_s = 0.2
-    _post(f"{env.receiver.url}/_bench/reset")
+    post_empty(f"{env.receiver.url}/_bench/reset")
     daemon = await _daemon(
         env,
         "latency",
@@ -339,12 +335,12 @@ async def latency(
         end = time.monotonic() + 30
         count = 0
         while time.monotonic() < end:
-            count = _get(f"{env.receiver.url}/_bench/stats")["count"]
+            count = get_json(f"{env.receiver.url}/_bench/stats")["count"]
             if count >= sent - failed:
                 break
             await asyncio.sleep(0.2)
         cpu = daemon.cpu_s() - cpu0
-        arrivals = _get(f"{env.receiver.url}/_bench/arrivals")["arrivals"]
+        arrivals = get_json(f"{env.receiver.url}/_bench/arrivals")["arrivals"]
     finally:
         await daemon.stop()
     first: dict[str, float] = {}
@@ -369,7 +365,7 @@ async def _drain_rate(env: Env, count: int, timeout: float) -> tuple[float | Non
     end = time.monotonic() + timeout
     stats: dict[str, Any] = {"count": 0}
     while time.monotonic() < end:
-        stats = _get(f"{env.receiver.url}/_bench/stats")
+        stats = get_json(f"{env.receiver.url}/_bench/stats")
         if stats["count"] >= count:
             break
         await asyncio.sleep(0.1)
@@ -384,7 +380,7 @@ async def delivery(env: Env, *, backlog: int = 20_000, concurrency: int = 16) ->
     t0 = time.monotonic()
     body_bytes = build_backlog(db, backlog, endpoint="bench")
     log(f"delivery backlog of {backlog} built in {time.monotonic() - t0:.1f}s")
-    _post(f"{env.receiver.url}/_bench/reset")
+    post_empty(f"{env.receiver.url}/_bench/reset")
     daemon = await _daemon(env, "delivery", db, delivery={"max_concurrency": concurrency})
     cpu0 = daemon.cpu_s()
     try:
@@ -392,7 +388,7 @@ async def delivery(env: Env, *, backlog: int = 20_000, concurrency: int = 16) ->
         cpu = daemon.cpu_s() - cpu0
     finally:
         await daemon.stop()
-    _post(f"{env.receiver.url}/_bench/reset")
+    post_empty(f"{env.receiver.url}/_bench/reset")
     ref = await run_json(
         [
             "-m",
@@ -453,8 +449,8 @@ async def polling_live(
         )
     finally:
         store.close()
-    _post(f"{env.upstream.url}/_bench/reset")
-    _post(f"{env.receiver.url}/_bench/reset")
+    post_empty(f"{env.upstream.url}/_bench/reset")
+    post_empty(f"{env.receiver.url}/_bench/reset")
     daemon = await _daemon(
         env,
         "polling",
@@ -490,13 +486,13 @@ async def polling_live(
                 await asyncio.sleep(1.0 / rate)
             end = time.monotonic() + 60
             while time.monotonic() < end:
-                if _get(f"{env.receiver.url}/_bench/stats")["count"] >= tasks:
+                if get_json(f"{env.receiver.url}/_bench/stats")["count"] >= tasks:
                     break
                 await asyncio.sleep(0.2)
             async with session.get(f"{intake}/v1/stats/models") as resp:
                 stats = {s["model"]: s for s in (await resp.json())["models"]}
-        polls = _get(f"{env.upstream.url}/_bench/stats")["polls_by_model"]
-        arrivals = _get(f"{env.receiver.url}/_bench/arrivals")["arrivals"]
+        polls = get_json(f"{env.upstream.url}/_bench/stats")["polls_by_model"]
+        arrivals = get_json(f"{env.receiver.url}/_bench/arrivals")["arrivals"]
     finally:
         await daemon.stop()
     lags: dict[str, list[float]] = {"fixed-m": [], "adaptive-m": []}
@@ -530,7 +526,7 @@ async def budget_live(env: Env, *, tasks: int = 5_000, rate: int = 30) -> dict[s
     measurement that once found 57 requests in a second at a budget of 30)."""
     db = _fresh_db(env, "budget")
     build_tasks(db, tasks, registered_at=time.time() - 10)
-    _post(f"{env.upstream.url}/_bench/reset")
+    post_empty(f"{env.upstream.url}/_bench/reset")
     daemon = await _daemon(
         env,
         "budget",
@@ -540,7 +536,7 @@ async def budget_live(env: Env, *, tasks: int = 5_000, rate: int = 30) -> dict[s
     )
     try:
         await asyncio.sleep(8.0)
-        stats = _get(f"{env.upstream.url}/_bench/stats")
+        stats = get_json(f"{env.upstream.url}/_bench/stats")
     finally:
         await daemon.stop()
     span = (stats["last_poll_at"] or 0.0) - (stats["first_poll_at"] or 0.0)
@@ -560,7 +556,7 @@ async def docs_loop(env: Env, *, tasks: int = 1000) -> dict[str, Any]:
     """`wait_for_result` from statusTask.txt, one thread per task; tasks complete 4-8 s in."""
     start = time.time()
     ids = [f"c{int((start + 4 + 4 * i / tasks) * 1000)}-{i}" for i in range(tasks)]
-    _post(f"{env.upstream.url}/_bench/reset")
+    post_empty(f"{env.upstream.url}/_bench/reset")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -753,17 +753,13 @@ class Scheduler:
             # poll first ran: the task may be another instance's by now. Due again, unpolled.
             if probe:
                 self._probe_in_flight = False
-            if self._watches.get(watch.task_id) is watch and watch.next_poll_at is None:
-                watch.next_poll_at = self._clock.monotonic()
-                self._push(watch)
+            self._due_again(watch)
             return
         try:
             result = await self._client.fetch_status(watch.model, watch.task_id)
         except asyncio.CancelledError:
             # Cancelled by drain(): keep the task due, in case the loop is not stopping.
-            if self._watches.get(watch.task_id) is watch and watch.next_poll_at is None:
-                watch.next_poll_at = self._clock.monotonic()
-                self._push(watch)
+            self._due_again(watch)
             raise
         finally:
             if probe:
@@ -815,6 +811,12 @@ class Scheduler:
         # by an earlier flush): an unchanged one is not written again.
         if watch.last_error != error:
             self._dirty_errors[watch.task_id] = watch.last_error
+
+    def _due_again(self, watch: Watch) -> None:
+        """A poll that did not happen: its task, still watched and not rescheduled, is due now."""
+        if self._watches.get(watch.task_id) is watch and watch.next_poll_at is None:
+            watch.next_poll_at = self._clock.monotonic()
+            self._push(watch)
 
     def _note_created(self, watch: Watch, data: Mapping[str, Any]) -> None:
         """The upstream's createTime (Unix ms) on the monotonic clock: ages count from it. Not
